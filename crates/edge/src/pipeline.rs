@@ -1,0 +1,414 @@
+//! One request's path: read -> route -> authenticate (SigV4) -> resolve the
+//! operation -> authorise (the IAM evaluator) -> dispatch -> encode -> audit.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use http::{header, request, HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use moat_iam::{authorize, Decision, Identities, Principal, RequestContext};
+use moat_sigv4::{AmzDate, PathRules, RequestParts};
+use ring::rand::{SecureRandom, SystemRandom};
+
+use crate::audit::{AuditLog, AuditRecord};
+use crate::codec::{self, Body, QueryParams};
+use crate::error::{ApiError, ErrorKind, Outcome};
+use crate::metrics::Metrics;
+use crate::services::{Authorization, Operation, Service};
+
+/// The path of the unauthenticated health check on the API port.
+pub const HEALTH_PATH: &str = "/_moat/health";
+
+/// Limits and settings of the API pipeline.
+#[derive(Debug, Clone)]
+pub struct EdgeConfig {
+    /// The regions this deployment serves; a signature scoped to another is refused.
+    pub regions: Vec<String>,
+    /// The largest request body accepted.
+    pub max_body_bytes: usize,
+    /// How long a client may take to send its body.
+    pub body_read_timeout: Duration,
+}
+
+/// Everything a request needs, shared by all connections.
+pub struct Edge {
+    config: EdgeConfig,
+    identities: Identities,
+    audit: AuditLog,
+    metrics: Metrics,
+    rng: SystemRandom,
+}
+
+/// What is known about a request so far; it becomes the audit record.
+#[derive(Default)]
+struct Trail {
+    service: Option<Service>,
+    operation_name: Option<String>,
+    operation: Option<Operation>,
+    principal: Option<Principal>,
+    access_key_id: Option<String>,
+    resource: Option<String>,
+}
+
+impl Edge {
+    pub fn new(config: EdgeConfig, identities: Identities, audit: AuditLog) -> Edge {
+        Edge {
+            config,
+            identities,
+            audit,
+            metrics: Metrics::default(),
+            rng: SystemRandom::new(),
+        }
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    pub fn audit(&self) -> &AuditLog {
+        &self.audit
+    }
+
+    /// Answers one HTTP request. Never fails: every error becomes an AWS error response.
+    pub async fn handle(&self, req: Request<Incoming>, remote: SocketAddr) -> Response<Body> {
+        let started = Instant::now();
+        let request_id = self.new_request_id();
+        let (head, body) = req.into_parts();
+        let mut trail = Trail::default();
+
+        let (response, outcome, error_code) =
+            if head.method == Method::GET && head.uri.path() == HEALTH_PATH {
+                trail.operation_name = Some("Health".into());
+                let body = b"{\"status\":\"ok\"}".to_vec();
+                let resp = codec::respond(StatusCode::OK, "application/json", body, &request_id);
+                (resp, Outcome::Allowed, None)
+            } else {
+                match self.process(&head, body, &mut trail, &request_id).await {
+                    Ok(resp) => (resp, Outcome::Allowed, None),
+                    Err(err) => {
+                        let mut resp = codec::error_response(trail.service, &err, &request_id);
+                        if matches!(
+                            err.kind,
+                            ErrorKind::RequestEntityTooLarge | ErrorKind::RequestTimeout
+                        ) {
+                            // The unread rest of the body would be taken for the next request.
+                            resp.headers_mut()
+                                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+                        }
+                        let protocol = trail.service.map(Service::protocol);
+                        let (_, code) =
+                            err.wire(protocol.unwrap_or(crate::services::Protocol::AwsQuery));
+                        (resp, err.outcome(), Some(code.to_owned()))
+                    }
+                }
+            };
+        let status = response.status();
+        self.metrics.observe(
+            trail
+                .service
+                .map(Service::signing_name)
+                .unwrap_or("unknown"),
+            trail.operation.map(Operation::name).unwrap_or(
+                if trail.operation_name.as_deref() == Some("Health") {
+                    "Health"
+                } else {
+                    "unknown"
+                },
+            ),
+            outcome.as_str(),
+            started.elapsed(),
+        );
+        self.audit
+            .record(AuditRecord {
+                time: now_rfc3339(),
+                request_id,
+                source: remote.to_string(),
+                principal: trail.principal.as_ref().map(Principal::arn),
+                access_key_id: trail.access_key_id,
+                service: trail.service.map(|s| s.signing_name().to_owned()),
+                operation: trail.operation_name,
+                resource: trail.resource,
+                outcome: outcome.as_str().to_owned(),
+                status: status.as_u16(),
+                error_code,
+                user_agent: head
+                    .headers
+                    .get(header::USER_AGENT)
+                    .map(|v| truncate(&String::from_utf8_lossy(v.as_bytes()), 256)),
+            })
+            .await;
+        response
+    }
+
+    /// Audits what reached the TLS port as plain HTTP, then builds the answer.
+    pub async fn plaintext_refusal(&self, remote: SocketAddr) -> Vec<u8> {
+        let request_id = self.new_request_id();
+        let message = "This port speaks HTTPS only: send the request over TLS (https://).\n";
+        self.metrics.observe(
+            "unknown",
+            "unknown",
+            Outcome::Malformed.as_str(),
+            Duration::ZERO,
+        );
+        self.audit
+            .record(AuditRecord {
+                time: now_rfc3339(),
+                request_id: request_id.clone(),
+                source: remote.to_string(),
+                principal: None,
+                access_key_id: None,
+                service: None,
+                operation: None,
+                resource: None,
+                outcome: Outcome::Malformed.as_str().to_owned(),
+                status: 400,
+                error_code: Some("HttpRequestOnHttpsPort".into()),
+                user_agent: None,
+            })
+            .await;
+        format!(
+            "HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nx-amzn-RequestId: {request_id}\r\nConnection: close\r\n\r\n{message}",
+            message.len()
+        )
+        .into_bytes()
+    }
+
+    async fn process(
+        &self,
+        head: &request::Parts,
+        body: Incoming,
+        trail: &mut Trail,
+        request_id: &str,
+    ) -> Result<Response<Body>, ApiError> {
+        let target = head
+            .headers
+            .get("x-amz-target")
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+        // The service an unsigned or badly signed request was meant for, so that
+        // even its error comes in the right format.
+        trail.service = target
+            .as_deref()
+            .and_then(|t| t.split_once('.'))
+            .and_then(|(prefix, _)| Service::from_target_prefix(prefix));
+
+        let body = self.read_body(head, body).await?;
+        let params = match target {
+            Some(_) => QueryParams::default(),
+            None => {
+                let mut params = QueryParams::decode(head.uri.query().unwrap_or("").as_bytes());
+                if is_form(head) {
+                    params.extend(QueryParams::decode(&body));
+                }
+                if trail.service.is_none() {
+                    trail.service = params.get("Version").and_then(Service::from_api_version);
+                }
+                params
+            }
+        };
+
+        // Authentication: SigV4 is the only way in.
+        let parts = RequestParts {
+            method: head.method.as_str(),
+            path: head.uri.path(),
+            query: head.uri.query(),
+            headers: &head.headers,
+            body: &body,
+        };
+        let signed = moat_sigv4::parse(&parts)?;
+        if let Some(signed) = &signed {
+            trail.access_key_id = Some(truncate(&signed.scope.access_key_id, 128));
+            let service = Service::from_signing_name(&signed.scope.service).ok_or_else(|| {
+                let expected = trail.service.map(Service::signing_name).unwrap_or("sts");
+                ApiError::new(
+                    ErrorKind::SignatureDoesNotMatch,
+                    format!("Credential should be scoped to correct service: '{expected}'. "),
+                )
+            })?;
+            trail.service = Some(service);
+        }
+        let Some(service) = trail.service else {
+            return Err(ApiError::missing_authentication());
+        };
+
+        let name = operation_name(service, target.as_deref(), &params)?;
+        trail.operation_name = Some(truncate(&name, 128));
+        let operation = Operation::resolve(service, &name);
+        trail.operation = operation;
+
+        let principal = match &signed {
+            None if operation.is_some_and(Operation::allows_anonymous) => None,
+            None => return Err(ApiError::missing_authentication()),
+            Some(signed) => {
+                if !self
+                    .config
+                    .regions
+                    .iter()
+                    .any(|r| *r == signed.scope.region)
+                {
+                    return Err(ApiError::new(
+                        ErrorKind::SignatureDoesNotMatch,
+                        "Credential should be scoped to a valid region. ",
+                    ));
+                }
+                let key = self
+                    .identities
+                    .signing_key(
+                        &signed.scope.access_key_id,
+                        signed.security_token.as_deref(),
+                    )
+                    .map_err(|_| ApiError::invalid_client_token())?;
+                moat_sigv4::verify(
+                    &parts,
+                    signed,
+                    key.secret.expose().as_bytes(),
+                    unix_now(),
+                    PathRules::AWS_SERVICES,
+                )?;
+                trail.principal = Some(key.principal.clone());
+                Some(key.principal.clone())
+            }
+        };
+
+        let Some(operation) = operation else {
+            let message = match service.api_version() {
+                Some(version) if !service.protocol().is_json() => format!(
+                    "Could not find operation {} for version {}",
+                    truncate(&name, 128),
+                    params.get("Version").unwrap_or(version)
+                ),
+                _ => "Unknown operation exception".to_owned(),
+            };
+            return Err(ApiError::new(ErrorKind::UnknownOperation, message));
+        };
+
+        // Authorisation: the one evaluator decides, never the handler.
+        if let (Authorization::Action(action), Some(principal)) =
+            (operation.authorization(), principal.as_ref())
+        {
+            let resource = trail.resource.clone().unwrap_or_else(|| "*".to_owned());
+            let ctx = RequestContext {
+                principal,
+                action,
+                resource: &resource,
+            };
+            if authorize(&ctx) != Decision::Allow {
+                return Err(ApiError::new(
+                    ErrorKind::AccessDenied,
+                    format!(
+                        "User: {} is not authorized to perform: {action} on resource: {resource}",
+                        principal.arn()
+                    ),
+                ));
+            }
+        }
+
+        crate::dispatch::dispatch(operation, principal.as_ref(), &params, &body, request_id)
+    }
+
+    async fn read_body(&self, head: &request::Parts, body: Incoming) -> Result<Bytes, ApiError> {
+        let too_large = || {
+            ApiError::new(
+                ErrorKind::RequestEntityTooLarge,
+                format!(
+                    "Request body is larger than the limit of {} bytes.",
+                    self.config.max_body_bytes
+                ),
+            )
+        };
+        let declared = head
+            .headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > self.config.max_body_bytes as u64) {
+            return Err(too_large());
+        }
+        let limited = Limited::new(body, self.config.max_body_bytes);
+        match tokio::time::timeout(self.config.body_read_timeout, limited.collect()).await {
+            Err(_) => Err(ApiError::new(
+                ErrorKind::RequestTimeout,
+                "The request body was not received within the time allowed.",
+            )),
+            Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => Err(too_large()),
+            Ok(Err(_)) => Err(ApiError::new(
+                ErrorKind::Serialization,
+                "The request body could not be read.",
+            )),
+            Ok(Ok(collected)) => Ok(collected.to_bytes()),
+        }
+    }
+
+    fn new_request_id(&self) -> String {
+        let mut b = [0u8; 16];
+        // The system random source does not fail on Linux; a zero id is still unique enough to log.
+        let _ = self.rng.fill(&mut b);
+        b[6] = (b[6] & 0x0f) | 0x40;
+        b[8] = (b[8] & 0x3f) | 0x80;
+        let h = moat_sigv4::hex(&b);
+        format!(
+            "{}-{}-{}-{}-{}",
+            &h[0..8],
+            &h[8..12],
+            &h[12..16],
+            &h[16..20],
+            &h[20..32]
+        )
+    }
+}
+
+/// The operation a request names: `X-Amz-Target` for JSON services, `Action` for query services.
+fn operation_name(
+    service: Service,
+    target: Option<&str>,
+    params: &QueryParams,
+) -> Result<String, ApiError> {
+    if service.protocol().is_json() {
+        let unknown = || ApiError::new(ErrorKind::UnknownOperation, "Unknown operation exception");
+        let target = target.ok_or_else(unknown)?;
+        let (prefix, name) = target.split_once('.').ok_or_else(unknown)?;
+        if Some(prefix) != service.target_prefix() {
+            return Err(unknown());
+        }
+        Ok(name.to_owned())
+    } else {
+        match params.get("Action") {
+            Some(action) if !action.is_empty() => Ok(action.to_owned()),
+            _ => Err(ApiError::new(
+                ErrorKind::MissingAction,
+                "The request is missing an action or a required parameter.",
+            )),
+        }
+    }
+}
+
+fn is_form(head: &request::Parts) -> bool {
+    match head.headers.get(header::CONTENT_TYPE) {
+        Some(ct) => ct
+            .as_bytes()
+            .get(..33)
+            .is_some_and(|p| p.eq_ignore_ascii_case(b"application/x-www-form-urlencoded")),
+        None => head.method == Method::POST,
+    }
+}
+
+fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// Now as RFC 3339 UTC with milliseconds, the audit log's time format.
+pub fn now_rfc3339() -> String {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    let text = AmzDate::from_unix_seconds(now.as_secs() as i64).to_iso8601_extended();
+    format!("{}.{:03}Z", &text[..text.len() - 1], now.subsec_millis())
+}
+
+fn truncate(s: &str, max: usize) -> String {
+    s.chars().take(max).collect()
+}

@@ -1,0 +1,222 @@
+//! Listeners: accepting connections, TLS, HTTP/1.1, limits and graceful shutdown.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, watch, Semaphore};
+use tokio_rustls::TlsAcceptor;
+
+use crate::codec::{self, Body};
+use crate::pipeline::Edge;
+
+/// Connection-level limits of a listener.
+#[derive(Debug, Clone)]
+pub struct ListenerConfig {
+    /// `None` serves plain HTTP (only ever on loopback: the caller checks).
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// Time allowed for a TLS handshake, and for a request's head to arrive.
+    pub handshake_timeout: Duration,
+    pub header_read_timeout: Duration,
+    /// The largest request head (request line and headers).
+    pub max_header_bytes: usize,
+    pub max_connections: usize,
+    /// How long in-flight requests may take to finish once shutdown begins.
+    pub shutdown_grace: Duration,
+}
+
+/// Serves the AWS APIs on an already-bound listener until `shutdown` completes,
+/// then stops accepting, lets in-flight requests finish (up to the grace
+/// period) and returns.
+pub async fn run(
+    listener: TcpListener,
+    edge: Arc<Edge>,
+    config: ListenerConfig,
+    shutdown: impl Future<Output = ()>,
+) {
+    let (stop_tx, stop_rx) = watch::channel(false);
+    // Every connection task holds a clone; when all are dropped, all are done.
+    let (done_tx, mut done_rx) = mpsc::channel::<()>(1);
+    let permits = Arc::new(Semaphore::new(config.max_connections));
+    let acceptor = config.tls.clone().map(TlsAcceptor::from);
+    tokio::pin!(shutdown);
+    loop {
+        let permit = tokio::select! {
+            _ = &mut shutdown => break,
+            permit = permits.clone().acquire_owned() => match permit {
+                Ok(p) => p,
+                Err(_) => break,
+            },
+        };
+        let (stream, remote) = tokio::select! {
+            _ = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let edge = edge.clone();
+        let config = config.clone();
+        let acceptor = acceptor.clone();
+        let stop = stop_rx.clone();
+        let done = done_tx.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            let _done = done;
+            let _ = stream.set_nodelay(true);
+            match acceptor {
+                Some(acceptor) => serve_tls(stream, remote, acceptor, edge, &config, stop).await,
+                None => serve_http(stream, remote, edge, &config, stop).await,
+            }
+        });
+    }
+    drop(listener);
+    let _ = stop_tx.send(true);
+    drop(done_tx);
+    if tokio::time::timeout(config.shutdown_grace, done_rx.recv())
+        .await
+        .is_err()
+    {
+        tracing::warn!("connections still open after the shutdown grace period; closing them");
+    }
+}
+
+async fn serve_tls(
+    stream: TcpStream,
+    remote: SocketAddr,
+    acceptor: TlsAcceptor,
+    edge: Arc<Edge>,
+    config: &ListenerConfig,
+    stop: watch::Receiver<bool>,
+) {
+    // A TLS connection starts with a handshake record (0x16); anything else is
+    // most likely plain HTTP sent to the HTTPS port, which gets a readable refusal.
+    let mut first = [0u8; 1];
+    match tokio::time::timeout(config.handshake_timeout, stream.peek(&mut first)).await {
+        Ok(Ok(1)) if first[0] == 0x16 => {}
+        Ok(Ok(1)) => return refuse_plaintext(stream, remote, &edge).await,
+        _ => return,
+    }
+    let tls = match tokio::time::timeout(config.handshake_timeout, acceptor.accept(stream)).await {
+        Ok(Ok(tls)) => tls,
+        Ok(Err(e)) => {
+            tracing::debug!(%remote, error = %e, "TLS handshake failed");
+            return;
+        }
+        Err(_) => {
+            tracing::debug!(%remote, "TLS handshake timed out");
+            return;
+        }
+    };
+    serve_http(tls, remote, edge, config, stop).await;
+}
+
+async fn refuse_plaintext(mut stream: TcpStream, remote: SocketAddr, edge: &Edge) {
+    // Read what the client already sent so that closing does not reset the
+    // connection before it reads the answer.
+    let mut buf = [0u8; 8192];
+    let _ = tokio::time::timeout(Duration::from_millis(200), stream.read(&mut buf)).await;
+    let answer = edge.plaintext_refusal(remote).await;
+    let _ = stream.write_all(&answer).await;
+    let _ = stream.shutdown().await;
+}
+
+async fn serve_http<I>(
+    io: I,
+    remote: SocketAddr,
+    edge: Arc<Edge>,
+    config: &ListenerConfig,
+    mut stop: watch::Receiver<bool>,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let service = service_fn(move |req| {
+        let edge = edge.clone();
+        async move { Ok::<_, Infallible>(edge.handle(req, remote).await) }
+    });
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(config.header_read_timeout)
+        .max_buf_size(config.max_header_bytes.max(8192))
+        .keep_alive(true);
+    let conn = builder.serve_connection(TokioIo::new(io), service);
+    tokio::pin!(conn);
+    tokio::select! {
+        result = conn.as_mut() => {
+            if let Err(e) = result {
+                tracing::debug!(%remote, error = %e, "connection ended with an error");
+            }
+        }
+        _ = stop.changed() => {
+            conn.as_mut().graceful_shutdown();
+            let _ = conn.await;
+        }
+    }
+}
+
+/// Serves `/metrics` (Prometheus text) and `/health` over plain HTTP until `shutdown`.
+pub async fn run_metrics(
+    listener: TcpListener,
+    edge: Arc<Edge>,
+    shutdown: impl Future<Output = ()>,
+) {
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, _) = tokio::select! {
+            _ = &mut shutdown => return,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(_) => continue,
+            },
+        };
+        let edge = edge.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                let edge = edge.clone();
+                async move {
+                    let resp: http::Response<Body> = match req.uri().path() {
+                        "/metrics" => codec::respond(
+                            http::StatusCode::OK,
+                            "text/plain; version=0.0.4",
+                            edge.metrics().render().into_bytes(),
+                            "",
+                        ),
+                        "/health" => codec::respond(
+                            http::StatusCode::OK,
+                            "application/json",
+                            b"{\"status\":\"ok\"}".to_vec(),
+                            "",
+                        ),
+                        _ => codec::respond(
+                            http::StatusCode::NOT_FOUND,
+                            "text/plain",
+                            b"not found\n".to_vec(),
+                            "",
+                        ),
+                    };
+                    Ok::<_, Infallible>(resp)
+                }
+            });
+            let mut builder = http1::Builder::new();
+            builder
+                .timer(TokioTimer::new())
+                .header_read_timeout(Duration::from_secs(10));
+            let _ = builder
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}

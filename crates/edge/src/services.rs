@@ -1,0 +1,290 @@
+//! The services Moat answers for, their wire protocols, and the operations
+//! implemented so far with the IAM action each one is authorised as.
+
+/// The wire protocols of the AWS APIs Moat serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    /// JSON bodies, operation in `X-Amz-Target`, `application/x-amz-json-1.0`.
+    AwsJson10,
+    /// As 1.0 with `application/x-amz-json-1.1`.
+    AwsJson11,
+    /// Form-encoded `Action=...&Version=...`, XML answers.
+    AwsQuery,
+    /// EC2's dialect of the query protocol, with its own error envelope.
+    Ec2Query,
+}
+
+impl Protocol {
+    pub fn is_json(self) -> bool {
+        matches!(self, Protocol::AwsJson10 | Protocol::AwsJson11)
+    }
+}
+
+/// Every service Moat routes; those without operations yet answer that the
+/// operation is unknown, as AWS does for an operation it does not have.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Service {
+    Sts,
+    Iam,
+    DynamoDb,
+    Kms,
+    Rds,
+    Redshift,
+    ElastiCache,
+    Ec2,
+    Sns,
+}
+
+struct ServiceInfo {
+    service: Service,
+    /// The SigV4 signing name, also the IAM action prefix.
+    signing_name: &'static str,
+    protocol: Protocol,
+    /// The `X-Amz-Target` prefix of JSON services.
+    target_prefix: Option<&'static str>,
+    /// The `Version` of query services.
+    api_version: Option<&'static str>,
+}
+
+const SERVICES: &[ServiceInfo] = &[
+    ServiceInfo {
+        service: Service::Sts,
+        signing_name: "sts",
+        protocol: Protocol::AwsQuery,
+        target_prefix: None,
+        api_version: Some("2011-06-15"),
+    },
+    ServiceInfo {
+        service: Service::Iam,
+        signing_name: "iam",
+        protocol: Protocol::AwsQuery,
+        target_prefix: None,
+        api_version: Some("2010-05-08"),
+    },
+    ServiceInfo {
+        service: Service::DynamoDb,
+        signing_name: "dynamodb",
+        protocol: Protocol::AwsJson10,
+        target_prefix: Some("DynamoDB_20120810"),
+        api_version: None,
+    },
+    ServiceInfo {
+        service: Service::Kms,
+        signing_name: "kms",
+        protocol: Protocol::AwsJson11,
+        target_prefix: Some("TrentService"),
+        api_version: None,
+    },
+    ServiceInfo {
+        service: Service::Rds,
+        signing_name: "rds",
+        protocol: Protocol::AwsQuery,
+        target_prefix: None,
+        api_version: Some("2014-10-31"),
+    },
+    ServiceInfo {
+        service: Service::Redshift,
+        signing_name: "redshift",
+        protocol: Protocol::AwsQuery,
+        target_prefix: None,
+        api_version: Some("2012-12-01"),
+    },
+    ServiceInfo {
+        service: Service::ElastiCache,
+        signing_name: "elasticache",
+        protocol: Protocol::AwsQuery,
+        target_prefix: None,
+        api_version: Some("2015-02-02"),
+    },
+    ServiceInfo {
+        service: Service::Ec2,
+        signing_name: "ec2",
+        protocol: Protocol::Ec2Query,
+        target_prefix: None,
+        api_version: Some("2016-11-15"),
+    },
+    ServiceInfo {
+        service: Service::Sns,
+        signing_name: "sns",
+        protocol: Protocol::AwsQuery,
+        target_prefix: None,
+        api_version: Some("2010-03-31"),
+    },
+];
+
+impl Service {
+    fn info(self) -> &'static ServiceInfo {
+        SERVICES
+            .iter()
+            .find(|i| i.service == self)
+            .expect("every service has an entry in SERVICES")
+    }
+
+    pub fn from_signing_name(name: &str) -> Option<Service> {
+        SERVICES
+            .iter()
+            .find(|i| i.signing_name == name)
+            .map(|i| i.service)
+    }
+
+    pub fn from_target_prefix(prefix: &str) -> Option<Service> {
+        SERVICES
+            .iter()
+            .find(|i| i.target_prefix == Some(prefix))
+            .map(|i| i.service)
+    }
+
+    pub fn from_api_version(version: &str) -> Option<Service> {
+        SERVICES
+            .iter()
+            .find(|i| i.api_version == Some(version))
+            .map(|i| i.service)
+    }
+
+    pub fn signing_name(self) -> &'static str {
+        self.info().signing_name
+    }
+
+    pub fn protocol(self) -> Protocol {
+        self.info().protocol
+    }
+
+    pub fn target_prefix(self) -> Option<&'static str> {
+        self.info().target_prefix
+    }
+
+    pub fn api_version(self) -> Option<&'static str> {
+        self.info().api_version
+    }
+
+    /// The XML namespace of a query service's answers.
+    pub fn xml_namespace(self) -> String {
+        match self {
+            Service::Ec2 => "http://ec2.amazonaws.com/doc/2016-11-15/".to_owned(),
+            Service::Rds => "http://rds.amazonaws.com/doc/2014-10-31/".to_owned(),
+            Service::Redshift => "http://redshift.amazonaws.com/doc/2012-12-01/".to_owned(),
+            Service::ElastiCache => "http://elasticache.amazonaws.com/doc/2015-02-02/".to_owned(),
+            Service::Sns => "http://sns.amazonaws.com/doc/2010-03-31/".to_owned(),
+            other => format!(
+                "https://{}.amazonaws.com/doc/{}/",
+                other.signing_name(),
+                other.api_version().unwrap_or_default()
+            ),
+        }
+    }
+}
+
+/// Who may call an operation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Authorization {
+    /// Any verified principal; AWS asks no permission (e.g. `GetCallerIdentity`).
+    AnyPrincipal,
+    /// The principal needs this IAM action allowed by policy.
+    Action(&'static str),
+}
+
+/// The operations Moat implements, named exactly as AWS names them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Operation {
+    GetCallerIdentity,
+}
+
+struct OperationInfo {
+    operation: Operation,
+    service: Service,
+    name: &'static str,
+    authorization: Authorization,
+    /// True where AWS accepts unsigned calls (`AssumeRoleWithWebIdentity`).
+    anonymous: bool,
+}
+
+/// The one table of operations: every row is checked by a test that the IAM
+/// action is `signing-name:Name`.
+const OPERATIONS: &[OperationInfo] = &[OperationInfo {
+    operation: Operation::GetCallerIdentity,
+    service: Service::Sts,
+    name: "GetCallerIdentity",
+    authorization: Authorization::AnyPrincipal,
+    anonymous: false,
+}];
+
+impl Operation {
+    fn info(self) -> &'static OperationInfo {
+        OPERATIONS
+            .iter()
+            .find(|i| i.operation == self)
+            .expect("every operation has an entry in OPERATIONS")
+    }
+
+    pub fn resolve(service: Service, name: &str) -> Option<Operation> {
+        OPERATIONS
+            .iter()
+            .find(|i| i.service == service && i.name == name)
+            .map(|i| i.operation)
+    }
+
+    pub fn name(self) -> &'static str {
+        self.info().name
+    }
+
+    pub fn service(self) -> Service {
+        self.info().service
+    }
+
+    pub fn authorization(self) -> Authorization {
+        self.info().authorization
+    }
+
+    pub fn allows_anonymous(self) -> bool {
+        self.info().anonymous
+    }
+
+    /// Every operation, for tests and documentation.
+    pub fn all() -> impl Iterator<Item = Operation> {
+        OPERATIONS.iter().map(|i| i.operation)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn operation_table_is_consistent() {
+        for op in Operation::all() {
+            assert_eq!(Operation::resolve(op.service(), op.name()), Some(op));
+            if let Authorization::Action(action) = op.authorization() {
+                assert_eq!(
+                    action,
+                    format!("{}:{}", op.service().signing_name(), op.name()),
+                    "the IAM action of {op:?}"
+                );
+            }
+        }
+        assert_eq!(
+            Operation::GetCallerIdentity.authorization(),
+            Authorization::AnyPrincipal,
+            "AWS asks no permission for GetCallerIdentity"
+        );
+    }
+
+    #[test]
+    fn services_round_trip_through_their_names() {
+        for info in SERVICES {
+            let s = info.service;
+            assert_eq!(Service::from_signing_name(s.signing_name()), Some(s));
+            if let Some(p) = s.target_prefix() {
+                assert!(s.protocol().is_json());
+                assert_eq!(Service::from_target_prefix(p), Some(s));
+            }
+            if let Some(v) = s.api_version() {
+                assert!(!s.protocol().is_json());
+                assert_eq!(Service::from_api_version(v), Some(s));
+            }
+        }
+        assert_eq!(
+            Service::Sts.xml_namespace(),
+            "https://sts.amazonaws.com/doc/2011-06-15/"
+        );
+    }
+}

@@ -1,0 +1,219 @@
+//! Settings: the configuration file, merged under the command line.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::cli::ServeArgs;
+
+/// The AWS commercial regions, all served unless the configuration narrows them.
+pub const DEFAULT_REGIONS: &[&str] = &[
+    "us-east-1",
+    "us-east-2",
+    "us-west-1",
+    "us-west-2",
+    "af-south-1",
+    "ap-east-1",
+    "ap-south-1",
+    "ap-south-2",
+    "ap-southeast-1",
+    "ap-southeast-2",
+    "ap-southeast-3",
+    "ap-southeast-4",
+    "ap-northeast-1",
+    "ap-northeast-2",
+    "ap-northeast-3",
+    "ca-central-1",
+    "ca-west-1",
+    "eu-central-1",
+    "eu-central-2",
+    "eu-west-1",
+    "eu-west-2",
+    "eu-west-3",
+    "eu-south-1",
+    "eu-south-2",
+    "eu-north-1",
+    "il-central-1",
+    "me-south-1",
+    "me-central-1",
+    "sa-east-1",
+];
+
+/// The configuration file (`moat.toml`). Every key is optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub listen: Option<SocketAddr>,
+    pub region: Option<String>,
+    pub regions: Option<Vec<String>>,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    pub tls_names: Option<Vec<String>>,
+    pub plain_http: Option<bool>,
+    pub metrics_listen: Option<SocketAddr>,
+    pub log_level: Option<String>,
+    pub max_body_bytes: Option<usize>,
+    pub max_connections: Option<usize>,
+    pub audit_max_file_bytes: Option<u64>,
+    pub audit_keep_files: Option<usize>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read the configuration file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("the configuration file {path} is not valid: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// The settings `moat serve` runs with, after merging.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub data_dir: PathBuf,
+    pub listen: SocketAddr,
+    pub region: String,
+    pub regions: Vec<String>,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    pub tls_names: Vec<String>,
+    pub plain_http: bool,
+    pub metrics_listen: Option<SocketAddr>,
+    pub log_level: String,
+    pub max_body_bytes: usize,
+    pub max_connections: usize,
+    pub audit_max_file_bytes: u64,
+    pub audit_keep_files: usize,
+}
+
+impl Settings {
+    pub fn resolve(args: ServeArgs) -> Result<Settings, ConfigError> {
+        let data_dir = args.data_dir.clone().unwrap_or_else(default_data_dir);
+        let file = match &args.config {
+            Some(path) => load(path)?,
+            None => {
+                let path = data_dir.join("moat.toml");
+                if path.exists() {
+                    load(&path)?
+                } else {
+                    FileConfig::default()
+                }
+            }
+        };
+        let region = args
+            .region
+            .or(file.region)
+            .unwrap_or_else(|| "us-east-1".to_owned());
+        let mut regions: Vec<String> = args
+            .regions
+            .or(file.regions)
+            .unwrap_or_else(|| DEFAULT_REGIONS.iter().map(|r| (*r).to_owned()).collect());
+        if !regions.contains(&region) {
+            regions.push(region.clone());
+        }
+        for r in &regions {
+            if !is_region_name(r) {
+                return Err(ConfigError::Invalid(format!(
+                    "'{r}' is not a region name (expected something like us-east-1)"
+                )));
+            }
+        }
+        let settings = Settings {
+            data_dir,
+            listen: args
+                .listen
+                .or(file.listen)
+                .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 4566))),
+            region,
+            regions,
+            tls_cert: args.tls_cert.or(file.tls_cert),
+            tls_key: args.tls_key.or(file.tls_key),
+            tls_names: args.tls_names.or(file.tls_names).unwrap_or_default(),
+            plain_http: args.plain_http || file.plain_http.unwrap_or(false),
+            metrics_listen: args.metrics_listen.or(file.metrics_listen),
+            log_level: args
+                .log_level
+                .or(file.log_level)
+                .unwrap_or_else(|| "info".to_owned()),
+            max_body_bytes: file.max_body_bytes.unwrap_or(16 * 1024 * 1024),
+            max_connections: file.max_connections.unwrap_or(4096),
+            audit_max_file_bytes: file.audit_max_file_bytes.unwrap_or(64 * 1024 * 1024),
+            audit_keep_files: file.audit_keep_files.unwrap_or(10),
+        };
+        if settings.tls_cert.is_some() != settings.tls_key.is_some() {
+            return Err(ConfigError::Invalid(
+                "a TLS certificate needs its key, and a key its certificate".into(),
+            ));
+        }
+        if settings.plain_http && !settings.listen.ip().is_loopback() {
+            return Err(ConfigError::Invalid(format!(
+                "plain HTTP is allowed only on a loopback address, not {}: remove --plain-http or listen on 127.0.0.1",
+                settings.listen
+            )));
+        }
+        Ok(settings)
+    }
+}
+
+fn load(path: &Path) -> Result<FileConfig, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    toml::from_str(&text).map_err(|e| ConfigError::Parse {
+        path: path.to_owned(),
+        message: e.message().to_owned(),
+    })
+}
+
+fn default_data_dir() -> PathBuf {
+    if let Some(xdg) = std::env::var_os("XDG_DATA_HOME").filter(|v| !v.is_empty()) {
+        return PathBuf::from(xdg).join("moat");
+    }
+    match std::env::var_os("HOME").filter(|v| !v.is_empty()) {
+        Some(home) => PathBuf::from(home).join(".local/share/moat"),
+        None => PathBuf::from("moat-data"),
+    }
+}
+
+/// `xx-name-N`: lower-case letters and digits in dash-separated parts.
+fn is_region_name(name: &str) -> bool {
+    let parts: Vec<&str> = name.split('-').collect();
+    parts.len() >= 3
+        && parts.iter().all(|p| {
+            !p.is_empty()
+                && p.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+        })
+        && parts
+            .last()
+            .is_some_and(|p| p.bytes().all(|b| b.is_ascii_digit()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn region_names() {
+        for good in ["us-east-1", "eu-central-2", "us-gov-west-1"] {
+            assert!(is_region_name(good), "{good}");
+        }
+        for bad in ["", "useast1", "us-east", "US-EAST-1", "us--1", "us-east-x"] {
+            assert!(!is_region_name(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn file_keys_are_checked() {
+        let ok: FileConfig =
+            toml::from_str("listen = \"127.0.0.1:5000\"\nregions = [\"eu-west-1\"]").unwrap();
+        assert_eq!(ok.listen, Some("127.0.0.1:5000".parse().unwrap()));
+        assert!(toml::from_str::<FileConfig>("lisen = \"x\"").is_err());
+    }
+}

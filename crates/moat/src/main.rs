@@ -1,0 +1,199 @@
+//! `moat`: the binary, and the composition root that wires every crate together.
+//!
+//! It parses the command line and configuration, prepares the data directory
+//! (first start), builds the edge and its listeners, and shuts them down
+//! gracefully on SIGTERM or Ctrl-C. No request handling lives here.
+
+mod cli;
+mod config;
+mod init;
+
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Parser;
+use moat_edge::audit::{AuditConfig, AuditLog};
+use moat_edge::server::{self, ListenerConfig};
+use moat_edge::{Edge, EdgeConfig};
+use moat_iam::Identities;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tracing_subscriber::EnvFilter;
+
+use crate::cli::{Cli, Command};
+use crate::config::Settings;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve(args) => {
+            let settings = match Settings::resolve(args) {
+                Ok(s) => s,
+                Err(e) => {
+                    eprintln!("moat: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            init_logging(&settings.log_level);
+            let runtime = match tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("moat: cannot start the runtime: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match runtime.block_on(serve(settings)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(message) => {
+                    eprintln!("moat: {message}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+fn init_logging(level: &str) {
+    let filter = EnvFilter::try_from_default_env()
+        .or_else(|_| EnvFilter::try_new(level))
+        .unwrap_or_else(|_| EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+}
+
+async fn serve(settings: Settings) -> Result<(), String> {
+    let user_tls = match (&settings.tls_cert, &settings.tls_key) {
+        (Some(c), Some(k)) => Some((c.as_path(), k.as_path())),
+        _ => None,
+    };
+    let boot = init::prepare(
+        &settings.data_dir,
+        &settings.tls_names,
+        user_tls,
+        init::RootOverride::from_env(),
+    )
+    .map_err(|e| e.to_string())?;
+
+    let tls = if settings.plain_http {
+        None
+    } else {
+        Some(
+            moat_edge::tls::server_config(&boot.cert_chain_pem, &boot.key_pem)
+                .map_err(|e| format!("TLS: {e}"))?,
+        )
+    };
+
+    let audit = AuditLog::open(AuditConfig {
+        dir: settings.data_dir.join("audit"),
+        max_file_bytes: settings.audit_max_file_bytes,
+        keep_files: settings.audit_keep_files,
+    })
+    .map_err(|e| format!("cannot open the audit log: {e}"))?;
+
+    let mut identities = Identities::new();
+    identities.add_access_key(boot.root_key.clone());
+    let edge = Arc::new(Edge::new(
+        EdgeConfig {
+            regions: settings.regions.clone(),
+            max_body_bytes: settings.max_body_bytes,
+            body_read_timeout: Duration::from_secs(60),
+        },
+        identities,
+        audit.clone(),
+    ));
+
+    let listener = TcpListener::bind(settings.listen)
+        .await
+        .map_err(|e| format!("cannot listen on {}: {e}", settings.listen))?;
+    let local = listener.local_addr().map_err(|e| e.to_string())?;
+    let endpoint = init::endpoint_url(local, tls.is_some());
+    let export_line = init::write_cli_profile(
+        &settings.data_dir,
+        &endpoint,
+        &settings.region,
+        &boot.root_key,
+        boot.ca_path.as_deref(),
+    )
+    .map_err(|e| e.to_string())?;
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let metrics_task = match settings.metrics_listen {
+        Some(addr) => {
+            let metrics_listener = TcpListener::bind(addr)
+                .await
+                .map_err(|e| format!("cannot listen for metrics on {addr}: {e}"))?;
+            let metrics_addr = metrics_listener.local_addr().map_err(|e| e.to_string())?;
+            println!("moat: metrics at http://{metrics_addr}/metrics");
+            let edge = edge.clone();
+            let stop = wait_for(stop_rx.clone());
+            Some(tokio::spawn(server::run_metrics(
+                metrics_listener,
+                edge,
+                stop,
+            )))
+        }
+        None => None,
+    };
+
+    println!(
+        "moat: serving {endpoint} (account {}, region {})",
+        boot.account, settings.region
+    );
+    println!("moat: to connect, run:");
+    println!("  {export_line}");
+    println!("  aws --profile moat sts get-caller-identity");
+    tracing::info!(%endpoint, data_dir = %settings.data_dir.display(), "moat started");
+
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        tracing::info!("shutting down: finishing in-flight requests");
+        let _ = stop_tx.send(true);
+    });
+
+    server::run(
+        listener,
+        edge,
+        ListenerConfig {
+            tls,
+            handshake_timeout: Duration::from_secs(10),
+            header_read_timeout: Duration::from_secs(30),
+            max_header_bytes: 64 * 1024,
+            max_connections: settings.max_connections,
+            shutdown_grace: Duration::from_secs(30),
+        },
+        wait_for(stop_rx),
+    )
+    .await;
+    if let Some(task) = metrics_task {
+        let _ = task.await;
+    }
+    audit.close().await;
+    tracing::info!("moat stopped");
+    Ok(())
+}
+
+async fn wait_for(mut stop: watch::Receiver<bool>) {
+    let _ = stop.wait_for(|stopped| *stopped).await;
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}

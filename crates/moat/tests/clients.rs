@@ -1,0 +1,231 @@
+//! The real clients against the real binary: the AWS SDK for Rust and the aws
+//! CLI over TLS trusting only Moat's CA; restart keeps the identity; SIGTERM
+//! lets an in-flight request finish; metrics and health; settings from the
+//! environment; plain HTTP only where it is allowed.
+
+mod common;
+
+use std::io::Write;
+use std::time::Duration;
+
+use aws_credential_types::Credentials;
+use aws_sdk_sts::config::{BehaviorVersion, Region};
+use aws_smithy_http_client::tls::{self, rustls_provider::CryptoMode, TlsContext, TrustStore};
+use common::{must_connect_tls, must_read_response, Moat, RawRequest, Signer, TempDir};
+
+fn sts_client(moat: &Moat, trust: TrustStore, key: (&str, &str)) -> aws_sdk_sts::Client {
+    let http = aws_smithy_http_client::Builder::new()
+        .tls_provider(tls::Provider::Rustls(CryptoMode::Ring))
+        .tls_context(
+            TlsContext::builder()
+                .with_trust_store(trust)
+                .build()
+                .unwrap(),
+        )
+        .build_https();
+    let config = aws_sdk_sts::Config::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new("us-east-1"))
+        .endpoint_url(&moat.endpoint)
+        .credentials_provider(Credentials::new(key.0, key.1, None, None, "test"))
+        .http_client(http)
+        .build();
+    aws_sdk_sts::Client::from_conf(config)
+}
+
+fn moat_ca_only(moat: &Moat) -> TrustStore {
+    TrustStore::empty()
+        .with_native_roots(false)
+        .with_pem_certificate(moat.ca_pem())
+}
+
+async fn must_get_caller_arn(moat: &Moat) -> String {
+    let (id, secret) = moat.root_credentials();
+    let client = sts_client(moat, moat_ca_only(moat), (&id, &secret));
+    let out = client
+        .get_caller_identity()
+        .send()
+        .await
+        .expect("GetCallerIdentity");
+    assert_eq!(out.account(), Some(moat.account.as_str()));
+    assert_eq!(out.user_id(), Some(moat.account.as_str()));
+    out.arn().unwrap().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sdk_and_cli_reach_sts_and_a_restart_keeps_the_identity() {
+    let dir = TempDir::new("clients");
+    let mut moat = Moat::must_start_with(dir.path(), &["--metrics-listen", "127.0.0.1:0"], &[]);
+    assert!(moat.endpoint.starts_with("https://127.0.0.1:"));
+    assert_eq!(moat.account.len(), 12);
+
+    // The SDK, trusting only Moat's generated CA.
+    let arn = must_get_caller_arn(&moat).await;
+    assert_eq!(arn, format!("arn:aws:iam::{}:root", moat.account));
+
+    // The same SDK trusting only the system's CAs cannot connect.
+    let (id, secret) = moat.root_credentials();
+    let untrusting = sts_client(
+        &moat,
+        TrustStore::empty().with_native_roots(true),
+        (&id, &secret),
+    );
+    assert!(untrusting.get_caller_identity().send().await.is_err());
+
+    // The aws CLI from PyPI, through the files Moat wrote.
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/cli/get-caller-identity.sh"
+    );
+    let out = std::process::Command::new("bash")
+        .arg(script)
+        .arg(&moat.data_dir)
+        .arg(&moat.account)
+        .output()
+        .expect("run the aws CLI script (is the aws CLI installed?)");
+    assert!(
+        out.status.success(),
+        "aws CLI script failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // Files with secrets are private.
+    use std::os::unix::fs::PermissionsExt;
+    for private in [
+        "",
+        "aws/credentials",
+        "aws/config",
+        "state/root.json",
+        "tls/ca.key",
+        "tls/server.key",
+        "audit/audit.log",
+    ] {
+        let mode = std::fs::metadata(dir.path().join(private))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777;
+        let want = if private.is_empty() { 0o700 } else { 0o600 };
+        assert_eq!(mode, want, "mode of {private:?}");
+    }
+
+    // Health on the API port, unsigned; metrics on their own listener.
+    let mut tls = must_connect_tls(moat.port, &moat.ca_pem());
+    tls.write_all(b"GET /_moat/health HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n")
+        .unwrap();
+    let health = must_read_response(&mut tls);
+    assert_eq!(
+        (health.status, health.body.as_str()),
+        (200, "{\"status\":\"ok\"}")
+    );
+    let metrics_addr = moat.metrics.clone().expect("metrics listener");
+    let metrics = http_get(&metrics_addr, "/metrics");
+    assert!(
+        metrics.contains("moat_requests_total{service=\"sts\",operation=\"GetCallerIdentity\",outcome=\"allowed\"}"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("moat_request_duration_seconds_bucket{service=\"sts\",operation=\"GetCallerIdentity\",le=\"+Inf\"}"));
+
+    // SIGTERM while a request is in flight: it still completes, then Moat exits cleanly.
+    let request = RawRequest::sts_get_caller_identity(moat.port)
+        .signed(&Signer::new(&id, &secret, "sts"))
+        .to_bytes();
+    let split = request.len() - 10;
+    let mut in_flight = must_connect_tls(moat.port, &moat.ca_pem());
+    in_flight.write_all(&request[..split]).unwrap();
+    in_flight.flush().unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    common::signal(moat.pid(), "TERM");
+    std::thread::sleep(Duration::from_millis(300));
+    in_flight.write_all(&request[split..]).unwrap();
+    let finished = must_read_response(&mut in_flight);
+    assert_eq!(finished.status, 200, "{}", finished.body);
+    assert!(finished.body.contains(&arn));
+    let request_id = finished.request_id();
+    assert!(moat.must_stop(), "moat exits with success after SIGTERM");
+    let audit = moat.audit_lines();
+    assert!(
+        audit
+            .iter()
+            .any(|l| l["request_id"] == request_id.as_str() && l["outcome"] == "allowed"),
+        "the in-flight request was audited before exit"
+    );
+
+    // A restart keeps the CA, the credentials and the account.
+    let ca_before = moat.ca_pem();
+    let creds_before = moat.root_credentials();
+    let account_before = moat.account.clone();
+    drop(moat);
+    let moat = Moat::must_start(dir.path());
+    assert_eq!(moat.ca_pem(), ca_before);
+    assert_eq!(moat.root_credentials(), creds_before);
+    assert_eq!(moat.account, account_before);
+    assert_eq!(must_get_caller_arn(&moat).await, arn);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn root_credentials_and_account_can_come_from_the_environment() {
+    let dir = TempDir::new("env");
+    let key = "AKIAMOATCITESTKEY001";
+    let secret = "ciSecretKeyForTestsOnly0123456789abcdefgh";
+    let moat = Moat::must_start_with(
+        dir.path(),
+        &[],
+        &[
+            ("MOAT_ROOT_ACCESS_KEY_ID", key),
+            ("MOAT_ROOT_SECRET_ACCESS_KEY", secret),
+            ("MOAT_ACCOUNT_ID", "111122223333"),
+        ],
+    );
+    assert_eq!(moat.account, "111122223333");
+    let client = sts_client(&moat, moat_ca_only(&moat), (key, secret));
+    let out = client.get_caller_identity().send().await.unwrap();
+    assert_eq!(out.arn(), Some("arn:aws:iam::111122223333:root"));
+    // The secret never reaches the audit log.
+    let log = std::fs::read_to_string(dir.path().join("audit/audit.log")).unwrap_or_default();
+    assert!(!log.contains(secret));
+}
+
+#[test]
+fn plain_http_needs_the_flag_and_a_loopback_address() {
+    let dir = TempDir::new("plain");
+    let refused = std::process::Command::new(env!("CARGO_BIN_EXE_moat"))
+        .args([
+            "serve",
+            "--plain-http",
+            "--listen",
+            "0.0.0.0:0",
+            "--data-dir",
+        ])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(refused.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("loopback"));
+
+    let moat = Moat::must_start_with(dir.path(), &["--plain-http"], &[]);
+    assert!(moat.endpoint.starts_with("http://127.0.0.1:"));
+    let (id, secret) = moat.root_credentials();
+    let request =
+        RawRequest::sts_get_caller_identity(moat.port).signed(&Signer::new(&id, &secret, "sts"));
+    let mut sock = std::net::TcpStream::connect(("127.0.0.1", moat.port)).unwrap();
+    sock.write_all(&request.to_bytes()).unwrap();
+    let resp = must_read_response(&mut sock);
+    assert_eq!(resp.status, 200, "{}", resp.body);
+    assert!(resp
+        .body
+        .contains(&format!("arn:aws:iam::{}:root", moat.account)));
+}
+
+fn http_get(base: &str, path: &str) -> String {
+    let addr = base.trim_start_matches("http://");
+    let mut sock = std::net::TcpStream::connect(addr).unwrap();
+    sock.write_all(
+        format!("GET {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\n\r\n").as_bytes(),
+    )
+    .unwrap();
+    let resp = must_read_response(&mut sock);
+    assert_eq!(resp.status, 200);
+    resp.body
+}
