@@ -43,7 +43,7 @@ pub struct AuditConfig {
 }
 
 enum Message {
-    Record(AuditRecord),
+    Record(Box<AuditRecord>),
     Close(oneshot::Sender<()>),
 }
 
@@ -91,7 +91,12 @@ impl AuditLog {
 
     /// Queues a record. Waits (back-pressure) rather than drop one when the queue is full.
     pub async fn record(&self, record: AuditRecord) {
-        if self.tx.send(Message::Record(record)).await.is_err() {
+        if self
+            .tx
+            .send(Message::Record(Box::new(record)))
+            .await
+            .is_err()
+        {
             tracing::error!("the audit log is closed; a record was not written");
         }
     }

@@ -101,7 +101,7 @@ fn json_depth_exceeds(body: &[u8], max: usize) -> bool {
     false
 }
 
-/// Escapes text for an XML element.
+/// Escapes text for an XML element (quotes need no escaping outside attributes).
 pub fn xml_escape(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
@@ -109,8 +109,6 @@ pub fn xml_escape(text: &str) -> String {
             '&' => out.push_str("&amp;"),
             '<' => out.push_str("&lt;"),
             '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&apos;"),
             c => out.push(c),
         }
     }

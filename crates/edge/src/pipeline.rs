@@ -144,8 +144,26 @@ impl Edge {
 
     /// Audits what reached the TLS port as plain HTTP, then builds the answer.
     pub async fn plaintext_refusal(&self, remote: SocketAddr) -> Vec<u8> {
-        let request_id = self.new_request_id();
+        let request_id = self
+            .record_refusal(remote, 400, "HttpRequestOnHttpsPort")
+            .await;
         let message = "This port speaks HTTPS only: send the request over TLS (https://).\n";
+        format!(
+            "HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nx-amzn-RequestId: {request_id}\r\nConnection: close\r\n\r\n{message}",
+            message.len()
+        )
+        .into_bytes()
+    }
+
+    /// Audits a request refused below the API (bad HTTP, an oversized head, a
+    /// slow client), which HTTP itself answered. Returns the request id used.
+    pub async fn record_refusal(
+        &self,
+        remote: SocketAddr,
+        status: u16,
+        error_code: &str,
+    ) -> String {
+        let request_id = self.new_request_id();
         self.metrics.observe(
             "unknown",
             "unknown",
@@ -163,16 +181,12 @@ impl Edge {
                 operation: None,
                 resource: None,
                 outcome: Outcome::Malformed.as_str().to_owned(),
-                status: 400,
-                error_code: Some("HttpRequestOnHttpsPort".into()),
+                status,
+                error_code: Some(error_code.to_owned()),
                 user_agent: None,
             })
             .await;
-        format!(
-            "HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nx-amzn-RequestId: {request_id}\r\nConnection: close\r\n\r\n{message}",
-            message.len()
-        )
-        .into_bytes()
+        request_id
     }
 
     async fn process(
@@ -188,10 +202,7 @@ impl Edge {
             .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
         // The service an unsigned or badly signed request was meant for, so that
         // even its error comes in the right format.
-        trail.service = target
-            .as_deref()
-            .and_then(|t| t.split_once('.'))
-            .and_then(|(prefix, _)| Service::from_target_prefix(prefix));
+        trail.service = service_hint(target.as_deref(), &QueryParams::default());
 
         let body = self.read_body(head, body).await?;
         let params = match target {
@@ -201,9 +212,7 @@ impl Edge {
                 if is_form(head) {
                     params.extend(QueryParams::decode(&body));
                 }
-                if trail.service.is_none() {
-                    trail.service = params.get("Version").and_then(Service::from_api_version);
-                }
+                trail.service = service_hint(None, &params);
                 params
             }
         };
@@ -241,12 +250,7 @@ impl Edge {
             None if operation.is_some_and(Operation::allows_anonymous) => None,
             None => return Err(ApiError::missing_authentication()),
             Some(signed) => {
-                if !self
-                    .config
-                    .regions
-                    .iter()
-                    .any(|r| *r == signed.scope.region)
-                {
+                if !self.config.regions.contains(&signed.scope.region) {
                     return Err(ApiError::new(
                         ErrorKind::SignatureDoesNotMatch,
                         "Credential should be scoped to a valid region. ",
@@ -358,6 +362,17 @@ impl Edge {
     }
 }
 
+/// The service a request names without a signature: the `X-Amz-Target`
+/// prefix of JSON services, or the `Version` of query services.
+fn service_hint(target: Option<&str>, params: &QueryParams) -> Option<Service> {
+    match target {
+        Some(t) => t
+            .split_once('.')
+            .and_then(|(prefix, _)| Service::from_target_prefix(prefix)),
+        None => params.get("Version").and_then(Service::from_api_version),
+    }
+}
+
 /// The operation a request names: `X-Amz-Target` for JSON services, `Action` for query services.
 fn operation_name(
     service: Service,
@@ -411,4 +426,108 @@ pub fn now_rfc3339() -> String {
 
 fn truncate(s: &str, max: usize) -> String {
     s.chars().take(max).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const ALL: &[Service] = &[
+        Service::Sts,
+        Service::Iam,
+        Service::DynamoDb,
+        Service::Kms,
+        Service::Rds,
+        Service::Redshift,
+        Service::ElastiCache,
+        Service::Ec2,
+        Service::Sns,
+    ];
+
+    #[test]
+    fn routing_table() {
+        let q = |text: &str| QueryParams::decode(text.as_bytes());
+        let cases: &[(Option<&str>, &str, Option<Service>)] = &[
+            (
+                Some("DynamoDB_20120810.GetItem"),
+                "",
+                Some(Service::DynamoDb),
+            ),
+            (Some("TrentService.Encrypt"), "", Some(Service::Kms)),
+            (Some("DynamoDB_20120810"), "", None),
+            (Some("Nope.GetItem"), "Version=2011-06-15", None),
+            (
+                None,
+                "Action=GetCallerIdentity&Version=2011-06-15",
+                Some(Service::Sts),
+            ),
+            (
+                None,
+                "Action=ListUsers&Version=2010-05-08",
+                Some(Service::Iam),
+            ),
+            (
+                None,
+                "Action=DescribeVpcs&Version=2016-11-15",
+                Some(Service::Ec2),
+            ),
+            (None, "Action=GetCallerIdentity", None),
+        ];
+        for (target, params, want) in cases {
+            assert_eq!(
+                service_hint(*target, &q(params)),
+                *want,
+                "{target:?} {params}"
+            );
+        }
+        let name = |s, t, p: &str| operation_name(s, t, &q(p)).map_err(|e| e.kind);
+        assert_eq!(
+            name(Service::DynamoDb, Some("DynamoDB_20120810.PutItem"), ""),
+            Ok("PutItem".into())
+        );
+        assert_eq!(
+            name(Service::DynamoDb, Some("TrentService.Encrypt"), ""),
+            Err(ErrorKind::UnknownOperation)
+        );
+        assert_eq!(
+            name(Service::DynamoDb, None, "Action=PutItem"),
+            Err(ErrorKind::UnknownOperation)
+        );
+        assert_eq!(
+            name(Service::Sts, None, "Action=GetCallerIdentity"),
+            Ok("GetCallerIdentity".into())
+        );
+        assert_eq!(
+            name(Service::Sts, None, "Action="),
+            Err(ErrorKind::MissingAction)
+        );
+        assert_eq!(
+            name(Service::Sts, Some("X.Y"), ""),
+            Err(ErrorKind::MissingAction)
+        );
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        #[test]
+        fn routing_never_panics(target in proptest::option::of("\\PC{0,80}"),
+                                form in proptest::collection::vec(any::<u8>(), 0..400),
+                                which in 0usize..9) {
+            let params = QueryParams::decode(&form);
+            let _ = service_hint(target.as_deref(), &params);
+            let _ = operation_name(ALL[which], target.as_deref(), &params);
+        }
+
+        #[test]
+        fn json_decoding_never_panics(body in proptest::collection::vec(any::<u8>(), 0..600)) {
+            let _ = codec::decode_json_object(&body);
+        }
+
+        #[test]
+        fn json_shaped_input_never_panics(body in "[\\[\\]{}\":,0-9a-z\\\\ ]{0,300}") {
+            let _ = codec::decode_json_object(body.as_bytes());
+        }
+    }
 }

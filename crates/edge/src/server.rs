@@ -142,9 +142,22 @@ async fn serve_http<I>(
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let handler_edge = edge.clone();
     let service = service_fn(move |req| {
-        let edge = edge.clone();
-        async move { Ok::<_, Infallible>(edge.handle(req, remote).await) }
+        let edge = handler_edge.clone();
+        async move {
+            // A task of its own, so that a client hanging up cannot cancel a
+            // request half-way (its effects and its audit line always complete).
+            let handled = tokio::spawn(async move { edge.handle(req, remote).await }).await;
+            Ok::<_, Infallible>(handled.unwrap_or_else(|_| {
+                codec::respond(
+                    http::StatusCode::INTERNAL_SERVER_ERROR,
+                    "text/plain",
+                    b"internal error\n".to_vec(),
+                    "",
+                )
+            }))
+        }
     });
     let mut builder = http1::Builder::new();
     builder
@@ -158,6 +171,19 @@ async fn serve_http<I>(
         result = conn.as_mut() => {
             if let Err(e) = result {
                 tracing::debug!(%remote, error = %e, "connection ended with an error");
+                // hyper answered these itself (400, 431, 408); they are still audited.
+                let refusal = if e.is_parse_too_large() {
+                    Some((431, "RequestHeaderFieldsTooLarge"))
+                } else if e.is_parse() || e.is_parse_status() {
+                    Some((400, "MalformedHttpRequest"))
+                } else if e.is_timeout() {
+                    Some((408, "RequestTimeout"))
+                } else {
+                    None
+                };
+                if let Some((status, code)) = refusal {
+                    edge.record_refusal(remote, status, code).await;
+                }
             }
         }
         _ = stop.changed() => {

@@ -98,7 +98,7 @@ pub(crate) fn header_value(headers: &HeaderMap, name: &str) -> String {
         }
         let text = String::from_utf8_lossy(value.as_bytes());
         let mut first = true;
-        for word in text.split(|c: char| c == ' ' || c == '\t' || c == '\r' || c == '\n') {
+        for word in text.split([' ', '\t', '\r', '\n']) {
             if word.is_empty() {
                 continue;
             }

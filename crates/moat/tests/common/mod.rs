@@ -58,6 +58,8 @@ impl Moat {
         Moat::must_start_with(data_dir, &[], &[])
     }
 
+    // The child moves into the returned `Moat`, whose `Drop` kills and waits for it.
+    #[allow(clippy::zombie_processes)]
     pub fn must_start_with(data_dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Moat {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_moat"));
         cmd.arg("serve")
