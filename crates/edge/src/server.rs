@@ -3,13 +3,16 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch, Semaphore};
 use tokio_rustls::TlsAcceptor;
@@ -142,13 +145,25 @@ async fn serve_http<I>(
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    // Bytes received so far, and how many of them had arrived when the last
+    // request was answered: a head timeout with nothing new is an idle
+    // keep-alive connection closing, not a refused request.
+    let received = Arc::new(AtomicU64::new(0));
+    let answered_at = Arc::new(AtomicU64::new(0));
+    let io = CountingIo {
+        inner: io,
+        received: received.clone(),
+    };
     let handler_edge = edge.clone();
+    let (service_received, service_answered) = (received.clone(), answered_at.clone());
     let service = service_fn(move |req| {
         let edge = handler_edge.clone();
+        let (received, answered_at) = (service_received.clone(), service_answered.clone());
         async move {
             // A task of its own, so that a client hanging up cannot cancel a
             // request half-way (its effects and its audit line always complete).
             let handled = tokio::spawn(async move { edge.handle(req, remote).await }).await;
+            answered_at.store(received.load(Ordering::Relaxed), Ordering::Relaxed);
             Ok::<_, Infallible>(handled.unwrap_or_else(|_| {
                 codec::respond(
                     http::StatusCode::INTERNAL_SERVER_ERROR,
@@ -171,12 +186,15 @@ async fn serve_http<I>(
         result = conn.as_mut() => {
             if let Err(e) = result {
                 tracing::debug!(%remote, error = %e, "connection ended with an error");
-                // hyper answered these itself (400, 431, 408); they are still audited.
+                // hyper answered parse errors itself (400, 431) and closed the
+                // connection of a head that stopped half-way; they are still audited.
                 let refusal = if e.is_parse_too_large() {
                     Some((431, "RequestHeaderFieldsTooLarge"))
                 } else if e.is_parse() || e.is_parse_status() {
                     Some((400, "MalformedHttpRequest"))
-                } else if e.is_timeout() {
+                } else if e.is_timeout()
+                    && received.load(Ordering::Relaxed) > answered_at.load(Ordering::Relaxed)
+                {
                     Some((408, "RequestTimeout"))
                 } else {
                     None
@@ -190,6 +208,52 @@ async fn serve_http<I>(
             conn.as_mut().graceful_shutdown();
             let _ = conn.await;
         }
+    }
+}
+
+/// A transport that counts the bytes read from it.
+struct CountingIo<I> {
+    inner: I,
+    received: Arc<AtomicU64>,
+}
+
+impl<I: AsyncRead + Unpin> AsyncRead for CountingIo<I> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let result = Pin::new(&mut self.inner).poll_read(cx, buf);
+        let read = buf.filled().len().saturating_sub(before);
+        self.received.fetch_add(read as u64, Ordering::Relaxed);
+        result
+    }
+}
+
+impl<I: AsyncWrite + Unpin> AsyncWrite for CountingIo<I> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
     }
 }
 

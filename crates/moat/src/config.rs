@@ -2,6 +2,7 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde::Deserialize;
 
@@ -57,6 +58,9 @@ pub struct FileConfig {
     pub max_connections: Option<usize>,
     pub audit_max_file_bytes: Option<u64>,
     pub audit_keep_files: Option<usize>,
+    pub handshake_timeout_secs: Option<u64>,
+    pub header_read_timeout_secs: Option<u64>,
+    pub body_read_timeout_secs: Option<u64>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -89,6 +93,12 @@ pub struct Settings {
     pub max_connections: usize,
     pub audit_max_file_bytes: u64,
     pub audit_keep_files: usize,
+    /// Time allowed for a TLS handshake (and for the first byte of a connection).
+    pub handshake_timeout: Duration,
+    /// Time allowed for a request's head to arrive, also the idle keep-alive limit.
+    pub header_read_timeout: Duration,
+    /// Time allowed for a request's body to arrive.
+    pub body_read_timeout: Duration,
 }
 
 impl Settings {
@@ -144,6 +154,9 @@ impl Settings {
             max_connections: file.max_connections.unwrap_or(4096),
             audit_max_file_bytes: file.audit_max_file_bytes.unwrap_or(64 * 1024 * 1024),
             audit_keep_files: file.audit_keep_files.unwrap_or(10),
+            handshake_timeout: seconds(file.handshake_timeout_secs, 10)?,
+            header_read_timeout: seconds(file.header_read_timeout_secs, 30)?,
+            body_read_timeout: seconds(file.body_read_timeout_secs, 60)?,
         };
         if settings.tls_cert.is_some() != settings.tls_key.is_some() {
             return Err(ConfigError::Invalid(
@@ -157,6 +170,15 @@ impl Settings {
             )));
         }
         Ok(settings)
+    }
+}
+
+fn seconds(value: Option<u64>, default: u64) -> Result<Duration, ConfigError> {
+    match value.unwrap_or(default) {
+        0 => Err(ConfigError::Invalid(
+            "a timeout must be at least 1 second".into(),
+        )),
+        n => Ok(Duration::from_secs(n)),
     }
 }
 

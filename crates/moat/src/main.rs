@@ -103,7 +103,7 @@ async fn serve(settings: Settings) -> Result<(), String> {
         EdgeConfig {
             regions: settings.regions.clone(),
             max_body_bytes: settings.max_body_bytes,
-            body_read_timeout: Duration::from_secs(60),
+            body_read_timeout: settings.body_read_timeout,
         },
         identities,
         audit.clone(),
@@ -162,8 +162,8 @@ async fn serve(settings: Settings) -> Result<(), String> {
         edge,
         ListenerConfig {
             tls,
-            handshake_timeout: Duration::from_secs(10),
-            header_read_timeout: Duration::from_secs(30),
+            handshake_timeout: settings.handshake_timeout,
+            header_read_timeout: settings.header_read_timeout,
             max_header_bytes: 64 * 1024,
             max_connections: settings.max_connections,
             shutdown_grace: Duration::from_secs(30),

@@ -229,3 +229,67 @@ fn http_get(base: &str, path: &str) -> String {
     assert_eq!(resp.status, 200);
     resp.body
 }
+
+fn tls_handshake(port: u16, ca_pem: &[u8], name: &str) -> Result<(), rustls::Error> {
+    let config = common::client_config(ca_pem, &[&rustls::version::TLS13]);
+    let server_name = rustls::pki_types::ServerName::try_from(name.to_owned()).unwrap();
+    let mut conn = rustls::ClientConnection::new(config, server_name).unwrap();
+    let mut sock = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    conn.complete_io(&mut sock).map(|_| ()).map_err(|e| {
+        e.into_inner()
+            .and_then(|inner| inner.downcast::<rustls::Error>().ok())
+            .map(|b| *b)
+            .unwrap_or(rustls::Error::General("io".into()))
+    })
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn extra_certificate_names_and_a_users_own_certificate() {
+    let a = TempDir::new("tls-a");
+    let moat = Moat::must_start_with(a.path(), &["--tls-name", "moat.internal"], &[]);
+    let ca = moat.ca_pem();
+    tls_handshake(moat.port, &ca, "moat.internal").expect("the extra name is in the certificate");
+    tls_handshake(moat.port, &ca, "localhost").expect("localhost always is");
+    assert!(tls_handshake(moat.port, &ca, "other.internal").is_err());
+    drop(moat);
+
+    // Without the option the certificate is re-issued by the same CA, without the name.
+    let moat = Moat::must_start(a.path());
+    assert_eq!(moat.ca_pem(), ca);
+    assert!(tls_handshake(moat.port, &ca, "moat.internal").is_err());
+    tls_handshake(moat.port, &ca, "localhost").unwrap();
+    drop(moat);
+
+    // Another deployment serving a certificate and key the user supplies.
+    let b = TempDir::new("tls-b");
+    let cert = a.path().join("tls/server.pem");
+    let key = a.path().join("tls/server.key");
+    let moat_b = Moat::must_start_with(
+        b.path(),
+        &[
+            "--tls-cert",
+            cert.to_str().unwrap(),
+            "--tls-key",
+            key.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert!(
+        !b.path().join("tls").exists(),
+        "no CA is generated when the user brings a certificate"
+    );
+    let (id, secret) = moat_b.root_credentials();
+    let client = sts_client(
+        &moat_b,
+        TrustStore::empty()
+            .with_native_roots(false)
+            .with_pem_certificate(ca),
+        (&id, &secret),
+    );
+    let out = client
+        .get_caller_identity()
+        .send()
+        .await
+        .expect("trusting the user's CA");
+    assert_eq!(out.account(), Some(moat_b.account.as_str()));
+}

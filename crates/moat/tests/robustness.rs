@@ -156,3 +156,96 @@ fn a_thousand_malformed_requests_leave_the_server_answering() {
         .unwrap()
         .contains(&secret));
 }
+
+#[test]
+fn slow_clients_are_timed_out() {
+    let dir = TempDir::new("slow");
+    std::fs::create_dir_all(dir.path()).unwrap();
+    std::fs::write(
+        dir.path().join("moat.toml"),
+        "handshake_timeout_secs = 1\nheader_read_timeout_secs = 1\nbody_read_timeout_secs = 1\n",
+    )
+    .unwrap();
+    let moat = Moat::must_start(dir.path());
+    let ca = moat.ca_pem();
+    let closed_within = |stream: &mut dyn Read| {
+        let start = std::time::Instant::now();
+        let mut buf = [0u8; 1024];
+        loop {
+            match stream.read(&mut buf) {
+                Ok(0) => break,
+                Ok(_) => continue,
+                Err(e)
+                    if e.kind() == std::io::ErrorKind::WouldBlock
+                        || e.kind() == std::io::ErrorKind::TimedOut =>
+                {
+                    panic!(
+                        "the server kept a silent connection open for {:?}",
+                        start.elapsed()
+                    )
+                }
+                Err(_) => break,
+            }
+        }
+        start.elapsed()
+    };
+
+    // A TCP connection that never starts a TLS handshake.
+    let mut silent = TcpStream::connect(("127.0.0.1", moat.port)).unwrap();
+    silent
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    assert!(closed_within(&mut silent) < Duration::from_secs(4));
+
+    // A TLS connection that never sends a request head.
+    let mut idle = must_connect_tls(moat.port, &ca);
+    idle.conn.complete_io(&mut idle.sock).unwrap();
+    idle.sock
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    assert!(closed_within(&mut idle) < Duration::from_secs(4));
+
+    // A head that stops half-way.
+    let mut half = must_connect_tls(moat.port, &ca);
+    half.sock
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    half.write_all(b"POST / HTTP/1.1\r\nhost: localhost\r\n")
+        .unwrap();
+    half.flush().unwrap();
+    assert!(closed_within(&mut half) < Duration::from_secs(4));
+
+    // A body that never arrives in full: 408 in the protocol's format.
+    let mut slow = must_connect_tls(moat.port, &ca);
+    slow.write_all(
+        b"POST / HTTP/1.1\r\nhost: localhost\r\nx-amz-target: DynamoDB_20120810.GetItem\r\ncontent-length: 100\r\n\r\n{\"a\"",
+    )
+    .unwrap();
+    slow.flush().unwrap();
+    let resp = common::must_read_response(&mut slow);
+    assert_eq!(
+        (resp.status, resp.error_code().as_str()),
+        (408, "RequestTimeoutException")
+    );
+    assert_eq!(
+        moat.must_find_audit(&resp.request_id())["error_code"],
+        "RequestTimeoutException"
+    );
+
+    // The server still answers.
+    let (id, secret) = moat.root_credentials();
+    let ok = RawRequest::sts_get_caller_identity(moat.port)
+        .signed(&Signer::new(&id, &secret, "sts"))
+        .send(moat.port, &ca);
+    assert_eq!(ok.status, 200);
+
+    // Audited: the half head and the slow body; not the silent or idle connections,
+    // which sent no request at all.
+    moat.must_find_audit(&ok.request_id());
+    let codes: Vec<String> = moat
+        .audit_lines()
+        .iter()
+        .map(|l| l["error_code"].as_str().unwrap_or("none").to_owned())
+        .collect();
+    assert_eq!(codes, ["RequestTimeout", "RequestTimeoutException", "none"]);
+}
