@@ -25,6 +25,8 @@ pub struct AuditRecord {
     pub service: Option<String>,
     pub operation: Option<String>,
     pub resource: Option<String>,
+    /// The policy statement that decided authorisation, where one did.
+    pub decided_by: Option<String>,
     /// `allowed`, `denied`, `malformed` or `error`.
     pub outcome: String,
     pub status: u16,
@@ -212,6 +214,7 @@ mod tests {
             service: Some("sts".into()),
             operation: Some("GetCallerIdentity".into()),
             resource: None,
+            decided_by: None,
             outcome: "denied".into(),
             status: 403,
             error_code: Some("MissingAuthenticationToken".into()),

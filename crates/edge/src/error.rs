@@ -20,6 +20,13 @@ pub enum ErrorKind {
     Serialization,
     RequestTimeout,
     InternalFailure,
+    /// Temporary credentials past their expiration.
+    ExpiredToken,
+    /// An error a service answered with, code and status as the service names them.
+    Service {
+        code: &'static str,
+        status: u16,
+    },
 }
 
 /// How a failed request is counted in the audit log and metrics.
@@ -30,6 +37,9 @@ pub enum Outcome {
     Denied,
     /// The request was not well formed.
     Malformed,
+    /// The request was authorised, and the service refused it (no such
+    /// entity, a conflict, a limit, invalid input).
+    Failed,
     /// Moat failed.
     Error,
 }
@@ -40,6 +50,7 @@ impl Outcome {
             Outcome::Allowed => "allowed",
             Outcome::Denied => "denied",
             Outcome::Malformed => "malformed",
+            Outcome::Failed => "failed",
             Outcome::Error => "error",
         }
     }
@@ -80,7 +91,14 @@ impl ApiError {
             ErrorKind::MissingAuthenticationToken
             | ErrorKind::InvalidClientTokenId
             | ErrorKind::SignatureDoesNotMatch
+            | ErrorKind::ExpiredToken
             | ErrorKind::AccessDenied => Outcome::Denied,
+            ErrorKind::Service {
+                code: "AccessDenied",
+                ..
+            } => Outcome::Denied,
+            ErrorKind::Service { status, .. } if status >= 500 => Outcome::Error,
+            ErrorKind::Service { .. } => Outcome::Failed,
             ErrorKind::InternalFailure => Outcome::Error,
             _ => Outcome::Malformed,
         }
@@ -127,7 +145,25 @@ impl ApiError {
             RequestTimeout => (StatusCode::REQUEST_TIMEOUT, "RequestTimeout"),
             InternalFailure if json => (StatusCode::INTERNAL_SERVER_ERROR, "InternalServerError"),
             InternalFailure => (StatusCode::INTERNAL_SERVER_ERROR, "InternalFailure"),
+            ExpiredToken if json => (StatusCode::BAD_REQUEST, "ExpiredTokenException"),
+            ExpiredToken => (StatusCode::FORBIDDEN, "ExpiredToken"),
+            Service { code, status } => (
+                StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST),
+                code,
+            ),
         }
+    }
+}
+
+impl From<moat_iam::IamError> for ApiError {
+    fn from(e: moat_iam::IamError) -> ApiError {
+        ApiError::new(
+            ErrorKind::Service {
+                code: e.kind.code(),
+                status: e.kind.status(),
+            },
+            e.message,
+        )
     }
 }
 

@@ -10,9 +10,9 @@
 //! wire encodings; service crates receive typed, already-authorised input.
 //! Error codes and statuses are decided in one place, `error.rs`.
 
+pub mod api;
 pub mod audit;
 pub mod codec;
-mod dispatch;
 pub mod error;
 pub mod metrics;
 mod pipeline;

@@ -8,10 +8,14 @@ use bytes::Bytes;
 use http::{header, request, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
-use moat_iam::{authorize, Decision, Identities, Principal, RequestContext};
+use std::sync::Arc;
+
+use moat_iam::{AuthzRequest, Caller, CredentialError, Iam};
+use moat_policy::{ContextKeys, Decision};
 use moat_sigv4::{AmzDate, PathRules, RequestParts};
 use ring::rand::{SecureRandom, SystemRandom};
 
+use crate::api::{self, JwksSource};
 use crate::audit::{AuditLog, AuditRecord};
 use crate::codec::{self, Body, QueryParams};
 use crate::error::{ApiError, ErrorKind, Outcome};
@@ -35,7 +39,8 @@ pub struct EdgeConfig {
 /// Everything a request needs, shared by all connections.
 pub struct Edge {
     config: EdgeConfig,
-    identities: Identities,
+    iam: Arc<Iam>,
+    jwks: Arc<dyn JwksSource>,
     audit: AuditLog,
     metrics: Metrics,
     rng: SystemRandom,
@@ -47,16 +52,24 @@ struct Trail {
     service: Option<Service>,
     operation_name: Option<String>,
     operation: Option<Operation>,
-    principal: Option<Principal>,
+    caller: Option<Caller>,
     access_key_id: Option<String>,
     resource: Option<String>,
+    /// The policy statement that decided authorisation, when one did.
+    decided_by: Option<String>,
 }
 
 impl Edge {
-    pub fn new(config: EdgeConfig, identities: Identities, audit: AuditLog) -> Edge {
+    pub fn new(
+        config: EdgeConfig,
+        iam: Arc<Iam>,
+        jwks: Arc<dyn JwksSource>,
+        audit: AuditLog,
+    ) -> Edge {
         Edge {
             config,
-            identities,
+            iam,
+            jwks,
             audit,
             metrics: Metrics::default(),
             rng: SystemRandom::new(),
@@ -72,7 +85,13 @@ impl Edge {
     }
 
     /// Answers one HTTP request. Never fails: every error becomes an AWS error response.
-    pub async fn handle(&self, req: Request<Incoming>, remote: SocketAddr) -> Response<Body> {
+    /// `tls` says whether the request came over TLS (`aws:SecureTransport`).
+    pub async fn handle(
+        &self,
+        req: Request<Incoming>,
+        remote: SocketAddr,
+        tls: bool,
+    ) -> Response<Body> {
         let started = Instant::now();
         let request_id = self.new_request_id();
         let (head, body) = req.into_parts();
@@ -85,7 +104,10 @@ impl Edge {
                 let resp = codec::respond(StatusCode::OK, "application/json", body, &request_id);
                 (resp, Outcome::Allowed, None)
             } else {
-                match self.process(&head, body, &mut trail, &request_id).await {
+                match self
+                    .process(&head, body, &mut trail, &request_id, remote, tls)
+                    .await
+                {
                     Ok(resp) => (resp, Outcome::Allowed, None),
                     Err(err) => {
                         let mut resp = codec::error_response(trail.service, &err, &request_id);
@@ -125,11 +147,12 @@ impl Edge {
                 time: now_rfc3339(),
                 request_id,
                 source: remote.to_string(),
-                principal: trail.principal.as_ref().map(Principal::arn),
+                principal: trail.caller.as_ref().map(|c| c.principal.arn()),
                 access_key_id: trail.access_key_id,
                 service: trail.service.map(|s| s.signing_name().to_owned()),
                 operation: trail.operation_name,
                 resource: trail.resource,
+                decided_by: trail.decided_by,
                 outcome: outcome.as_str().to_owned(),
                 status: status.as_u16(),
                 error_code,
@@ -180,6 +203,7 @@ impl Edge {
                 service: None,
                 operation: None,
                 resource: None,
+                decided_by: None,
                 outcome: Outcome::Malformed.as_str().to_owned(),
                 status,
                 error_code: Some(error_code.to_owned()),
@@ -195,6 +219,8 @@ impl Edge {
         body: Incoming,
         trail: &mut Trail,
         request_id: &str,
+        remote: SocketAddr,
+        tls: bool,
     ) -> Result<Response<Body>, ApiError> {
         let target = head
             .headers
@@ -246,7 +272,8 @@ impl Edge {
         let operation = Operation::resolve(service, &name);
         trail.operation = operation;
 
-        let principal = match &signed {
+        let now = unix_now();
+        let caller = match &signed {
             None if operation.is_some_and(Operation::allows_anonymous) => None,
             None => return Err(ApiError::missing_authentication()),
             Some(signed) => {
@@ -256,22 +283,29 @@ impl Edge {
                         "Credential should be scoped to a valid region. ",
                     ));
                 }
-                let key = self
-                    .identities
-                    .signing_key(
+                let (secret, caller) = self
+                    .iam
+                    .resolve_key(
                         &signed.scope.access_key_id,
                         signed.security_token.as_deref(),
+                        now,
                     )
-                    .map_err(|_| ApiError::invalid_client_token())?;
+                    .map_err(|e| match e {
+                        CredentialError::Expired => ApiError::new(
+                            ErrorKind::ExpiredToken,
+                            "The security token included in the request is expired",
+                        ),
+                        _ => ApiError::invalid_client_token(),
+                    })?;
                 moat_sigv4::verify(
                     &parts,
                     signed,
-                    key.secret.expose().as_bytes(),
-                    unix_now(),
+                    secret.expose().as_bytes(),
+                    now,
                     PathRules::AWS_SERVICES,
                 )?;
-                trail.principal = Some(key.principal.clone());
-                Some(key.principal.clone())
+                trail.caller = Some(caller.clone());
+                Some(caller)
             }
         };
 
@@ -287,28 +321,87 @@ impl Edge {
             return Err(ApiError::new(ErrorKind::UnknownOperation, message));
         };
 
+        // The request-level condition keys every policy may test.
+        let mut keys = ContextKeys::new();
+        keys.set("aws:SourceIp", remote.ip().to_string());
+        keys.set(
+            "aws:CurrentTime",
+            AmzDate::from_unix_seconds(now).to_iso8601_extended(),
+        );
+        keys.set("aws:EpochTime", now.to_string());
+        keys.set("aws:SecureTransport", if tls { "true" } else { "false" });
+        if let Some(signed) = &signed {
+            keys.set("aws:RequestedRegion", signed.scope.region.clone());
+        }
+        if let Some(ua) = head
+            .headers
+            .get(header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+        {
+            keys.set("aws:UserAgent", ua.to_owned());
+        }
+
+        let ctx = api::Ctx {
+            iam: &self.iam,
+            caller: caller.as_ref(),
+            params: &params,
+            now,
+            rng: &self.rng,
+            keys: &keys,
+            jwks: self.jwks.as_ref(),
+        };
+        trail.resource = match service {
+            Service::Iam => Some(api::iam::resource(operation, &ctx, &self.iam.read())),
+            Service::Sts => ctx.optional("RoleArn").map(str::to_owned),
+            _ => None,
+        };
+
         // Authorisation: the one evaluator decides, never the handler.
-        if let (Authorization::Action(action), Some(principal)) =
-            (operation.authorization(), principal.as_ref())
+        if let (Authorization::Action(action), Some(caller)) =
+            (operation.authorization(), caller.as_ref())
         {
             let resource = trail.resource.clone().unwrap_or_else(|| "*".to_owned());
-            let ctx = RequestContext {
-                principal,
-                action,
-                resource: &resource,
-            };
-            if authorize(&ctx) != Decision::Allow {
+            let evaluation = self.iam.authorize(
+                caller,
+                AuthzRequest {
+                    action,
+                    resource: &resource,
+                    keys: keys.clone(),
+                },
+            );
+            trail.decided_by = evaluation.deciding.as_ref().map(|d| match &d.sid {
+                Some(sid) => format!("{} (Sid {sid})", d.source),
+                None => format!("{} (statement {})", d.source, d.index + 1),
+            });
+            if evaluation.decision != Decision::Allow {
                 return Err(ApiError::new(
                     ErrorKind::AccessDenied,
-                    format!(
-                        "User: {} is not authorized to perform: {action} on resource: {resource}",
-                        principal.arn()
+                    moat_policy::denial_message(
+                        &caller.principal.arn(),
+                        action,
+                        &resource,
+                        &evaluation,
                     ),
                 ));
             }
         }
 
-        crate::dispatch::dispatch(operation, principal.as_ref(), &params, &body, request_id)
+        let result = match service {
+            Service::Sts => api::sts::handle(operation, &ctx)?,
+            Service::Iam => api::iam::handle(operation, &ctx)?,
+            _ => {
+                return Err(ApiError::new(
+                    ErrorKind::UnknownOperation,
+                    "Unknown operation exception",
+                ))
+            }
+        };
+        Ok(codec::query_response(
+            service,
+            operation.name(),
+            &result,
+            request_id,
+        ))
     }
 
     async fn read_body(&self, head: &request::Parts, body: Incoming) -> Result<Bytes, ApiError> {

@@ -81,7 +81,7 @@ pub async fn run(
             let _ = stream.set_nodelay(true);
             match acceptor {
                 Some(acceptor) => serve_tls(stream, remote, acceptor, edge, &config, stop).await,
-                None => serve_http(stream, remote, edge, &config, stop).await,
+                None => serve_http(stream, remote, false, edge, &config, stop).await,
             }
         });
     }
@@ -123,7 +123,7 @@ async fn serve_tls(
             return;
         }
     };
-    serve_http(tls, remote, edge, config, stop).await;
+    serve_http(tls, remote, true, edge, config, stop).await;
 }
 
 async fn refuse_plaintext(mut stream: TcpStream, remote: SocketAddr, edge: &Edge) {
@@ -139,6 +139,7 @@ async fn refuse_plaintext(mut stream: TcpStream, remote: SocketAddr, edge: &Edge
 async fn serve_http<I>(
     io: I,
     remote: SocketAddr,
+    tls: bool,
     edge: Arc<Edge>,
     config: &ListenerConfig,
     mut stop: watch::Receiver<bool>,
@@ -162,7 +163,7 @@ async fn serve_http<I>(
         async move {
             // A task of its own, so that a client hanging up cannot cancel a
             // request half-way (its effects and its audit line always complete).
-            let handled = tokio::spawn(async move { edge.handle(req, remote).await }).await;
+            let handled = tokio::spawn(async move { edge.handle(req, remote, tls).await }).await;
             answered_at.store(received.load(Ordering::Relaxed), Ordering::Relaxed);
             Ok::<_, Infallible>(handled.unwrap_or_else(|_| {
                 codec::respond(

@@ -179,14 +179,10 @@ impl Service {
 pub enum Authorization {
     /// Any verified principal; AWS asks no permission (e.g. `GetCallerIdentity`).
     AnyPrincipal,
+    /// The role's trust policy decides, in the handler (`AssumeRole`).
+    TrustPolicy,
     /// The principal needs this IAM action allowed by policy.
     Action(&'static str),
-}
-
-/// The operations Moat implements, named exactly as AWS names them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Operation {
-    GetCallerIdentity,
 }
 
 struct OperationInfo {
@@ -198,22 +194,124 @@ struct OperationInfo {
     anonymous: bool,
 }
 
-/// The one table of operations: every row is checked by a test that the IAM
-/// action is `signing-name:Name`.
-const OPERATIONS: &[OperationInfo] = &[OperationInfo {
-    operation: Operation::GetCallerIdentity,
-    service: Service::Sts,
-    name: "GetCallerIdentity",
-    authorization: Authorization::AnyPrincipal,
-    anonymous: false,
-}];
+macro_rules! authorization {
+    (any, $action:expr) => {
+        (Authorization::AnyPrincipal, false)
+    };
+    (trust, $action:expr) => {
+        (Authorization::TrustPolicy, false)
+    };
+    (anonymous, $action:expr) => {
+        (Authorization::TrustPolicy, true)
+    };
+    (action, $action:expr) => {
+        (Authorization::Action($action), false)
+    };
+}
+
+macro_rules! operations {
+    ($($name:ident => $service:ident, $prefix:literal, $auth:ident;)*) => {
+        /// The operations Moat implements, named exactly as AWS names them.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum Operation {
+            $($name,)*
+        }
+
+        /// The one table of operations: every row is checked by a test that
+        /// the IAM action is `signing-name:Name`.
+        const OPERATIONS: &[OperationInfo] = &[
+            $(OperationInfo {
+                operation: Operation::$name,
+                service: Service::$service,
+                name: stringify!($name),
+                authorization: authorization!($auth, concat!($prefix, ":", stringify!($name))).0,
+                anonymous: authorization!($auth, "").1,
+            },)*
+        ];
+    };
+}
+
+operations! {
+    GetCallerIdentity => Sts, "sts", any;
+    GetSessionToken => Sts, "sts", any;
+    AssumeRole => Sts, "sts", trust;
+    AssumeRoleWithWebIdentity => Sts, "sts", anonymous;
+    CreateUser => Iam, "iam", action;
+    GetUser => Iam, "iam", action;
+    ListUsers => Iam, "iam", action;
+    DeleteUser => Iam, "iam", action;
+    TagUser => Iam, "iam", action;
+    UntagUser => Iam, "iam", action;
+    ListUserTags => Iam, "iam", action;
+    CreateGroup => Iam, "iam", action;
+    GetGroup => Iam, "iam", action;
+    ListGroups => Iam, "iam", action;
+    DeleteGroup => Iam, "iam", action;
+    AddUserToGroup => Iam, "iam", action;
+    RemoveUserFromGroup => Iam, "iam", action;
+    ListGroupsForUser => Iam, "iam", action;
+    CreateRole => Iam, "iam", action;
+    GetRole => Iam, "iam", action;
+    ListRoles => Iam, "iam", action;
+    DeleteRole => Iam, "iam", action;
+    UpdateRole => Iam, "iam", action;
+    UpdateAssumeRolePolicy => Iam, "iam", action;
+    TagRole => Iam, "iam", action;
+    UntagRole => Iam, "iam", action;
+    ListRoleTags => Iam, "iam", action;
+    CreateAccessKey => Iam, "iam", action;
+    ListAccessKeys => Iam, "iam", action;
+    UpdateAccessKey => Iam, "iam", action;
+    DeleteAccessKey => Iam, "iam", action;
+    CreatePolicy => Iam, "iam", action;
+    GetPolicy => Iam, "iam", action;
+    GetPolicyVersion => Iam, "iam", action;
+    CreatePolicyVersion => Iam, "iam", action;
+    ListPolicyVersions => Iam, "iam", action;
+    DeletePolicyVersion => Iam, "iam", action;
+    SetDefaultPolicyVersion => Iam, "iam", action;
+    ListPolicies => Iam, "iam", action;
+    DeletePolicy => Iam, "iam", action;
+    AttachUserPolicy => Iam, "iam", action;
+    DetachUserPolicy => Iam, "iam", action;
+    ListAttachedUserPolicies => Iam, "iam", action;
+    AttachGroupPolicy => Iam, "iam", action;
+    DetachGroupPolicy => Iam, "iam", action;
+    ListAttachedGroupPolicies => Iam, "iam", action;
+    AttachRolePolicy => Iam, "iam", action;
+    DetachRolePolicy => Iam, "iam", action;
+    ListAttachedRolePolicies => Iam, "iam", action;
+    PutUserPolicy => Iam, "iam", action;
+    GetUserPolicy => Iam, "iam", action;
+    ListUserPolicies => Iam, "iam", action;
+    DeleteUserPolicy => Iam, "iam", action;
+    PutGroupPolicy => Iam, "iam", action;
+    GetGroupPolicy => Iam, "iam", action;
+    ListGroupPolicies => Iam, "iam", action;
+    DeleteGroupPolicy => Iam, "iam", action;
+    PutRolePolicy => Iam, "iam", action;
+    GetRolePolicy => Iam, "iam", action;
+    ListRolePolicies => Iam, "iam", action;
+    DeleteRolePolicy => Iam, "iam", action;
+    PutUserPermissionsBoundary => Iam, "iam", action;
+    DeleteUserPermissionsBoundary => Iam, "iam", action;
+    PutRolePermissionsBoundary => Iam, "iam", action;
+    DeleteRolePermissionsBoundary => Iam, "iam", action;
+    CreateOpenIDConnectProvider => Iam, "iam", action;
+    GetOpenIDConnectProvider => Iam, "iam", action;
+    ListOpenIDConnectProviders => Iam, "iam", action;
+    DeleteOpenIDConnectProvider => Iam, "iam", action;
+    AddClientIDToOpenIDConnectProvider => Iam, "iam", action;
+    RemoveClientIDFromOpenIDConnectProvider => Iam, "iam", action;
+    UpdateOpenIDConnectProviderThumbprint => Iam, "iam", action;
+    SimulatePrincipalPolicy => Iam, "iam", action;
+    SimulateCustomPolicy => Iam, "iam", action;
+}
 
 impl Operation {
     fn info(self) -> &'static OperationInfo {
-        OPERATIONS
-            .iter()
-            .find(|i| i.operation == self)
-            .expect("every operation has an entry in OPERATIONS")
+        // The table is generated in declaration order, so the discriminant indexes it.
+        &OPERATIONS[self as usize]
     }
 
     pub fn resolve(service: Service, name: &str) -> Option<Operation> {
@@ -265,6 +363,11 @@ mod tests {
             Operation::GetCallerIdentity.authorization(),
             Authorization::AnyPrincipal,
             "AWS asks no permission for GetCallerIdentity"
+        );
+        assert!(Operation::AssumeRoleWithWebIdentity.allows_anonymous());
+        assert_eq!(
+            Operation::CreateUser.authorization(),
+            Authorization::Action("iam:CreateUser")
         );
     }
 

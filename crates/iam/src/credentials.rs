@@ -52,7 +52,7 @@ pub fn generate_secret_access_key(
 }
 
 /// Characters drawn uniformly from an alphabet whose size divides 256.
-fn random_text(
+pub(crate) fn random_text(
     rng: &dyn SecureRandom,
     alphabet: &[u8],
     len: usize,

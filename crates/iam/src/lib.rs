@@ -1,18 +1,34 @@
 //! Identities and authorisation: who a caller is, and whether they may act.
 //!
-//! Holds the account, its principals and their access keys, and the one
-//! authorisation decision every service asks for ([`authorize`]). Later work
-//! adds users, roles, policies and the full policy evaluator here.
+//! Holds the account's IAM state (users, groups, roles, managed and inline
+//! policies, access keys, OpenID Connect providers, STS sessions), resolves
+//! an access key to its principal, and makes the one authorisation decision
+//! every service asks for ([`Iam::authorize`]) with the policy evaluator of
+//! `moat-policy`.
 //!
-//! Architecture invariant: no I/O, no HTTP, no clock or random source of its
-//! own; callers pass randomness and time in. Nothing here may depend on the
-//! edge or on a service crate.
+//! Architecture invariant: no network, no HTTP, no clock or random source of
+//! its own; callers pass time and randomness in, and persistence goes through
+//! the [`StateStore`] trait. Nothing here may depend on the edge or on a
+//! service crate.
 
+mod authz;
 mod credentials;
+mod error;
+mod sessions;
+mod state;
 
+pub use authz::{AuthzRequest, Caller};
 pub use credentials::{generate_access_key_id, generate_secret_access_key, AccessKey, Secret};
+pub use error::{IamError, IamErrorKind};
+pub use sessions::{Session, SessionKind, SessionOptions, WebIdentity};
+pub use state::{
+    Document, Group, IamState, KeyStatus, ManagedPolicy, OidcProvider, PolicyVersion, Role, Tag,
+    Target, User, UserKey,
+};
 
-use std::collections::HashMap;
+use std::sync::{RwLock, RwLockReadGuard};
+
+use subtle::ConstantTimeEq;
 
 /// An AWS account id: exactly twelve decimal digits.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -40,25 +56,60 @@ impl std::fmt::Display for AccountId {
 pub enum Principal {
     /// The account's root user, `arn:aws:iam::ACCOUNT:root`.
     Root { account: AccountId },
+    /// An IAM user.
+    User {
+        account: AccountId,
+        name: String,
+        id: String,
+        path: String,
+    },
+    /// A role session, `arn:aws:sts::ACCOUNT:assumed-role/ROLE/SESSION`.
+    AssumedRole {
+        account: AccountId,
+        role_name: String,
+        role_id: String,
+        role_path: String,
+        session_name: String,
+    },
 }
 
 impl Principal {
     pub fn account(&self) -> &AccountId {
         match self {
-            Principal::Root { account } => account,
+            Principal::Root { account }
+            | Principal::User { account, .. }
+            | Principal::AssumedRole { account, .. } => account,
         }
     }
 
     pub fn arn(&self) -> String {
         match self {
             Principal::Root { account } => format!("arn:aws:iam::{account}:root"),
+            Principal::User {
+                account,
+                name,
+                path,
+                ..
+            } => format!("arn:aws:iam::{account}:user{path}{name}"),
+            Principal::AssumedRole {
+                account,
+                role_name,
+                session_name,
+                ..
+            } => format!("arn:aws:sts::{account}:assumed-role/{role_name}/{session_name}"),
         }
     }
 
-    /// The unique id `GetCallerIdentity` reports (the account id for root).
+    /// The unique id `GetCallerIdentity` reports.
     pub fn user_id(&self) -> String {
         match self {
             Principal::Root { account } => account.to_string(),
+            Principal::User { id, .. } => id.clone(),
+            Principal::AssumedRole {
+                role_id,
+                session_name,
+                ..
+            } => format!("{role_id}:{session_name}"),
         }
     }
 }
@@ -72,93 +123,179 @@ pub enum CredentialError {
     Inactive,
     #[error("the security token is not valid for this access key")]
     InvalidSecurityToken,
+    #[error("the security token has expired")]
+    Expired,
 }
 
-/// The account's principals and access keys.
-#[derive(Debug, Default)]
-pub struct Identities {
-    keys: HashMap<String, AccessKey>,
+/// Where IAM's state is kept between runs. The encrypted store will fill this.
+pub trait StateStore: Send + Sync {
+    fn load(&self) -> std::io::Result<Option<Vec<u8>>>;
+    /// Replaces the stored state durably (the write is on disk when this returns).
+    fn save(&self, bytes: &[u8]) -> std::io::Result<()>;
 }
 
-impl Identities {
-    pub fn new() -> Identities {
-        Identities::default()
+/// IAM and STS for one account: the state, the root key, and persistence.
+pub struct Iam {
+    account: AccountId,
+    root_key: AccessKey,
+    state: RwLock<IamState>,
+    store: Box<dyn StateStore>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("cannot read the IAM state: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("the IAM state is damaged: {0}")]
+    Corrupt(String),
+    #[error("the IAM state belongs to account {found}, not {expected}")]
+    WrongAccount { found: String, expected: String },
+}
+
+impl Iam {
+    /// Loads the stored state (or starts empty) for the account of `root_key`.
+    pub fn open(root_key: AccessKey, store: Box<dyn StateStore>) -> Result<Iam, LoadError> {
+        let account = root_key.principal.account().clone();
+        let state = match store.load()? {
+            Some(bytes) => {
+                let mut state: IamState = serde_json::from_slice(&bytes)
+                    .map_err(|e| LoadError::Corrupt(e.to_string()))?;
+                if state.account != account.as_str() {
+                    return Err(LoadError::WrongAccount {
+                        found: state.account,
+                        expected: account.to_string(),
+                    });
+                }
+                state.rehydrate();
+                state
+            }
+            None => IamState::new(&account),
+        };
+        Ok(Iam {
+            account,
+            root_key,
+            state: RwLock::new(state),
+            store,
+        })
     }
 
-    pub fn add_access_key(&mut self, key: AccessKey) {
-        self.keys.insert(key.id.clone(), key);
+    pub fn account(&self) -> &AccountId {
+        &self.account
     }
 
-    /// The key a request claims to be signed with, if it may be used.
-    ///
-    /// `security_token` is the request's `X-Amz-Security-Token`: long-term keys
-    /// take none; temporary credentials (from STS) will require theirs.
-    pub fn signing_key(
+    /// A consistent view of the state.
+    pub fn read(&self) -> RwLockReadGuard<'_, IamState> {
+        self.state.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Applies a change all or nothing: on a copy, saved durably, then made current.
+    pub fn mutate<T>(
+        &self,
+        change: impl FnOnce(&mut IamState) -> Result<T, IamError>,
+    ) -> Result<T, IamError> {
+        let mut guard = self.state.write().unwrap_or_else(|p| p.into_inner());
+        let mut next = guard.clone();
+        let out = change(&mut next)?;
+        let bytes = serde_json::to_vec(&next)
+            .map_err(|e| IamError::new(IamErrorKind::ValidationError, e.to_string()))?;
+        self.store.save(&bytes).map_err(|e| {
+            IamError::new(
+                IamErrorKind::ValidationError,
+                format!("the change could not be stored: {e}"),
+            )
+        })?;
+        *guard = next;
+        Ok(out)
+    }
+
+    /// The secret and the caller of an access key, checking the session token.
+    /// The token is compared in constant time.
+    pub fn resolve_key(
         &self,
         access_key_id: &str,
         security_token: Option<&str>,
-    ) -> Result<&AccessKey, CredentialError> {
-        let key = self
-            .keys
-            .get(access_key_id)
-            .ok_or(CredentialError::UnknownAccessKey)?;
-        if !key.active {
-            return Err(CredentialError::Inactive);
-        }
-        if security_token.is_some() {
-            return Err(CredentialError::InvalidSecurityToken);
-        }
-        Ok(key)
-    }
-}
-
-/// One request as the authoriser sees it.
-#[derive(Debug, Clone)]
-pub struct RequestContext<'a> {
-    pub principal: &'a Principal,
-    /// The IAM action, `service:Operation`.
-    pub action: &'a str,
-    /// The resource ARN, or `*` where the action has none.
-    pub resource: &'a str,
-}
-
-/// The outcome of authorisation.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Decision {
-    Allow,
-    /// No policy allowed the action (the default).
-    ImplicitDeny,
-    /// A policy denied the action explicitly.
-    ExplicitDeny,
-}
-
-/// The one authorisation path: may this principal perform this action on this resource?
-///
-/// Today only the account's root user exists, and root may do everything in
-/// its own account. Every other principal is denied until policies grant it
-/// (default closed).
-pub fn authorize(ctx: &RequestContext<'_>) -> Decision {
-    match ctx.principal {
-        Principal::Root { account } => {
-            if resource_in_account(ctx.resource, account) {
-                Decision::Allow
-            } else {
-                Decision::ImplicitDeny
+        now: i64,
+    ) -> Result<(Secret, Caller), CredentialError> {
+        if access_key_id == self.root_key.id {
+            if security_token.is_some() {
+                return Err(CredentialError::InvalidSecurityToken);
             }
+            return Ok((
+                self.root_key.secret.clone(),
+                Caller::long_term(self.root_key.principal.clone()),
+            ));
         }
-    }
-}
-
-/// True if `resource` is `*` or an ARN whose account field is `account` or empty
-/// (global resources such as S3 buckets have none).
-fn resource_in_account(resource: &str, account: &AccountId) -> bool {
-    if resource == "*" {
-        return true;
-    }
-    let mut fields = resource.splitn(6, ':');
-    match (fields.next(), fields.nth(3)) {
-        (Some("arn"), Some(acct)) => acct.is_empty() || acct == account.as_str(),
-        _ => false,
+        let state = self.read();
+        if let Some(key) = state.keys.get(access_key_id) {
+            if security_token.is_some() {
+                return Err(CredentialError::InvalidSecurityToken);
+            }
+            if key.status != KeyStatus::Active {
+                return Err(CredentialError::Inactive);
+            }
+            let user = state
+                .users
+                .get(&key.user.to_ascii_lowercase())
+                .ok_or(CredentialError::UnknownAccessKey)?;
+            let principal = Principal::User {
+                account: self.account.clone(),
+                name: user.name.clone(),
+                id: user.id.clone(),
+                path: user.path.clone(),
+            };
+            return Ok((
+                Secret::new(key.secret.clone()),
+                Caller::long_term(principal),
+            ));
+        }
+        if let Some(session) = state.sessions.get(access_key_id) {
+            let token = security_token.ok_or(CredentialError::InvalidSecurityToken)?;
+            if !bool::from(token.as_bytes().ct_eq(session.token.as_bytes())) {
+                return Err(CredentialError::InvalidSecurityToken);
+            }
+            if now >= session.expiration {
+                return Err(CredentialError::Expired);
+            }
+            let principal = match &session.kind {
+                SessionKind::Root => self.root_key.principal.clone(),
+                SessionKind::User { name } => {
+                    let user = state
+                        .users
+                        .get(&name.to_ascii_lowercase())
+                        .ok_or(CredentialError::UnknownAccessKey)?;
+                    Principal::User {
+                        account: self.account.clone(),
+                        name: user.name.clone(),
+                        id: user.id.clone(),
+                        path: user.path.clone(),
+                    }
+                }
+                SessionKind::Role {
+                    role_name,
+                    session_name,
+                } => {
+                    let role = state
+                        .roles
+                        .get(&role_name.to_ascii_lowercase())
+                        .ok_or(CredentialError::UnknownAccessKey)?;
+                    Principal::AssumedRole {
+                        account: self.account.clone(),
+                        role_name: role.name.clone(),
+                        role_id: role.id.clone(),
+                        role_path: role.path.clone(),
+                        session_name: session_name.clone(),
+                    }
+                }
+            };
+            return Ok((
+                Secret::new(session.secret.clone()),
+                Caller {
+                    principal,
+                    session: Some(access_key_id.to_owned()),
+                },
+            ));
+        }
+        Err(CredentialError::UnknownAccessKey)
     }
 }
 
@@ -167,38 +304,31 @@ mod tests {
     use super::*;
 
     #[test]
-    fn root_may_act_only_in_its_own_account() {
-        let root = Principal::Root {
-            account: AccountId::parse("123456789012").unwrap(),
-        };
-        let cases = [
-            ("*", Decision::Allow),
-            (
-                "arn:aws:dynamodb:us-east-1:123456789012:table/t",
-                Decision::Allow,
-            ),
-            ("arn:aws:s3:::bucket", Decision::Allow),
-            (
-                "arn:aws:dynamodb:us-east-1:210987654321:table/t",
-                Decision::ImplicitDeny,
-            ),
-            ("not-an-arn", Decision::ImplicitDeny),
-        ];
-        for (resource, want) in cases {
-            let ctx = RequestContext {
-                principal: &root,
-                action: "dynamodb:GetItem",
-                resource,
-            };
-            assert_eq!(authorize(&ctx), want, "{resource}");
-        }
-    }
-
-    #[test]
     fn account_ids_are_twelve_digits() {
         assert!(AccountId::parse("123456789012").is_some());
         for bad in ["", "12345678901", "1234567890123", "12345678901a"] {
             assert!(AccountId::parse(bad).is_none(), "{bad}");
         }
+    }
+
+    #[test]
+    fn principal_arns() {
+        let account = AccountId::parse("123456789012").unwrap();
+        let user = Principal::User {
+            account: account.clone(),
+            name: "alice".into(),
+            id: "AIDAEXAMPLE".into(),
+            path: "/team/".into(),
+        };
+        assert_eq!(user.arn(), "arn:aws:iam::123456789012:user/team/alice");
+        let role = Principal::AssumedRole {
+            account,
+            role_name: "r".into(),
+            role_id: "AROAEXAMPLE".into(),
+            role_path: "/".into(),
+            session_name: "s".into(),
+        };
+        assert_eq!(role.arn(), "arn:aws:sts::123456789012:assumed-role/r/s");
+        assert_eq!(role.user_id(), "AROAEXAMPLE:s");
     }
 }

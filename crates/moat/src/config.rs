@@ -1,5 +1,6 @@
 //! Settings: the configuration file, merged under the command line.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -61,6 +62,8 @@ pub struct FileConfig {
     pub handshake_timeout_secs: Option<u64>,
     pub header_read_timeout_secs: Option<u64>,
     pub body_read_timeout_secs: Option<u64>,
+    pub oidc_ca_bundle: Option<PathBuf>,
+    pub oidc_jwks_files: Option<BTreeMap<String, PathBuf>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -99,6 +102,10 @@ pub struct Settings {
     pub header_read_timeout: Duration,
     /// Time allowed for a request's body to arrive.
     pub body_read_timeout: Duration,
+    /// The CAs trusted when fetching OpenID Connect providers' keys.
+    pub oidc_ca_bundle: PathBuf,
+    /// Issuer URL -> JWKS file, for providers Moat cannot reach.
+    pub oidc_jwks_files: BTreeMap<String, PathBuf>,
 }
 
 impl Settings {
@@ -157,6 +164,10 @@ impl Settings {
             handshake_timeout: seconds(file.handshake_timeout_secs, 10)?,
             header_read_timeout: seconds(file.header_read_timeout_secs, 30)?,
             body_read_timeout: seconds(file.body_read_timeout_secs, 60)?,
+            oidc_ca_bundle: file
+                .oidc_ca_bundle
+                .unwrap_or_else(|| PathBuf::from("/etc/ssl/certs/ca-certificates.crt")),
+            oidc_jwks_files: file.oidc_jwks_files.unwrap_or_default(),
         };
         if settings.tls_cert.is_some() != settings.tls_key.is_some() {
             return Err(ConfigError::Invalid(

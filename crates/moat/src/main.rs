@@ -7,6 +7,8 @@
 mod cli;
 mod config;
 mod init;
+mod oidc;
+mod state_file;
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -16,7 +18,7 @@ use clap::Parser;
 use moat_edge::audit::{AuditConfig, AuditLog};
 use moat_edge::server::{self, ListenerConfig};
 use moat_edge::{Edge, EdgeConfig};
-use moat_iam::Identities;
+use moat_iam::Iam;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tracing_subscriber::EnvFilter;
@@ -97,15 +99,25 @@ async fn serve(settings: Settings) -> Result<(), String> {
     })
     .map_err(|e| format!("cannot open the audit log: {e}"))?;
 
-    let mut identities = Identities::new();
-    identities.add_access_key(boot.root_key.clone());
+    let iam = Iam::open(
+        boot.root_key.clone(),
+        Box::new(state_file::FileStateStore::new(
+            settings.data_dir.join("state/iam.json"),
+        )),
+    )
+    .map_err(|e| e.to_string())?;
+    let jwks = oidc::Jwks::new(
+        std::fs::read(&settings.oidc_ca_bundle).ok(),
+        settings.oidc_jwks_files.clone(),
+    );
     let edge = Arc::new(Edge::new(
         EdgeConfig {
             regions: settings.regions.clone(),
             max_body_bytes: settings.max_body_bytes,
             body_read_timeout: settings.body_read_timeout,
         },
-        identities,
+        Arc::new(iam),
+        Arc::new(jwks),
         audit.clone(),
     ));
 

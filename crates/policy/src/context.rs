@@ -1,0 +1,135 @@
+//! The request as the evaluator sees it: who, what, on which resource, and
+//! the condition keys.
+
+use std::collections::HashMap;
+
+/// One request to authorise.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestContext<'a> {
+    pub principal: &'a PrincipalInfo,
+    /// The IAM action, e.g. `dynamodb:GetItem`; matched case-insensitively.
+    pub action: &'a str,
+    /// The resource ARN, or `*` for actions without resource-level
+    /// permissions.
+    pub resource: &'a str,
+    /// Condition keys, also the source of policy variables.
+    pub keys: &'a ContextKeys,
+}
+
+/// The caller, for matching `Principal`/`NotPrincipal` elements.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PrincipalInfo {
+    /// e.g. `arn:aws:iam::123456789012:user/alice` or
+    /// `arn:aws:sts::123456789012:assumed-role/R/s`.
+    pub arn: String,
+    /// The caller's 12-digit account id.
+    pub account: String,
+    /// How `Principal` elements match this caller: AWS principals match
+    /// `"AWS": "<arn>"`, the account id, `arn:aws:iam::<account>:root` or
+    /// `"*"`; web identities match `"Federated": "<provider host>"` or the
+    /// provider's ARN; services match `"Service": "x.amazonaws.com"`.
+    pub kind: PrincipalKind,
+}
+
+/// What kind of caller a [`PrincipalInfo`] describes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PrincipalKind {
+    /// An IAM user, role session or federated user, signing with AWS
+    /// credentials.
+    Aws,
+    /// A web identity or SAML caller (`AssumeRoleWithWebIdentity`): the
+    /// provider's host (`accounts.google.com`) and, for providers registered
+    /// in IAM, its ARN (`arn:aws:iam::ACCOUNT:oidc-provider/HOST`).
+    Federated {
+        provider: String,
+        provider_arn: Option<String>,
+    },
+    /// An AWS service, e.g. `ec2.amazonaws.com`.
+    Service(String),
+    /// An unsigned request.
+    Anonymous,
+}
+
+/// Condition keys and their values.
+///
+/// Key names are case-insensitive (AWS: "Condition key names are not
+/// case-sensitive"), so they are stored lowercased. Every key may have several
+/// values (multivalued keys such as `dynamodb:LeadingKeys`); single-valued keys
+/// have one. Values are strings; each operator converts them (numbers, ISO
+/// 8601 dates or epoch seconds, `true`/`false`, IP addresses, base64).
+#[derive(Default, Clone, Debug)]
+pub struct ContextKeys {
+    map: HashMap<String, Vec<String>>,
+}
+
+impl ContextKeys {
+    pub fn new() -> Self {
+        ContextKeys::default()
+    }
+
+    /// Sets a single-valued key, replacing any previous values.
+    pub fn set(&mut self, key: &str, value: impl Into<String>) {
+        self.map.insert(lower_key(key), vec![value.into()]);
+    }
+
+    /// Sets a multivalued key, replacing any previous values. An empty list
+    /// is the "empty set" of AWS's set operators: `ForAllValues` is true and
+    /// `ForAnyValue` false on it, and other operators treat it as missing.
+    pub fn set_multi(&mut self, key: &str, values: Vec<String>) {
+        self.map.insert(lower_key(key), values);
+    }
+
+    /// The values of a key, looked up case-insensitively.
+    pub fn get(&self, key: &str) -> Option<&[String]> {
+        // Only a key that lowercasing would change needs a new string.
+        let already_lower = key.chars().all(|c| {
+            let mut lower = c.to_lowercase();
+            lower.next() == Some(c) && lower.next().is_none()
+        });
+        if already_lower {
+            self.lookup(key)
+        } else {
+            self.lookup(&lower_key(key))
+        }
+    }
+
+    /// Removes a key.
+    pub fn remove(&mut self, key: &str) {
+        self.map.remove(&lower_key(key));
+    }
+
+    /// Lookup by an already-lowercased key, without allocating.
+    pub(crate) fn lookup(&self, lower: &str) -> Option<&[String]> {
+        self.map.get(lower).map(Vec::as_slice)
+    }
+}
+
+/// The one normalisation of key names, used both when storing context keys
+/// and when compiling the keys and variables of a policy.
+pub(crate) fn lower_key(key: &str) -> String {
+    key.to_lowercase()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_case_insensitive_and_multivalued() {
+        let mut keys = ContextKeys::new();
+        keys.set("aws:SourceIp", "10.0.0.1");
+        keys.set_multi("dynamodb:LeadingKeys", vec!["a".into(), "b".into()]);
+        assert_eq!(
+            keys.get("AWS:SOURCEIP"),
+            Some(&["10.0.0.1".to_string()][..])
+        );
+        assert_eq!(keys.get("dynamodb:leadingkeys").map(<[_]>::len), Some(2));
+        keys.set("aws:sourceip", "10.0.0.2");
+        assert_eq!(
+            keys.get("aws:SourceIp"),
+            Some(&["10.0.0.2".to_string()][..])
+        );
+        keys.remove("AWS:SourceIP");
+        assert_eq!(keys.get("aws:SourceIp"), None);
+    }
+}
