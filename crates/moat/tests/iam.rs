@@ -5,48 +5,12 @@
 mod common;
 
 use aws_credential_types::Credentials;
-use aws_sdk_iam::config::{BehaviorVersion, Region};
 use aws_sdk_iam::error::ProvideErrorMetadata;
-use aws_smithy_http_client::tls::{self, rustls_provider::CryptoMode, TlsContext, TrustStore};
 use common::{Moat, RawRequest, Signer, TempDir};
 
-pub fn http_client(moat: &Moat) -> aws_smithy_runtime_api::client::http::SharedHttpClient {
-    aws_smithy_http_client::Builder::new()
-        .tls_provider(tls::Provider::Rustls(CryptoMode::Ring))
-        .tls_context(
-            TlsContext::builder()
-                .with_trust_store(
-                    TrustStore::empty()
-                        .with_native_roots(false)
-                        .with_pem_certificate(moat.ca_pem()),
-                )
-                .build()
-                .unwrap(),
-        )
-        .build_https()
-}
-
-fn iam_client(moat: &Moat, creds: Credentials) -> aws_sdk_iam::Client {
-    let config = aws_sdk_iam::Config::builder()
-        .behavior_version(BehaviorVersion::latest())
-        .region(Region::new("us-east-1"))
-        .endpoint_url(&moat.endpoint)
-        .credentials_provider(creds)
-        .http_client(http_client(moat))
-        .build();
-    aws_sdk_iam::Client::from_conf(config)
-}
-
-fn sts_client(moat: &Moat, creds: Credentials) -> aws_sdk_sts::Client {
-    let config = aws_sdk_sts::Config::builder()
-        .behavior_version(aws_sdk_sts::config::BehaviorVersion::latest())
-        .region(aws_sdk_sts::config::Region::new("us-east-1"))
-        .endpoint_url(&moat.endpoint)
-        .credentials_provider(creds)
-        .http_client(http_client(moat))
-        .build();
-    aws_sdk_sts::Client::from_conf(config)
-}
+#[path = "common/sdk.rs"]
+mod sdk;
+use sdk::{iam_client, sts_client};
 
 fn root(moat: &Moat) -> Credentials {
     let (id, secret) = moat.root_credentials();

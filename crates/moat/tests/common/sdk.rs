@@ -1,0 +1,58 @@
+//! AWS SDK clients for a running Moat, trusting only its CA.
+
+#![allow(dead_code)]
+
+use aws_credential_types::Credentials;
+use aws_smithy_http_client::tls::{self, rustls_provider::CryptoMode, TlsContext, TrustStore};
+use aws_smithy_runtime_api::client::http::SharedHttpClient;
+
+use crate::common::Moat;
+
+pub fn http_client(moat: &Moat) -> SharedHttpClient {
+    aws_smithy_http_client::Builder::new()
+        .tls_provider(tls::Provider::Rustls(CryptoMode::Ring))
+        .tls_context(
+            TlsContext::builder()
+                .with_trust_store(
+                    TrustStore::empty()
+                        .with_native_roots(false)
+                        .with_pem_certificate(moat.ca_pem()),
+                )
+                .build()
+                .unwrap(),
+        )
+        .build_https()
+}
+
+pub fn iam_client(moat: &Moat, creds: Credentials) -> aws_sdk_iam::Client {
+    let config = aws_sdk_iam::Config::builder()
+        .behavior_version(aws_sdk_iam::config::BehaviorVersion::latest())
+        .region(aws_sdk_iam::config::Region::new("us-east-1"))
+        .endpoint_url(&moat.endpoint)
+        .credentials_provider(creds)
+        .http_client(http_client(moat))
+        .build();
+    aws_sdk_iam::Client::from_conf(config)
+}
+
+pub fn sts_client(moat: &Moat, creds: Credentials) -> aws_sdk_sts::Client {
+    let config = aws_sdk_sts::Config::builder()
+        .behavior_version(aws_sdk_sts::config::BehaviorVersion::latest())
+        .region(aws_sdk_sts::config::Region::new("us-east-1"))
+        .endpoint_url(&moat.endpoint)
+        .credentials_provider(creds)
+        .http_client(http_client(moat))
+        .build();
+    aws_sdk_sts::Client::from_conf(config)
+}
+
+/// An STS client without credentials, for the unsigned `AssumeRoleWithWebIdentity`.
+pub fn sts_client_anonymous(moat: &Moat) -> aws_sdk_sts::Client {
+    let config = aws_sdk_sts::Config::builder()
+        .behavior_version(aws_sdk_sts::config::BehaviorVersion::latest())
+        .region(aws_sdk_sts::config::Region::new("us-east-1"))
+        .endpoint_url(&moat.endpoint)
+        .http_client(http_client(moat))
+        .build();
+    aws_sdk_sts::Client::from_conf(config)
+}
