@@ -311,6 +311,70 @@ mod tests {
         }
     }
 
+    struct MemoryStore(std::sync::Mutex<Option<Vec<u8>>>);
+
+    impl StateStore for MemoryStore {
+        fn load(&self) -> std::io::Result<Option<Vec<u8>>> {
+            Ok(self.0.lock().unwrap().clone())
+        }
+        fn save(&self, bytes: &[u8]) -> std::io::Result<()> {
+            *self.0.lock().unwrap() = Some(bytes.to_vec());
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn session_credentials_expire_and_need_their_exact_token() {
+        let account = AccountId::parse("123456789012").unwrap();
+        let root = AccessKey {
+            id: "AKIAROOTROOTROOTROOT".into(),
+            secret: Secret::new("s".repeat(40)),
+            principal: Principal::Root { account },
+            active: true,
+        };
+        let iam = Iam::open(root, Box::new(MemoryStore(Default::default()))).unwrap();
+        let rng = ring::rand::SystemRandom::new();
+        let session = iam
+            .mutate(|s| {
+                s.issue_session(
+                    SessionKind::Root,
+                    900,
+                    SessionOptions::default(),
+                    1_000,
+                    &rng,
+                )
+            })
+            .unwrap();
+        let id = session.access_key_id.as_str();
+        assert!(id.starts_with("ASIA"));
+        let (_, caller) = iam.resolve_key(id, Some(&session.token), 1_899).unwrap();
+        assert_eq!(caller.session.as_deref(), Some(id));
+        assert_eq!(
+            iam.resolve_key(id, Some(&session.token), 1_900)
+                .unwrap_err(),
+            CredentialError::Expired
+        );
+        let mut tampered = session.token.clone();
+        tampered.replace_range(10..11, if &tampered[10..11] == "A" { "B" } else { "A" });
+        assert_eq!(
+            iam.resolve_key(id, Some(&tampered), 1_000).unwrap_err(),
+            CredentialError::InvalidSecurityToken
+        );
+        assert_eq!(
+            iam.resolve_key(id, None, 1_000).unwrap_err(),
+            CredentialError::InvalidSecurityToken
+        );
+        assert_eq!(
+            iam.resolve_key("AKIAROOTROOTROOTROOT", Some("x"), 1_000)
+                .unwrap_err(),
+            CredentialError::InvalidSecurityToken
+        );
+        assert_eq!(
+            iam.resolve_key("ASIANOPE", Some("x"), 1_000).unwrap_err(),
+            CredentialError::UnknownAccessKey
+        );
+    }
+
     #[test]
     fn principal_arns() {
         let account = AccountId::parse("123456789012").unwrap();

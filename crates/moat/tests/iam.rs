@@ -877,3 +877,67 @@ async fn policies_decide_and_role_sessions_narrow() {
         "InvalidClientTokenId"
     );
 }
+
+/// Where Debian's libfaketime is (scripts/test installs it).
+const LIBFAKETIME: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1";
+
+#[tokio::test(flavor = "multi_thread")]
+async fn expired_session_credentials_are_refused() {
+    let dir = TempDir::new("expiry");
+    let moat = Moat::must_start(dir.path());
+    let sts = sts_client(&moat, root(&moat));
+    let out = sts
+        .get_session_token()
+        .duration_seconds(900)
+        .send()
+        .await
+        .unwrap();
+    let c = out.credentials().unwrap();
+    let signer = Signer {
+        token: Some(c.session_token().to_owned()),
+        ..Signer::new(c.access_key_id(), c.secret_access_key(), "sts")
+    };
+    let fresh = RawRequest::sts_get_caller_identity(moat.port).signed(&signer);
+    assert_eq!(fresh.send(moat.port, &moat.ca_pem()).status, 200);
+    drop(moat);
+
+    // The same Moat an hour later (its clock moved by libfaketime), and a
+    // client whose clock agrees: the signature is current, the token is not.
+    assert!(
+        std::path::Path::new(LIBFAKETIME).exists(),
+        "libfaketime is installed by scripts/test"
+    );
+    let later = Moat::must_start_with(
+        dir.path(),
+        &[],
+        &[
+            ("LD_PRELOAD", LIBFAKETIME),
+            ("FAKETIME", "+1h"),
+            ("FAKETIME_DONT_FAKE_MONOTONIC", "1"),
+        ],
+    );
+    let in_an_hour = Signer {
+        time: std::time::SystemTime::now() + std::time::Duration::from_secs(3600),
+        ..signer
+    };
+    let expired = RawRequest::sts_get_caller_identity(later.port)
+        .signed(&in_an_hour)
+        .send(later.port, &later.ca_pem());
+    assert_eq!(
+        (expired.status, expired.error_code().as_str()),
+        (403, "ExpiredToken")
+    );
+    assert!(expired
+        .body
+        .contains("The security token included in the request is expired"));
+    let ddb = RawRequest::dynamodb(later.port, "ListTables", "{}")
+        .signed(&Signer {
+            service: "dynamodb".into(),
+            ..in_an_hour.clone()
+        })
+        .send(later.port, &later.ca_pem());
+    assert_eq!(
+        (ddb.status, ddb.error_code().as_str()),
+        (400, "ExpiredTokenException")
+    );
+}

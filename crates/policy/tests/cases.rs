@@ -93,8 +93,13 @@ fn parse_cases() {
             (Some(Value::String(want)), Err(e)) => {
                 failures.push(format!("{name}: error {:?} lacks {want:?}", e.0))
             }
-            (Some(_), Ok(_)) => failures.push(format!("{name}: parsed, expected an error")),
+            (Some(Value::String(_)), Ok(_)) => {
+                failures.push(format!("{name}: parsed, expected an error"))
+            }
             (None, Err(e)) => failures.push(format!("{name}: unexpected error {:?}", e.0)),
+            (Some(other), _) => {
+                failures.push(format!("{name}: error must be a string, not {other}"))
+            }
             (None, Ok(policy)) => {
                 if let Some(Value::String(v)) = case.get("version") {
                     let got = policy.version().as_str();
@@ -215,12 +220,16 @@ fn deciding_statement_is_reported() {
     assert_eq!(at.sid.as_deref(), Some("ReadOrders"));
     assert_eq!(at.index, 1);
 
-    keys.set("aws:SecureTransport", "false");
-    let ctx = RequestContext { keys: &keys, ..ctx };
+    let mut plain_http = ContextKeys::new();
+    plain_http.set("aws:SecureTransport", "false");
+    let ctx = RequestContext {
+        keys: &plain_http,
+        ..ctx
+    };
     let e = evaluate(&set, &ctx);
     assert_eq!(e.decision, Decision::ExplicitDeny);
     assert_eq!(e.reason, Some(DenyReason::ExplicitIdentity));
-    let at = e.deciding.expect("deciding statement");
+    let at = e.deciding.clone().expect("deciding statement");
     assert_eq!(
         (at.source.as_str(), at.sid, at.index),
         ("arn:aws:iam::123456789012:policy/tls-only", None, 0)

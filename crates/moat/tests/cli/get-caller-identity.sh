@@ -37,4 +37,16 @@ if out=$(AWS_ACCESS_KEY_ID="$key" AWS_SECRET_ACCESS_KEY=not-the-secret-at-all-00
   fail "a wrong secret was accepted"
 fi
 echo "$out" | grep -q "(SignatureDoesNotMatch)" || fail "wrong secret: $out"
+# 5. IAM through the CLI: a user, a policy document round trip, cleanup.
+aws --profile moat iam create-user --user-name cli-user --path /cli/ >/dev/null
+user_arn=$(aws --profile moat iam get-user --user-name cli-user --query User.Arn --output text)
+[ "$user_arn" = "arn:aws:iam::$account:user/cli/cli-user" ] || fail "iam get-user: $user_arn"
+doc='{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"dynamodb:GetItem","Resource":"*"}]}'
+aws --profile moat iam put-user-policy --user-name cli-user --policy-name p --policy-document "$doc"
+action=$(aws --profile moat iam get-user-policy --user-name cli-user --policy-name p --query 'PolicyDocument.Statement[0].Action' --output text)
+[ "$action" = "dynamodb:GetItem" ] || fail "iam get-user-policy: $action"
+if out=$(aws --profile moat iam delete-user --user-name cli-user 2>&1); then fail "deleted a user with policies"; fi
+echo "$out" | grep -q "(DeleteConflict)" || fail "delete-user: $out"
+aws --profile moat iam delete-user-policy --user-name cli-user --policy-name p
+aws --profile moat iam delete-user --user-name cli-user
 echo "aws CLI: all checks passed"

@@ -276,7 +276,13 @@ impl RawRequest {
 
     /// Signs with AWS's SigV4 implementation, in headers or (presigned) in the query.
     pub fn signed(mut self, key: &Signer) -> RawRequest {
-        let creds = Credentials::new(&key.access_key_id, &key.secret, None, None, "test");
+        let creds = Credentials::new(
+            &key.access_key_id,
+            &key.secret,
+            key.token.clone(),
+            None,
+            "test",
+        );
         let identity: Identity = creds.into();
         let mut settings = SigningSettings::default();
         if let Some(expires) = key.presign_expires {
@@ -363,6 +369,8 @@ pub struct Signer {
     pub service: String,
     pub time: SystemTime,
     pub presign_expires: Option<Duration>,
+    /// The session token of temporary credentials.
+    pub token: Option<String>,
 }
 
 impl Signer {
@@ -374,6 +382,7 @@ impl Signer {
             service: service.into(),
             time: SystemTime::now(),
             presign_expires: None,
+            token: None,
         }
     }
 }

@@ -1,0 +1,386 @@
+//! Hostile and random input: `Policy::parse` never panics on any text or any
+//! JSON shape, evaluating whatever parsed never panics, and wildcard matching
+//! agrees with a naive reference matcher.
+
+use moat_policy::{
+    denial_message, evaluate, ContextKeys, Decision, Named, Policy, PolicyKind, PolicySet,
+    PrincipalInfo, PrincipalKind, RequestContext,
+};
+use proptest::prelude::*;
+use serde_json::{json, Map, Value};
+
+const KINDS: [PolicyKind; 3] = [
+    PolicyKind::Identity,
+    PolicyKind::Trust,
+    PolicyKind::Resource,
+];
+
+/// Any JSON value, up to a few levels deep.
+fn any_json() -> impl Strategy<Value = Value> {
+    let leaf = prop_oneof![
+        Just(Value::Null),
+        any::<bool>().prop_map(Value::Bool),
+        any::<i64>().prop_map(|n| json!(n)),
+        any::<f64>().prop_map(|f| json!(f)),
+        "\\PC{0,12}".prop_map(Value::String),
+        vocabulary().prop_map(Value::String),
+    ];
+    leaf.prop_recursive(5, 64, 6, |inner| {
+        prop_oneof![
+            prop::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
+            prop::collection::vec((field_name(), inner), 0..6)
+                .prop_map(|kv| Value::Object(kv.into_iter().collect::<Map<_, _>>())),
+        ]
+    })
+}
+
+/// Field names: mostly the policy grammar's own words, so that random trees
+/// reach deep into the parser.
+fn field_name() -> impl Strategy<Value = String> {
+    prop_oneof![
+        4 => prop::sample::select(vec![
+            "Version", "Id", "Statement", "Sid", "Effect", "Principal", "NotPrincipal",
+            "Action", "NotAction", "Resource", "NotResource", "Condition", "AWS",
+            "Federated", "Service", "CanonicalUser", "StringEquals", "StringLike",
+            "ForAllValues:StringNotEqualsIfExists", "ForAnyValue:ArnLike", "NumericLessThan",
+            "DateGreaterThan", "Bool", "BinaryEquals", "IpAddress", "NotIpAddress", "Null",
+            "aws:username", "aws:SourceIp", "dynamodb:LeadingKeys", "aws:CurrentTime",
+        ])
+        .prop_map(str::to_owned),
+        1 => "\\PC{0,10}",
+    ]
+}
+
+/// Strings the parser and matcher treat specially.
+fn vocabulary() -> impl Strategy<Value = String> {
+    prop::sample::select(vec![
+        "2012-10-17",
+        "2008-10-17",
+        "Allow",
+        "Deny",
+        "*",
+        "?",
+        "s3:*",
+        "dynamodb:Get*",
+        "arn:aws:s3:::b/*",
+        "arn:aws:dynamodb:*:123456789012:table/${aws:username}",
+        "arn:aws:iam::123456789012:root",
+        "arn:aws:iam::123456789012:role/R",
+        "123456789012",
+        "accounts.google.com",
+        "${aws:username, 'x'}",
+        "${*}${?}${$}",
+        "${",
+        "10.0.0.0/8",
+        "::1",
+        "2020-01-01T00:00:00Z",
+        "1500000000",
+        "true",
+        "QUJD",
+    ])
+    .prop_map(str::to_owned)
+}
+
+/// A plausible statement: right field names, random contents.
+fn statement() -> impl Strategy<Value = Value> {
+    let strings = prop::collection::vec(prop_oneof![vocabulary(), "[a-z:*?/$-]{0,16}"], 1..4);
+    let operator = prop::sample::select(vec![
+        "StringEquals",
+        "StringNotEquals",
+        "StringEqualsIgnoreCase",
+        "StringNotEqualsIgnoreCase",
+        "StringLike",
+        "StringNotLike",
+        "NumericEquals",
+        "NumericNotEquals",
+        "NumericLessThan",
+        "NumericGreaterThanEquals",
+        "DateEquals",
+        "DateLessThanEquals",
+        "DateGreaterThan",
+        "Bool",
+        "BinaryEquals",
+        "IpAddress",
+        "NotIpAddress",
+        "ArnEquals",
+        "ArnLike",
+        "ArnNotLike",
+        "Null",
+    ]);
+    let qualifier = prop::sample::select(vec!["", "ForAllValues:", "ForAnyValue:"]);
+    let condition = prop::collection::vec(
+        (
+            qualifier,
+            operator,
+            any::<bool>(),
+            context_key(),
+            strings.clone(),
+        ),
+        0..4,
+    )
+    .prop_map(|conds| {
+        let mut block = Map::new();
+        for (q, op, if_exists, key, values) in conds {
+            let suffix = if if_exists && op != "Null" {
+                "IfExists"
+            } else {
+                ""
+            };
+            block.insert(format!("{q}{op}{suffix}"), json!({ key: values }));
+        }
+        Value::Object(block)
+    });
+    (
+        any::<bool>(),
+        strings.clone(),
+        strings.clone(),
+        any::<(bool, bool)>(),
+        condition,
+        any_principal(),
+    )
+        .prop_map(
+            |(allow, actions, resources, (not_action, not_resource), condition, principal)| {
+                let mut s = Map::new();
+                s.insert("Effect".into(), json!(if allow { "Allow" } else { "Deny" }));
+                let a = if not_action { "NotAction" } else { "Action" };
+                s.insert(a.into(), json!(actions));
+                let r = if not_resource {
+                    "NotResource"
+                } else {
+                    "Resource"
+                };
+                s.insert(r.into(), json!(resources));
+                s.insert("Condition".into(), condition);
+                if let Some(p) = principal {
+                    s.insert("Principal".into(), p);
+                }
+                Value::Object(s)
+            },
+        )
+}
+
+fn any_principal() -> impl Strategy<Value = Option<Value>> {
+    prop_oneof![
+        Just(None),
+        Just(Some(json!("*"))),
+        Just(Some(
+            json!({"AWS": ["123456789012", "arn:aws:iam::123456789012:role/R"]})
+        )),
+        Just(Some(json!({"Federated": "accounts.google.com"}))),
+        Just(Some(json!({"Service": "ec2.amazonaws.com"}))),
+    ]
+}
+
+fn context_key() -> impl Strategy<Value = String> {
+    prop::sample::select(vec![
+        "aws:username",
+        "aws:SourceIp",
+        "aws:CurrentTime",
+        "aws:SecureTransport",
+        "dynamodb:LeadingKeys",
+        "svc:blob",
+        "svc:n",
+    ])
+    .prop_map(str::to_owned)
+}
+
+fn context() -> impl Strategy<Value = Vec<(String, Vec<String>)>> {
+    prop::collection::vec(
+        (
+            context_key(),
+            prop::collection::vec(prop_oneof![vocabulary(), "\\PC{0,12}"], 0..3),
+        ),
+        0..6,
+    )
+}
+
+fn principal() -> impl Strategy<Value = PrincipalInfo> {
+    prop_oneof![
+        Just(PrincipalKind::Aws),
+        Just(PrincipalKind::Anonymous),
+        Just(PrincipalKind::Service("ec2.amazonaws.com".into())),
+        Just(PrincipalKind::Federated {
+            provider: "accounts.google.com".into(),
+            provider_arn: None
+        }),
+    ]
+    .prop_flat_map(|kind| {
+        (
+            prop_oneof![
+                Just("arn:aws:iam::123456789012:user/alice".to_owned()),
+                Just("arn:aws:sts::123456789012:assumed-role/R/s".to_owned()),
+                "\\PC{0,30}",
+            ],
+            Just(kind),
+        )
+    })
+    .prop_map(|(arn, kind)| PrincipalInfo {
+        account: arn.split(':').nth(4).unwrap_or_default().to_owned(),
+        arn,
+        kind,
+    })
+}
+
+/// Evaluates every parsed policy in every role, checking the invariants of
+/// an [`Evaluation`](moat_policy::Evaluation).
+fn exercise(
+    policies: &[Policy],
+    who: &PrincipalInfo,
+    action: &str,
+    resource: &str,
+    keys: &ContextKeys,
+) {
+    let named: Vec<Named<'_>> = policies
+        .iter()
+        .map(|policy| Named {
+            policy,
+            source: "p",
+        })
+        .collect();
+    let sets = [
+        PolicySet {
+            identity: named.clone(),
+            ..PolicySet::default()
+        },
+        PolicySet {
+            resource: named.clone(),
+            ..PolicySet::default()
+        },
+        PolicySet {
+            identity: named.clone(),
+            boundary: named.first().copied(),
+            session: named.clone(),
+            resource: named.clone(),
+        },
+    ];
+    let ctx = RequestContext {
+        principal: who,
+        action,
+        resource,
+        keys,
+    };
+    for set in &sets {
+        let e = evaluate(set, &ctx);
+        match e.decision {
+            Decision::Allow => assert!(e.reason.is_none() && e.deciding.is_some()),
+            Decision::ExplicitDeny => assert!(e.reason.is_some() && e.deciding.is_some()),
+            Decision::ImplicitDeny => assert!(e.reason.is_some() && e.deciding.is_none()),
+        }
+        let _ = denial_message(&who.arn, action, resource, &e);
+    }
+}
+
+/// Naive recursive `*`/`?` matcher, the reference for the real one.
+fn reference_like(p: &[char], t: &[char]) -> bool {
+    match p.split_first() {
+        None => t.is_empty(),
+        Some(('*', rest)) => (0..=t.len()).any(|i| reference_like(rest, &t[i..])),
+        Some(('?', rest)) => !t.is_empty() && reference_like(rest, &t[1..]),
+        Some((c, rest)) => t.first() == Some(c) && reference_like(rest, &t[1..]),
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(1000))]
+
+    #[test]
+    fn arbitrary_text_never_panics(text in "\\PC{0,300}") {
+        for kind in KINDS {
+            let _ = Policy::parse(&text, kind);
+        }
+    }
+
+    #[test]
+    fn arbitrary_bytes_as_text_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..300)) {
+        let text = String::from_utf8_lossy(&bytes);
+        for kind in KINDS {
+            let _ = Policy::parse(&text, kind);
+        }
+    }
+
+    #[test]
+    fn arbitrary_json_never_panics(doc in any_json(), who in principal(), ctx in context()) {
+        let mut keys = ContextKeys::new();
+        for (k, v) in ctx {
+            keys.set_multi(&k, v);
+        }
+        // The tree as it is, and wrapped as a statement list, so that random
+        // statements get past the top-level checks.
+        let docs = [
+            doc.to_string(),
+            json!({"Version": "2012-10-17", "Statement": doc.clone()}).to_string(),
+            json!({"Statement": [doc]}).to_string(),
+        ];
+        for text in &docs {
+            for kind in KINDS {
+                if let Ok(policy) = Policy::parse(text, kind) {
+                    exercise(&[policy], &who, "dynamodb:GetItem", "arn:aws:dynamodb:us-east-1:123456789012:table/T", &keys);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn plausible_policies_evaluate_without_panicking(
+        statements in prop::collection::vec(statement(), 1..5),
+        version in prop::sample::select(vec![Some("2012-10-17"), Some("2008-10-17"), None]),
+        who in principal(),
+        ctx in context(),
+        action in prop_oneof![vocabulary(), "[a-zA-Z]{1,8}:[a-zA-Z*?]{0,10}", "\\PC{0,20}"],
+        resource in prop_oneof![vocabulary(), "arn:aws:[a-z]{0,4}:[a-z0-9-]{0,9}:[0-9]{0,12}:[\\PC]{0,20}", "\\PC{0,20}"],
+    ) {
+        let mut doc = json!({"Statement": statements});
+        if let Some(v) = version {
+            doc["Version"] = json!(v);
+        }
+        let text = doc.to_string();
+        let mut keys = ContextKeys::new();
+        for (k, v) in ctx {
+            keys.set_multi(&k, v);
+        }
+        let parsed: Vec<Policy> = KINDS.iter().filter_map(|k| Policy::parse(&text, *k).ok()).collect();
+        exercise(&parsed, &who, &action, &resource, &keys);
+    }
+
+    #[test]
+    fn string_like_agrees_with_a_reference_matcher(pattern in "[ab*?é]{0,8}", text in "[abé]{0,8}") {
+        let doc = json!({"Version": "2012-10-17", "Statement": {"Effect": "Allow", "Action": "*", "Resource": "*",
+            "Condition": {"StringLike": {"svc:k": pattern}}}});
+        let policy = Policy::parse(&doc.to_string(), PolicyKind::Identity).expect("parses");
+        let who = PrincipalInfo { arn: "a".into(), account: "1".into(), kind: PrincipalKind::Aws };
+        let mut keys = ContextKeys::new();
+        keys.set("svc:k", text.clone());
+        let set = PolicySet { identity: vec![Named { policy: &policy, source: "p" }], ..PolicySet::default() };
+        let ctx = RequestContext { principal: &who, action: "svc:Do", resource: "*", keys: &keys };
+        let got = evaluate(&set, &ctx).decision == Decision::Allow;
+        let p: Vec<char> = pattern.chars().collect();
+        let t: Vec<char> = text.chars().collect();
+        prop_assert_eq!(got, reference_like(&p, &t), "{:?} vs {:?}", pattern, text);
+    }
+
+    #[test]
+    fn resource_segments_agree_with_a_reference_matcher(
+        pattern in prop::collection::vec("[ab*?]{0,3}", 6),
+        text in prop::collection::vec("[ab:]{0,3}", 6),
+    ) {
+        let pattern = format!("arn:{}", pattern[1..].join(":"));
+        let text = format!("arn:{}", text[1..].join(":"));
+        let doc = json!({"Version": "2012-10-17", "Statement": {"Effect": "Allow", "Action": "*", "Resource": pattern}});
+        let policy = Policy::parse(&doc.to_string(), PolicyKind::Identity).expect("parses");
+        let who = PrincipalInfo { arn: "a".into(), account: "1".into(), kind: PrincipalKind::Aws };
+        let keys = ContextKeys::new();
+        let set = PolicySet { identity: vec![Named { policy: &policy, source: "p" }], ..PolicySet::default() };
+        let ctx = RequestContext { principal: &who, action: "svc:Do", resource: &text, keys: &keys };
+        let got = evaluate(&set, &ctx).decision == Decision::Allow;
+        // Reference: split both into six segments (the last keeps its
+        // colons) and match each with the naive matcher.
+        let ps: Vec<&str> = pattern.splitn(6, ':').collect();
+        let ts: Vec<&str> = text.splitn(6, ':').collect();
+        let want = ps.len() == 6 && ts.len() == 6 && ps.iter().zip(&ts).all(|(p, t)| {
+            let p: Vec<char> = p.chars().collect();
+            let t: Vec<char> = t.chars().collect();
+            reference_like(&p, &t)
+        });
+        prop_assert_eq!(got, want, "{} vs {}", pattern, text);
+    }
+}
