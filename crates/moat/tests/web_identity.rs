@@ -354,3 +354,71 @@ async fn web_identity_tokens_become_role_credentials() {
         .await
         .is_ok());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn key_sets_can_come_from_files_for_sites_without_a_way_out() {
+    let dir = TempDir::new("webid-file");
+    std::fs::create_dir_all(dir.path()).unwrap();
+    let (ec, jwk) = Signer::ec("offline-1");
+    let jwks_path = dir.path().join("offline-jwks.json");
+    std::fs::write(&jwks_path, json!({"keys": [jwk]}).to_string()).unwrap();
+    let issuer = "https://idp.offline.invalid";
+    std::fs::write(
+        dir.path().join("moat.toml"),
+        format!(
+            "[oidc_jwks_files]\n\"{issuer}\" = \"{}\"\n",
+            jwks_path.display()
+        ),
+    )
+    .unwrap();
+    let moat = Moat::must_start(dir.path());
+    let account = moat.account.clone();
+    let (id, secret) = moat.root_credentials();
+    let iam = iam_client(&moat, Credentials::new(id, secret, None, None, "root"));
+    let provider = iam
+        .create_open_id_connect_provider()
+        .url(issuer)
+        .client_id_list("kiosk")
+        .send()
+        .await
+        .unwrap();
+    let trust = json!({
+        "Version": "2012-10-17",
+        "Statement": [{
+            "Effect": "Allow",
+            "Principal": {"Federated": provider.open_id_connect_provider_arn().unwrap()},
+            "Action": "sts:AssumeRoleWithWebIdentity",
+            "Condition": {"StringLike": {"idp.offline.invalid:sub": "kiosk-*"}}
+        }]
+    });
+    iam.create_role()
+        .role_name("kiosk")
+        .assume_role_policy_document(trust.to_string())
+        .send()
+        .await
+        .unwrap();
+    let sts = sts_client_anonymous(&moat);
+    let token = |sub: &str| {
+        ec.token(
+            "offline-1",
+            &json!({"iss": issuer, "sub": sub, "aud": "kiosk", "exp": now() + 600}),
+        )
+    };
+    let out = sts
+        .assume_role_with_web_identity()
+        .role_arn(format!("arn:aws:iam::{account}:role/kiosk"))
+        .role_session_name("k1")
+        .web_identity_token(token("kiosk-7"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(out.subject_from_web_identity_token(), Some("kiosk-7"));
+    let refused = sts
+        .assume_role_with_web_identity()
+        .role_arn(format!("arn:aws:iam::{account}:role/kiosk"))
+        .role_session_name("k2")
+        .web_identity_token(token("visitor"))
+        .send()
+        .await;
+    assert_eq!(code(refused), "AccessDenied");
+}
