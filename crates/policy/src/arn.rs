@@ -65,16 +65,19 @@ impl ArnPattern {
 
     /// Whether the ARN (or `*`) `text` matches, case-sensitively.
     pub(crate) fn matches(&self, text: &str, vars: &dyn Vars) -> bool {
-        match self {
-            ArnPattern::Any => true,
-            ArnPattern::Never => false,
-            ArnPattern::Segments(globs) => match split(text) {
-                Some(segments) => globs
-                    .iter()
-                    .zip(segments)
-                    .all(|(g, s)| g.matches(s, false, vars)),
-                None => false,
-            },
+        self.matches_split(split(text).as_ref(), vars)
+    }
+
+    /// [`ArnPattern::matches`] for a text already split by [`split`] (`None`
+    /// when it is not an ARN), so that one request resource is split once
+    /// for all the statements it is checked against.
+    pub(crate) fn matches_split(&self, segments: Option<&[&str; 6]>, vars: &dyn Vars) -> bool {
+        match (self, segments) {
+            (ArnPattern::Any, _) => true,
+            (ArnPattern::Segments(globs), Some(segments)) => {
+                globs.iter().zip(segments).all(|(g, s)| g.matches(s, vars))
+            }
+            _ => false,
         }
     }
 }

@@ -223,7 +223,7 @@ impl Condition {
                 Text::Dynamic(parts) => template::render(parts, keys)
                     .is_some_and(|s| eq_ignore_case(value, &lowercase(&s))),
             }),
-            Values::Like(globs) => globs.iter().any(|g| g.matches(value, false, keys)),
+            Values::Like(globs) => globs.iter().any(|g| g.matches(value, keys)),
             Values::Numeric(cmp, numbers) => match scalar::parse_number(value) {
                 Some(n) => numbers.iter().any(|&p| cmp.holds(n, p)),
                 None => false,
@@ -233,7 +233,7 @@ impl Condition {
                 None => false,
             },
             Values::Binary(blobs) => match scalar::decode_base64(value) {
-                Some(bytes) => blobs.iter().any(|b| *b == bytes),
+                Some(bytes) => blobs.contains(&bytes),
                 None => false,
             },
             Values::Ip(cidrs) => match scalar::parse_ip(value) {

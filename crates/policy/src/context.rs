@@ -1,8 +1,6 @@
 //! The request as the evaluator sees it: who, what, on which resource, and
 //! the condition keys.
 
-use std::collections::HashMap;
-
 /// One request to authorise.
 #[derive(Debug, Clone, Copy)]
 pub struct RequestContext<'a> {
@@ -59,7 +57,11 @@ pub enum PrincipalKind {
 /// 8601 dates or epoch seconds, `true`/`false`, IP addresses, base64).
 #[derive(Default, Clone, Debug)]
 pub struct ContextKeys {
-    map: HashMap<String, Vec<String>>,
+    /// Sorted by key (see `position`). A request has a few dozen keys at most and a policy
+    /// looks them up many times, so a binary search over short strings beats
+    /// hashing, and there is no hash for crafted keys (tag names come from
+    /// clients) to collide on.
+    entries: Vec<(String, Vec<String>)>,
 }
 
 impl ContextKeys {
@@ -69,14 +71,14 @@ impl ContextKeys {
 
     /// Sets a single-valued key, replacing any previous values.
     pub fn set(&mut self, key: &str, value: impl Into<String>) {
-        self.map.insert(lower_key(key), vec![value.into()]);
+        self.insert(lower_key(key), vec![value.into()]);
     }
 
     /// Sets a multivalued key, replacing any previous values. An empty list
     /// is the "empty set" of AWS's set operators: `ForAllValues` is true and
     /// `ForAnyValue` false on it, and other operators treat it as missing.
     pub fn set_multi(&mut self, key: &str, values: Vec<String>) {
-        self.map.insert(lower_key(key), values);
+        self.insert(lower_key(key), values);
     }
 
     /// The values of a key, looked up case-insensitively.
@@ -95,12 +97,32 @@ impl ContextKeys {
 
     /// Removes a key.
     pub fn remove(&mut self, key: &str) {
-        self.map.remove(&lower_key(key));
+        if let Ok(i) = self.position(&lower_key(key)) {
+            self.entries.remove(i);
+        }
     }
 
     /// Lookup by an already-lowercased key, without allocating.
     pub(crate) fn lookup(&self, lower: &str) -> Option<&[String]> {
-        self.map.get(lower).map(Vec::as_slice)
+        let i = self.position(lower).ok()?;
+        Some(&self.entries[i].1)
+    }
+
+    /// Keys are ordered by length, then bytes: most comparisons are then
+    /// decided by the length alone.
+    fn position(&self, lower: &str) -> Result<usize, usize> {
+        self.entries.binary_search_by(|(k, _)| {
+            k.len()
+                .cmp(&lower.len())
+                .then_with(|| k.as_bytes().cmp(lower.as_bytes()))
+        })
+    }
+
+    fn insert(&mut self, key: String, values: Vec<String>) {
+        match self.position(&key) {
+            Ok(i) => self.entries[i].1 = values,
+            Err(i) => self.entries.insert(i, (key, values)),
+        }
     }
 }
 

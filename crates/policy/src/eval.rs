@@ -2,8 +2,9 @@
 
 use std::fmt;
 
+use crate::action::{self, RequestAction};
+use crate::arn;
 use crate::context::RequestContext;
-use crate::template::NoVars;
 use crate::{Effect, Policy, Statement};
 
 /// A policy plus where it came from, for the audit line and messages.
@@ -27,7 +28,12 @@ pub struct PolicySet<'a> {
     /// passed: effective permissions are further intersected with their union.
     pub session: Vec<Named<'a>>,
     /// Resource-based policies, e.g. a role's trust policy when deciding
-    /// `sts:AssumeRole*`.
+    /// `sts:AssumeRole*`. Parse them as [`PolicyKind::Trust`] or
+    /// [`PolicyKind::Resource`]: their statements then name whom they apply
+    /// to, while a statement without `Principal` would apply to everyone.
+    ///
+    /// [`PolicyKind::Trust`]: crate::PolicyKind::Trust
+    /// [`PolicyKind::Resource`]: crate::PolicyKind::Resource
     pub resource: Vec<Named<'a>>,
 }
 
@@ -111,6 +117,12 @@ impl Evaluation {
 /// to every grant. Cross-account requests and organisation policies are out
 /// of scope, and root is decided by the caller before asking.
 pub fn evaluate(set: &PolicySet<'_>, ctx: &RequestContext<'_>) -> Evaluation {
+    let action = action::lowercase(ctx.action);
+    let ctx = &Prepared {
+        ctx,
+        action: RequestAction::new(&action),
+        resource: arn::split(ctx.resource),
+    };
     // Each group is scanned once: Deny statements are checked all the way
     // through, Allow statements only until the group's first match.
     let identity = match scan(&set.identity, ctx) {
@@ -217,10 +229,21 @@ enum Scan<'s> {
     Neither,
 }
 
-fn scan<'s>(policies: &[Named<'s>], ctx: &RequestContext<'_>) -> Scan<'s> {
+/// The request with what every statement needs split once.
+struct Prepared<'a> {
+    ctx: &'a RequestContext<'a>,
+    action: RequestAction<'a>,
+    resource: Option<[&'a str; 6]>,
+}
+
+fn scan<'s>(policies: &[Named<'s>], ctx: &Prepared<'_>) -> Scan<'s> {
     let mut allowed = None;
     for named in policies {
-        for (index, statement) in named.policy.statements.iter().enumerate() {
+        let statements = &named.policy.statements;
+        for index in named.policy.index.candidates(&ctx.action) {
+            let Some(statement) = statements.get(index) else {
+                continue;
+            };
             if statement.effect == Effect::Allow && allowed.is_some() {
                 continue;
             }
@@ -264,12 +287,9 @@ impl Statement {
     /// Whether the statement applies to the request, whatever its effect.
     /// Cheapest and most selective tests first: action, resource, principal,
     /// then conditions.
-    fn applies(&self, ctx: &RequestContext<'_>) -> bool {
-        let action = self
-            .actions
-            .patterns
-            .iter()
-            .any(|p| p.matches(ctx.action, true, &NoVars));
+    fn applies(&self, req: &Prepared<'_>) -> bool {
+        let keys = req.ctx.keys;
+        let action = self.actions.patterns.iter().any(|p| p.matches(&req.action));
         if action == self.actions.negated {
             return false;
         }
@@ -277,16 +297,16 @@ impl Statement {
             let hit = resources
                 .patterns
                 .iter()
-                .any(|p| p.matches(ctx.resource, ctx.keys));
+                .any(|p| p.matches_split(req.resource.as_ref(), keys));
             if hit == resources.negated {
                 return false;
             }
         }
         if let Some(principal) = &self.principal {
-            if !principal.matches(ctx.principal) {
+            if !principal.matches(req.ctx.principal) {
                 return false;
             }
         }
-        self.conditions.iter().all(|c| c.holds(ctx.keys))
+        self.conditions.iter().all(|c| c.holds(keys))
     }
 }

@@ -33,10 +33,10 @@ pub(crate) enum Tok {
 }
 
 impl Glob {
-    /// Compiles template parts. With `fold`, literal text is lowercased
-    /// (ASCII) so that matching can ignore ASCII case; only action names use
-    /// it, and they are ASCII.
-    pub(crate) fn compile(parts: &[Part], fold: bool) -> Glob {
+    /// Compiles template parts. With `lowercase`, literal text is ASCII
+    /// lowercased: action patterns are, and so are the actions they are
+    /// matched against, which makes action matching case-insensitive.
+    pub(crate) fn compile(parts: &[Part], lowercase: bool) -> Glob {
         let mut toks: Vec<Tok> = Vec::new();
         let mut lit = String::new();
         let flush = |lit: &mut String, toks: &mut Vec<Tok>| {
@@ -60,7 +60,7 @@ impl Glob {
                                 flush(&mut lit, &mut toks);
                                 toks.push(Tok::One);
                             }
-                            _ if fold => lit.push(c.to_ascii_lowercase()),
+                            _ if lowercase => lit.push(c.to_ascii_lowercase()),
                             _ => lit.push(c),
                         }
                     }
@@ -83,37 +83,20 @@ impl Glob {
     }
 
     /// Compiles a string with no variables.
-    pub(crate) fn literal(pattern: &str, fold: bool) -> Glob {
-        Glob::compile(&[Part::Text(pattern.into())], fold)
+    pub(crate) fn literal(pattern: &str, lowercase: bool) -> Glob {
+        Glob::compile(&[Part::Text(pattern.into())], lowercase)
     }
 
-    /// Whether `text` matches. With `fold`, ASCII case is ignored (literal
-    /// text must have been compiled with `fold` too).
-    pub(crate) fn matches(&self, text: &str, fold: bool, vars: &dyn Vars) -> bool {
+    /// Whether `text` matches, case-sensitively.
+    pub(crate) fn matches(&self, text: &str, vars: &dyn Vars) -> bool {
         match self {
             Glob::Any => true,
-            Glob::Exact(e) => eq(e.as_bytes(), text.as_bytes(), fold),
-            Glob::Prefix(p) => {
-                text.len() >= p.len() && eq(p.as_bytes(), &text.as_bytes()[..p.len()], fold)
-            }
-            Glob::Tokens(toks) => {
-                // A variable without a value makes the whole pattern fail;
-                // checking first keeps the matcher itself simple.
-                let resolvable = toks.iter().all(|t| match t {
-                    Tok::Var(v) => v.resolve(vars).is_some(),
-                    _ => true,
-                });
-                resolvable && match_tokens(toks, text.as_bytes(), fold, vars)
-            }
+            Glob::Exact(e) => **e == *text,
+            Glob::Prefix(p) => text.as_bytes().starts_with(p.as_bytes()),
+            // Every way through the pattern passes every token, so a variable
+            // without a value fails the whole match by itself.
+            Glob::Tokens(toks) => match_tokens(toks, text.as_bytes(), vars),
         }
-    }
-}
-
-fn eq(a: &[u8], b: &[u8], fold: bool) -> bool {
-    if fold {
-        a.eq_ignore_ascii_case(b)
-    } else {
-        a == b
     }
 }
 
@@ -133,7 +116,7 @@ fn char_len(b: u8) -> usize {
 /// Iterative wildcard matching with one backtrack point (the last `*`): each
 /// run between stars is matched at its leftmost possible position, which is
 /// enough for `*`/`?` patterns and costs at most O(pattern × text).
-fn match_tokens(toks: &[Tok], text: &[u8], fold: bool, vars: &dyn Vars) -> bool {
+fn match_tokens(toks: &[Tok], text: &[u8], vars: &dyn Vars) -> bool {
     let mut ti = 0;
     let mut pos = 0;
     // (token index after the last star, text position that star has reached)
@@ -150,9 +133,9 @@ fn match_tokens(toks: &[Tok], text: &[u8], fold: bool, vars: &dyn Vars) -> bool 
                     continue;
                 }
                 Tok::One => (pos < text.len()).then(|| char_len(text[pos])),
-                Tok::Lit(l) => literal_at(l.as_bytes(), text, pos, fold),
+                Tok::Lit(l) => literal_at(l.as_bytes(), text, pos),
                 Tok::Var(v) => match v.resolve(vars) {
-                    Some(value) => literal_at(value.as_bytes(), text, pos, false),
+                    Some(value) => literal_at(value.as_bytes(), text, pos),
                     None => None,
                 },
             };
@@ -176,10 +159,8 @@ fn match_tokens(toks: &[Tok], text: &[u8], fold: bool, vars: &dyn Vars) -> bool 
     }
 }
 
-fn literal_at(lit: &[u8], text: &[u8], pos: usize, fold: bool) -> Option<usize> {
-    let end = pos.checked_add(lit.len())?;
-    let window = text.get(pos..end)?;
-    eq(lit, window, fold).then_some(lit.len())
+fn literal_at(lit: &[u8], text: &[u8], pos: usize) -> Option<usize> {
+    text.get(pos..)?.starts_with(lit).then_some(lit.len())
 }
 
 #[cfg(test)]
@@ -190,7 +171,7 @@ mod tests {
     use crate::PolicyVersion;
 
     fn m(pattern: &str, text: &str) -> bool {
-        Glob::literal(pattern, false).matches(text, false, &NoVars)
+        Glob::literal(pattern, false).matches(text, &NoVars)
     }
 
     #[test]
@@ -238,13 +219,12 @@ mod tests {
     }
 
     #[test]
-    fn folding_ignores_ascii_case() {
+    fn lowercasing_applies_to_literal_text_only() {
         let g = Glob::literal("DynamoDB:Get*", true);
-        assert!(g.matches("dynamodb:GetItem", true, &NoVars));
-        assert!(g.matches("DYNAMODB:GETITEM", true, &NoVars));
-        assert!(!g.matches("dynamodb:PutItem", true, &NoVars));
-        let g = Glob::literal("s3:?et*Object", true);
-        assert!(g.matches("S3:GetObject", true, &NoVars));
+        assert!(g.matches("dynamodb:getitem", &NoVars));
+        assert!(!g.matches("dynamodb:GetItem", &NoVars));
+        assert!(!g.matches("dynamodb:putitem", &NoVars));
+        assert_eq!(Glob::literal("A?B*", true), Glob::literal("a?b*", false));
     }
 
     #[test]
@@ -253,13 +233,13 @@ mod tests {
         keys.set("aws:username", "a*");
         let parts = template::parse("home/${aws:username}/*", PolicyVersion::V2012_10_17);
         let g = Glob::compile(&parts, false);
-        assert!(g.matches("home/a*/x", false, &keys));
-        assert!(!g.matches("home/ab/x", false, &keys));
+        assert!(g.matches("home/a*/x", &keys));
+        assert!(!g.matches("home/ab/x", &keys));
         let missing = template::parse("home/${aws:userid}*", PolicyVersion::V2012_10_17);
-        assert!(!Glob::compile(&missing, false).matches("home/", false, &keys));
+        assert!(!Glob::compile(&missing, false).matches("home/", &keys));
         let escaped = template::parse("a${*}", PolicyVersion::V2012_10_17);
         let g = Glob::compile(&escaped, false);
-        assert!(g.matches("a*", false, &keys));
-        assert!(!g.matches("ab", false, &keys));
+        assert!(g.matches("a*", &keys));
+        assert!(!g.matches("ab", &keys));
     }
 }

@@ -1,13 +1,57 @@
 //! The AWS IAM policy language: a parser that turns a JSON policy document
 //! into an immutable, precompiled [`Policy`], and an evaluator ([`evaluate`])
-//! that decides one request against the policies that apply to it, the way AWS
-//! does (explicit deny, then allow from identity or resource policies, limited
-//! by a permissions boundary and session policies).
+//! that decides one request against the policies that bear on it the way AWS
+//! does: an explicit deny anywhere wins; otherwise an identity or
+//! resource-based allow is needed, limited by a permissions boundary and by
+//! session policies.
 //!
-//! Parsing does the expensive work once: actions are lowercased, ARNs are
-//! split into their six segments, wildcards and policy variables are compiled,
-//! CIDRs, numbers and dates are converted. Evaluation then only compares, and
-//! allocates only where a policy variable feeds a case-insensitive comparison.
+//! ```
+//! use moat_policy::*;
+//!
+//! let policy = Policy::parse(
+//!     r#"{"Version": "2012-10-17", "Statement": {"Effect": "Allow",
+//!         "Action": "dynamodb:Get*",
+//!         "Resource": "arn:aws:dynamodb:*:123456789012:table/${aws:username}-*"}}"#,
+//!     PolicyKind::Identity,
+//! )?;
+//! let alice = PrincipalInfo {
+//!     arn: "arn:aws:iam::123456789012:user/alice".into(),
+//!     account: "123456789012".into(),
+//!     kind: PrincipalKind::Aws,
+//! };
+//! let mut keys = ContextKeys::new();
+//! keys.set("aws:username", "alice");
+//! let set = PolicySet {
+//!     identity: vec![Named { policy: &policy, source: "user/alice inline orders" }],
+//!     ..PolicySet::default()
+//! };
+//! let ctx = RequestContext {
+//!     principal: &alice,
+//!     action: "dynamodb:GetItem",
+//!     resource: "arn:aws:dynamodb:us-east-1:123456789012:table/alice-orders",
+//!     keys: &keys,
+//! };
+//! assert_eq!(evaluate(&set, &ctx).decision, Decision::Allow);
+//! # Ok::<(), PolicyError>(())
+//! ```
+//!
+//! Parsing does the expensive work once: actions are lowercased and indexed
+//! by service, ARNs are split into their six segments, wildcards and policy
+//! variables are compiled, CIDRs, numbers, dates and base64 are converted.
+//! Evaluation then only compares; it allocates only to lowercase the request's
+//! action, to name the deciding statement, and where a policy variable feeds a
+//! case-insensitive comparison.
+//!
+//! Where AWS leaves a case open, this crate decides as follows (each choice is
+//! explained where it is made):
+//! - a condition operator without `ForAllValues:`/`ForAnyValue:` on a key with
+//!   several values is true when any value matches (negated operators: when
+//!   none does);
+//! - a policy variable without a value and without a default makes that
+//!   `Resource` entry or condition value match nothing (so a negated operator
+//!   over it is true); multivalued keys have no value as variables;
+//! - an empty list of context values counts as a missing key, except for the
+//!   set qualifiers, which follow AWS's empty-set rules.
 //!
 //! Architecture invariant: pure. No I/O, no HTTP, no clock reads (the caller
 //! puts `aws:CurrentTime` in the [`ContextKeys`]), no randomness, no global
@@ -18,6 +62,7 @@
 //! call. [`PolicyError`]'s text is the message of AWS's
 //! `MalformedPolicyDocument` error and is shown to clients as is.
 
+mod action;
 mod arn;
 mod condition;
 mod context;
@@ -33,9 +78,9 @@ pub use eval::{
     denial_message, evaluate, Decision, DenyReason, Evaluation, Named, PolicySet, StatementRef,
 };
 
+use action::{ActionIndex, ActionPattern};
 use arn::ArnPattern;
 use condition::Condition;
-use glob::Glob;
 use principal::PrincipalClause;
 
 /// Which kind of document is being parsed. Trust and resource policies name
@@ -94,6 +139,7 @@ pub struct Policy {
     kind: PolicyKind,
     id: Option<String>,
     statements: Vec<Statement>,
+    index: ActionIndex,
 }
 
 impl Policy {
@@ -145,7 +191,7 @@ pub struct Statement {
     /// statement applies to whoever the policy is attached to.
     principal: Option<PrincipalClause>,
     /// `Action` (`negated == false`) or `NotAction`.
-    actions: Matcher<Glob>,
+    actions: Matcher<ActionPattern>,
     /// `Resource` or `NotResource`; absent in trust policies, where the
     /// resource is the role the policy belongs to.
     resources: Option<Matcher<ArnPattern>>,

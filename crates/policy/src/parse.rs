@@ -5,9 +5,9 @@ use std::collections::HashSet;
 
 use serde_json::{Map, Value};
 
+use crate::action::{ActionIndex, ActionPattern};
 use crate::arn::ArnPattern;
 use crate::condition::Condition;
-use crate::glob::Glob;
 use crate::principal::PrincipalClause;
 use crate::template;
 use crate::{Effect, Matcher, Policy, PolicyError, PolicyKind, PolicyVersion, Statement};
@@ -77,6 +77,7 @@ pub(crate) fn parse_policy(json: &str, kind: PolicyKind) -> Result<Policy, Polic
         version,
         kind,
         id,
+        index: ActionIndex::build(&statements),
         statements,
     })
 }
@@ -205,7 +206,7 @@ fn strings(value: &Value) -> Result<Vec<&str>, PolicyError> {
     }
 }
 
-fn actions(value: &Value, negated: bool) -> Result<Matcher<Glob>, PolicyError> {
+fn actions(value: &Value, negated: bool) -> Result<Matcher<ActionPattern>, PolicyError> {
     let names = strings(value)?;
     if names.is_empty() {
         return Err(PolicyError::new("Policy statement must contain actions."));
@@ -221,7 +222,7 @@ fn actions(value: &Value, negated: bool) -> Result<Matcher<Glob>, PolicyError> {
             }
         }
         // Actions hold no policy variables; `${` is text.
-        patterns.push(Glob::literal(name, true));
+        patterns.push(ActionPattern::compile(name));
     }
     Ok(Matcher { negated, patterns })
 }

@@ -71,6 +71,9 @@ pub(crate) fn parse(text: &str, version: PolicyVersion) -> Vec<Part> {
         push_text(&mut parts, text);
         return parts;
     }
+    // Text is gathered here and pushed once per variable, so that a string
+    // full of things that are not variables costs linear time.
+    let mut pending = String::new();
     let mut rest = text;
     while let Some(start) = rest.find("${") {
         let after = &rest[start + 2..];
@@ -86,14 +89,16 @@ pub(crate) fn parse(text: &str, version: PolicyVersion) -> Vec<Part> {
         };
         match part {
             Some(part) => {
-                push_text(&mut parts, &rest[..start]);
+                pending.push_str(&rest[..start]);
+                push_text(&mut parts, &std::mem::take(&mut pending));
                 parts.push(part);
             }
-            None => push_text(&mut parts, &rest[..start + 2 + end + 1]),
+            None => pending.push_str(&rest[..start + 2 + end + 1]),
         }
         rest = &after[end + 1..];
     }
-    push_text(&mut parts, rest);
+    pending.push_str(rest);
+    push_text(&mut parts, &pending);
     parts
 }
 
@@ -121,15 +126,7 @@ fn parse_var(inner: &str) -> Option<Var> {
 }
 
 fn push_text(parts: &mut Vec<Part>, text: &str) {
-    if text.is_empty() {
-        return;
-    }
-    if let Some(Part::Text(prev)) = parts.last_mut() {
-        let mut joined = String::with_capacity(prev.len() + text.len());
-        joined.push_str(prev);
-        joined.push_str(text);
-        *prev = joined.into();
-    } else {
+    if !text.is_empty() {
         parts.push(Part::Text(text.into()));
     }
 }

@@ -7,6 +7,8 @@ use moat_policy::{
     PrincipalInfo, PrincipalKind, RequestContext,
 };
 use proptest::prelude::*;
+use proptest::strategy::ValueTree;
+use proptest::test_runner::TestRunner;
 use serde_json::{json, Map, Value};
 
 const KINDS: [PolicyKind; 3] = [
@@ -81,65 +83,42 @@ fn vocabulary() -> impl Strategy<Value = String> {
     .prop_map(str::to_owned)
 }
 
-/// A plausible statement: right field names, random contents.
+/// A plausible statement for an identity policy: valid shapes with random
+/// contents, so that most documents parse and evaluation is exercised.
+/// Principals are added per kind by [`for_kind`].
 fn statement() -> impl Strategy<Value = Value> {
-    let strings = prop::collection::vec(prop_oneof![vocabulary(), "[a-z:*?/$-]{0,16}"], 1..4);
-    let operator = prop::sample::select(vec![
-        "StringEquals",
-        "StringNotEquals",
-        "StringEqualsIgnoreCase",
-        "StringNotEqualsIgnoreCase",
-        "StringLike",
-        "StringNotLike",
-        "NumericEquals",
-        "NumericNotEquals",
-        "NumericLessThan",
-        "NumericGreaterThanEquals",
-        "DateEquals",
-        "DateLessThanEquals",
-        "DateGreaterThan",
-        "Bool",
-        "BinaryEquals",
-        "IpAddress",
-        "NotIpAddress",
-        "ArnEquals",
-        "ArnLike",
-        "ArnNotLike",
-        "Null",
-    ]);
-    let qualifier = prop::sample::select(vec!["", "ForAllValues:", "ForAnyValue:"]);
-    let condition = prop::collection::vec(
-        (
-            qualifier,
-            operator,
-            any::<bool>(),
-            context_key(),
-            strings.clone(),
-        ),
-        0..4,
-    )
-    .prop_map(|conds| {
+    let actions = prop::collection::vec(
+        prop_oneof![
+            1 => Just("*".to_owned()),
+            6 => "[a-z]{1,4}:[A-Za-z*?]{0,8}",
+            1 => vocabulary(),
+        ],
+        1..4,
+    );
+    let resources = prop::collection::vec(
+        prop_oneof![
+            1 => Just("*".to_owned()),
+            6 => "arn:[a-z*]{0,3}:[a-z*?]{0,4}:[a-z0-9*?-]{0,6}:[0-9*]{0,3}:[a-z/*?:]{0,8}(\\$\\{aws:username\\}|\\$\\{\\*\\}|\\$\\{x:y, 'd'\\})?[a-z/*]{0,4}",
+            1 => vocabulary(),
+        ],
+        1..4,
+    );
+    let conditions = prop::collection::vec(condition(), 0..4).prop_map(|conds| {
         let mut block = Map::new();
-        for (q, op, if_exists, key, values) in conds {
-            let suffix = if if_exists && op != "Null" {
-                "IfExists"
-            } else {
-                ""
-            };
-            block.insert(format!("{q}{op}{suffix}"), json!({ key: values }));
+        for (operator, key, values) in conds {
+            block.insert(operator, json!({ key: values }));
         }
         Value::Object(block)
     });
     (
         any::<bool>(),
-        strings.clone(),
-        strings.clone(),
+        actions,
+        resources,
         any::<(bool, bool)>(),
-        condition,
-        any_principal(),
+        conditions,
     )
         .prop_map(
-            |(allow, actions, resources, (not_action, not_resource), condition, principal)| {
+            |(allow, actions, resources, (not_action, not_resource), condition)| {
                 let mut s = Map::new();
                 s.insert("Effect".into(), json!(if allow { "Allow" } else { "Deny" }));
                 let a = if not_action { "NotAction" } else { "Action" };
@@ -151,24 +130,119 @@ fn statement() -> impl Strategy<Value = Value> {
                 };
                 s.insert(r.into(), json!(resources));
                 s.insert("Condition".into(), condition);
-                if let Some(p) = principal {
-                    s.insert("Principal".into(), p);
-                }
                 Value::Object(s)
             },
         )
 }
 
-fn any_principal() -> impl Strategy<Value = Option<Value>> {
-    prop_oneof![
-        Just(None),
-        Just(Some(json!("*"))),
-        Just(Some(
-            json!({"AWS": ["123456789012", "arn:aws:iam::123456789012:role/R"]})
-        )),
-        Just(Some(json!({"Federated": "accounts.google.com"}))),
-        Just(Some(json!({"Service": "ec2.amazonaws.com"}))),
-    ]
+/// One condition: an operator (with qualifier and IfExists), a key, and
+/// values that mostly suit the operator.
+fn condition() -> impl Strategy<Value = (String, String, Vec<Value>)> {
+    let family = prop::sample::select(vec![
+        ("StringEquals", 0),
+        ("StringNotEquals", 0),
+        ("StringEqualsIgnoreCase", 0),
+        ("StringNotEqualsIgnoreCase", 0),
+        ("StringLike", 0),
+        ("StringNotLike", 0),
+        ("ArnEquals", 0),
+        ("ArnLike", 0),
+        ("ArnNotLike", 0),
+        ("NumericEquals", 1),
+        ("NumericNotEquals", 1),
+        ("NumericLessThan", 1),
+        ("NumericGreaterThanEquals", 1),
+        ("DateEquals", 2),
+        ("DateLessThanEquals", 2),
+        ("DateGreaterThan", 2),
+        ("IpAddress", 3),
+        ("NotIpAddress", 3),
+        ("BinaryEquals", 4),
+        ("Bool", 5),
+        ("Null", 5),
+    ]);
+    let qualifier = prop::sample::select(vec!["", "", "ForAllValues:", "ForAnyValue:"]);
+    (family, qualifier, any::<bool>(), context_key()).prop_flat_map(
+        |((op, values), q, if_exists, key)| {
+            let suffix = if if_exists && op != "Null" {
+                "IfExists"
+            } else {
+                ""
+            };
+            let value = match values {
+                1 => prop_oneof![
+                    "-?[0-9]{1,4}(\\.[0-9]{1,2})?".prop_map(Value::String),
+                    any::<i32>().prop_map(|n| json!(n)),
+                ]
+                .boxed(),
+                2 => prop::sample::select(vec![
+                    "2020-01-01T00:00:00Z",
+                    "2024-02-29",
+                    "1500000000",
+                    "2017-07-14T04:40:00+02:00",
+                ])
+                .prop_map(|s| json!(s))
+                .boxed(),
+                3 => prop::sample::select(vec!["10.0.0.0/8", "192.0.2.1", "::/0", "2001:db8::/32"])
+                    .prop_map(|s| json!(s))
+                    .boxed(),
+                4 => prop::sample::select(vec!["QUJD", "", "YQ=="])
+                    .prop_map(|s| json!(s))
+                    .boxed(),
+                5 => any::<bool>().prop_map(|b| json!(b)).boxed(),
+                _ => prop_oneof![
+                    vocabulary(),
+                    "[a-z*?]{0,6}(\\$\\{aws:username\\})?",
+                    "\\PC{0,8}"
+                ]
+                .prop_map(Value::String)
+                .boxed(),
+            };
+            (
+                Just(format!("{q}{op}{suffix}")),
+                Just(key),
+                prop::collection::vec(value, 1..3),
+            )
+        },
+    )
+}
+
+fn any_principal() -> impl Strategy<Value = Value> {
+    prop::sample::select(vec![
+        json!("*"),
+        json!({"AWS": "*"}),
+        json!({"AWS": ["123456789012", "arn:aws:iam::123456789012:role/R"]}),
+        json!({"AWS": "arn:aws:iam::123456789012:user/alice"}),
+        json!({"Federated": "accounts.google.com"}),
+        json!({"Service": "ec2.amazonaws.com"}),
+    ])
+}
+
+/// Turns identity statements into a document of the given kind: trust and
+/// resource policies get a principal, trust policies lose their resources.
+fn for_kind(
+    statements: &[Value],
+    principal: &Value,
+    negated: bool,
+    kind: PolicyKind,
+) -> Vec<Value> {
+    statements
+        .iter()
+        .map(|s| {
+            let mut s = s.clone();
+            if let Value::Object(map) = &mut s {
+                if kind != PolicyKind::Identity {
+                    let field = if negated { "NotPrincipal" } else { "Principal" };
+                    map.insert(field.into(), principal.clone());
+                }
+                if kind == PolicyKind::Trust {
+                    map.remove("Resource");
+                    map.remove("NotResource");
+                }
+            }
+            s
+        })
+        .collect()
 }
 
 fn context_key() -> impl Strategy<Value = String> {
@@ -324,21 +398,27 @@ proptest! {
     fn plausible_policies_evaluate_without_panicking(
         statements in prop::collection::vec(statement(), 1..5),
         version in prop::sample::select(vec![Some("2012-10-17"), Some("2008-10-17"), None]),
+        principal_element in any_principal(),
+        not_principal in prop::bool::weighted(0.2),
         who in principal(),
         ctx in context(),
-        action in prop_oneof![vocabulary(), "[a-zA-Z]{1,8}:[a-zA-Z*?]{0,10}", "\\PC{0,20}"],
-        resource in prop_oneof![vocabulary(), "arn:aws:[a-z]{0,4}:[a-z0-9-]{0,9}:[0-9]{0,12}:[\\PC]{0,20}", "\\PC{0,20}"],
+        action in prop_oneof![vocabulary(), "[a-z]{1,4}:[a-zA-Z*?]{0,10}", "\\PC{0,20}"],
+        resource in prop_oneof![vocabulary(), "arn:[a-z]{0,3}:[a-z]{0,4}:[a-z0-9-]{0,6}:[0-9]{0,3}:[a-z/*?:]{0,12}", "\\PC{0,20}"],
     ) {
-        let mut doc = json!({"Statement": statements});
-        if let Some(v) = version {
-            doc["Version"] = json!(v);
-        }
-        let text = doc.to_string();
         let mut keys = ContextKeys::new();
         for (k, v) in ctx {
             keys.set_multi(&k, v);
         }
-        let parsed: Vec<Policy> = KINDS.iter().filter_map(|k| Policy::parse(&text, *k).ok()).collect();
+        let mut parsed = Vec::new();
+        for kind in KINDS {
+            let mut doc = json!({"Statement": for_kind(&statements, &principal_element, not_principal, kind)});
+            if let Some(v) = version {
+                doc["Version"] = json!(v);
+            }
+            if let Ok(policy) = Policy::parse(&doc.to_string(), kind) {
+                parsed.push(policy);
+            }
+        }
         exercise(&parsed, &who, &action, &resource, &keys);
     }
 
@@ -383,4 +463,81 @@ proptest! {
         });
         prop_assert_eq!(got, want, "{} vs {}", pattern, text);
     }
+}
+
+/// The plausible-policy generator must mostly produce documents that parse,
+/// or the evaluation property would only exercise the parser's error paths.
+#[test]
+fn plausible_policies_mostly_parse() {
+    let mut runner = TestRunner::deterministic();
+    let strategy = prop::collection::vec(statement(), 1..5);
+    let principal = json!({"AWS": "123456789012"});
+    let (mut tried, mut parsed) = (0, 0);
+    for _ in 0..200 {
+        let statements = strategy
+            .new_tree(&mut runner)
+            .expect("generate statements")
+            .current();
+        for kind in KINDS {
+            let doc = json!({"Version": "2012-10-17", "Statement": for_kind(&statements, &principal, false, kind)});
+            tried += 1;
+            parsed += usize::from(Policy::parse(&doc.to_string(), kind).is_ok());
+        }
+    }
+    assert!(
+        parsed * 3 >= tried,
+        "only {parsed} of {tried} generated documents parsed"
+    );
+}
+
+/// Documents far beyond any size limit are refused or accepted in time
+/// proportional to their size (no quadratic corner in the parser).
+#[test]
+fn huge_documents_stay_linear() {
+    let junk = "${}".repeat(300_000);
+    let doc = json!({"Version": "2012-10-17", "Statement": {"Effect": "Allow", "Action": "*",
+        "Resource": format!("arn:aws:s3:::b/{junk}"),
+        "Condition": {"StringLike": {"svc:k": junk}}}});
+    let policy = Policy::parse(&doc.to_string(), PolicyKind::Identity).expect("parses");
+    assert_eq!(policy.statements().len(), 1);
+
+    // Many statements, each naming another service, plus NotAction ones.
+    let statements: Vec<Value> = (0..20_000)
+        .map(|i| {
+            if i % 2 == 0 {
+                json!({"Effect": "Allow", "Action": format!("svc{i}:Get*"), "Resource": "*"})
+            } else {
+                json!({"Effect": "Deny", "NotAction": format!("svc{i}:*"), "Resource": "*",
+                       "Condition": {"Bool": {"aws:SecureTransport": "false"}}})
+            }
+        })
+        .collect();
+    let doc = json!({"Version": "2012-10-17", "Statement": statements});
+    let policy = Policy::parse(&doc.to_string(), PolicyKind::Identity).expect("parses");
+    let who = PrincipalInfo {
+        arn: "a".into(),
+        account: "1".into(),
+        kind: PrincipalKind::Aws,
+    };
+    let keys = ContextKeys::new();
+    let set = PolicySet {
+        identity: vec![Named {
+            policy: &policy,
+            source: "big",
+        }],
+        ..PolicySet::default()
+    };
+    let ctx = RequestContext {
+        principal: &who,
+        action: "svc19998:GetThing",
+        resource: "*",
+        keys: &keys,
+    };
+    assert_eq!(evaluate(&set, &ctx).decision, Decision::Allow);
+
+    // Nesting far deeper than the parser's limit is an error, not a crash.
+    let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+    assert!(Policy::parse(&deep, PolicyKind::Identity).is_err());
+    let deep_object = format!("{}1{}", "{\"a\":".repeat(50_000), "}".repeat(50_000));
+    assert!(Policy::parse(&deep_object, PolicyKind::Trust).is_err());
 }

@@ -6,7 +6,7 @@ use moat_iam::{
     Caller, Group, IamError, IamErrorKind, IamState, KeyStatus, ManagedPolicy, OidcProvider,
     Principal, Role, Target, User,
 };
-use moat_policy::{ContextKeys, Decision, Policy, PolicyKind};
+use moat_policy::{Decision, Policy, PolicyKind};
 
 use super::{paginate, url_encode, Ctx, Xml};
 use crate::error::ApiError;
@@ -185,7 +185,7 @@ fn provider_xml(x: &mut Xml, p: &OidcProvider) {
 }
 
 /// The user an operation names, or the calling user when `UserName` is absent.
-fn user_name<'a>(ctx: &'a Ctx<'_>) -> Result<String, ApiError> {
+fn user_name(ctx: &Ctx<'_>) -> Result<String, ApiError> {
     if let Some(name) = ctx.optional("UserName") {
         return Ok(name.to_owned());
     }
@@ -796,9 +796,4 @@ fn simulated_caller(ctx: &Ctx<'_>, arn: &str) -> Result<Caller, ApiError> {
         return Err(not_found());
     };
     Ok(Caller::long_term(principal))
-}
-
-#[allow(dead_code)]
-fn empty_keys() -> ContextKeys {
-    ContextKeys::new()
 }
