@@ -824,6 +824,101 @@ async fn policies_decide_and_role_sessions_narrow() {
         "ValidationError"
     );
 
+    // An ExternalId the trust policy requires, and PolicyArns as session policies.
+    let partner_trust = format!(
+        r#"{{"Version":"2012-10-17","Statement":[{{"Effect":"Allow","Principal":{{"AWS":"arn:aws:iam::{account}:user/alice"}},"Action":"sts:AssumeRole","Condition":{{"StringEquals":{{"sts:ExternalId":"ticket-42"}}}}}}]}}"#
+    );
+    iam.create_role()
+        .role_name("partner")
+        .assume_role_policy_document(&partner_trust)
+        .send()
+        .await
+        .unwrap();
+    iam.put_role_policy()
+        .role_name("partner")
+        .policy_name("read")
+        .policy_document(ALLOW_ALL_IAM_READ)
+        .send()
+        .await
+        .unwrap();
+    let partner_arn = format!("arn:aws:iam::{account}:role/partner");
+    assert_eq!(
+        code(
+            alice_sts
+                .assume_role()
+                .role_arn(&partner_arn)
+                .role_session_name("p1")
+                .send()
+                .await
+        ),
+        "AccessDenied",
+        "no ExternalId"
+    );
+    assert_eq!(
+        code(
+            alice_sts
+                .assume_role()
+                .role_arn(&partner_arn)
+                .role_session_name("p1")
+                .external_id("ticket-41")
+                .send()
+                .await
+        ),
+        "AccessDenied",
+        "the wrong ExternalId"
+    );
+    let only_roles = iam
+        .create_policy()
+        .policy_name("only-list-roles")
+        .policy_document(r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"iam:ListRoles","Resource":"*"}]}"#)
+        .send()
+        .await
+        .unwrap();
+    // The trust policy names alice herself, so her own policies need not allow the role.
+    let partner = alice_sts
+        .assume_role()
+        .role_arn(&partner_arn)
+        .role_session_name("p1")
+        .external_id("ticket-42")
+        .policy_arns(
+            aws_sdk_sts::types::PolicyDescriptorType::builder()
+                .arn(only_roles.policy().unwrap().arn().unwrap())
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let pc = partner.credentials().unwrap();
+    let partner_iam = iam_client(
+        &moat,
+        Credentials::new(
+            pc.access_key_id(),
+            pc.secret_access_key(),
+            Some(pc.session_token().to_owned()),
+            None,
+            "p",
+        ),
+    );
+    assert!(partner_iam.list_roles().send().await.is_ok());
+    assert_eq!(code(partner_iam.list_users().send().await), "AccessDenied");
+
+    // A permissions boundary caps what alice's own policies grant.
+    iam.put_user_permissions_boundary()
+        .user_name("alice")
+        .permissions_boundary(only_roles.policy().unwrap().arn().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert!(alice.list_roles().send().await.is_ok());
+    assert!(message(alice.list_users().send().await)
+        .ends_with("because no permissions boundary allows the iam:ListUsers action"));
+    iam.delete_user_permissions_boundary()
+        .user_name("alice")
+        .send()
+        .await
+        .unwrap();
+    assert!(alice.list_users().send().await.is_ok());
+
     // GetSessionToken: temporary credentials that act as alice.
     let token = alice_sts
         .get_session_token()
