@@ -29,6 +29,25 @@ pub struct Cli {
 pub enum Command {
     /// Run Moat: the HTTPS endpoint for every AWS API, until SIGTERM or Ctrl-C.
     Serve(ServeArgs),
+    /// Re-wrap every key of a data directory under a new master key (Moat
+    /// must be stopped). Data is not rewritten; afterwards the old master key
+    /// opens nothing, and Moat starts only with the new one.
+    RotateMasterKey(RotateArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RotateArgs {
+    /// The data directory [default: as for `moat serve`].
+    #[arg(long, env = "MOAT_DATA_DIR", value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+
+    /// The current master key file [default: DATA_DIR/keys/master.key].
+    #[arg(long, env = "MOAT_MASTER_KEY_FILE", value_name = "FILE")]
+    pub master_key_file: Option<PathBuf>,
+
+    /// The new master key file; created (32 random bytes, 0600) if it does not exist.
+    #[arg(long, value_name = "FILE")]
+    pub new_master_key_file: PathBuf,
 }
 
 #[derive(Debug, Args)]
@@ -37,6 +56,12 @@ pub struct ServeArgs {
     /// [default: $XDG_DATA_HOME/moat, else ~/.local/share/moat].
     #[arg(long, env = "MOAT_DATA_DIR", value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
+
+    /// The master key file (32 bytes, or 64 hexadecimal characters); the
+    /// environment variable MOAT_MASTER_KEY may give the key itself instead
+    /// [default: DATA_DIR/keys/master.key, created on first start].
+    #[arg(long, env = "MOAT_MASTER_KEY_FILE", value_name = "FILE")]
+    pub master_key_file: Option<PathBuf>,
 
     /// Address and port of the API endpoint [default: 127.0.0.1:4566].
     #[arg(long, env = "MOAT_LISTEN", value_name = "ADDR")]

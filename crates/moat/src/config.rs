@@ -64,6 +64,7 @@ pub struct FileConfig {
     pub body_read_timeout_secs: Option<u64>,
     pub oidc_ca_bundle: Option<PathBuf>,
     pub oidc_jwks_files: Option<BTreeMap<String, PathBuf>>,
+    pub master_key_file: Option<PathBuf>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -106,6 +107,7 @@ pub struct Settings {
     pub oidc_ca_bundle: PathBuf,
     /// Issuer URL -> JWKS file, for providers Moat cannot reach.
     pub oidc_jwks_files: BTreeMap<String, PathBuf>,
+    pub master_key_file: Option<PathBuf>,
 }
 
 impl Settings {
@@ -168,6 +170,7 @@ impl Settings {
                 .oidc_ca_bundle
                 .unwrap_or_else(|| PathBuf::from("/etc/ssl/certs/ca-certificates.crt")),
             oidc_jwks_files: file.oidc_jwks_files.unwrap_or_default(),
+            master_key_file: args.master_key_file.or(file.master_key_file),
         };
         if settings.tls_cert.is_some() != settings.tls_key.is_some() {
             return Err(ConfigError::Invalid(
@@ -204,7 +207,7 @@ fn load(path: &Path) -> Result<FileConfig, ConfigError> {
     })
 }
 
-fn default_data_dir() -> PathBuf {
+pub fn default_data_dir() -> PathBuf {
     if let Some(xdg) = std::env::var_os("XDG_DATA_HOME").filter(|v| !v.is_empty()) {
         return PathBuf::from(xdg).join("moat");
     }

@@ -75,17 +75,17 @@ pub fn prepare(
     tls_names: &[String],
     user_tls: Option<(&Path, &Path)>,
     overrides: RootOverride,
+    secrets: &Secrets<'_>,
 ) -> Result<Bootstrap, InitError> {
     let rng = SystemRandom::new();
-    private_dir(data_dir)?;
-    private_dir(&data_dir.join("state"))?;
-    let (account, root_key) = root_identity(&data_dir.join("state/root.json"), overrides, &rng)?;
+    let (account, root_key) =
+        root_identity(secrets, &data_dir.join("state/root.json"), overrides, &rng)?;
     let (cert_chain_pem, key_pem, ca_path) = match user_tls {
         Some((cert, key)) => (read(cert)?, read(key)?, None),
         None => {
             let dir = data_dir.join("tls");
             private_dir(&dir)?;
-            let (cert, key) = generated_tls(&dir, tls_names)?;
+            let (cert, key) = generated_tls(&dir, tls_names, secrets)?;
             (cert, key, Some(dir.join("ca.pem")))
         }
     };
@@ -98,13 +98,47 @@ pub fn prepare(
     })
 }
 
+/// Moat's own secrets (the root key, TLS private keys), kept in the encrypted
+/// system store. Files left by an older Moat are moved in and deleted.
+pub struct Secrets<'a> {
+    pub db: &'a moat_store::Db,
+}
+
+impl Secrets<'_> {
+    const TREE: &'static str = "secrets";
+
+    fn get(&self, name: &str, legacy_file: &Path) -> Result<Option<Vec<u8>>, InitError> {
+        let store_err = |e: moat_store::StoreError| InitError::Invalid(e.to_string());
+        if let Some(v) = self
+            .db
+            .get(Self::TREE, name.as_bytes())
+            .map_err(store_err)?
+        {
+            return Ok(Some(v));
+        }
+        if legacy_file.exists() {
+            let bytes = read(legacy_file)?;
+            self.put(name, &bytes)?;
+            let _ = fs::remove_file(legacy_file);
+            return Ok(Some(bytes));
+        }
+        Ok(None)
+    }
+
+    fn put(&self, name: &str, bytes: &[u8]) -> Result<(), InitError> {
+        self.db
+            .put(Self::TREE, name.as_bytes(), bytes)
+            .map_err(|e| InitError::Invalid(e.to_string()))
+    }
+}
+
 fn root_identity(
+    secrets: &Secrets<'_>,
     path: &Path,
     overrides: RootOverride,
     rng: &SystemRandom,
 ) -> Result<(AccountId, AccessKey), InitError> {
-    let stored: Option<RootRecord> = if path.exists() {
-        let text = read(path)?;
+    let stored: Option<RootRecord> = if let Some(text) = secrets.get("root", path)? {
         Some(
             serde_json::from_slice(&text).map_err(|e| InitError::Corrupt {
                 path: path.to_owned(),
@@ -129,7 +163,7 @@ fn root_identity(
             };
             let json = serde_json::to_vec_pretty(&record)
                 .map_err(|e| InitError::Invalid(e.to_string()))?;
-            write_private(path, &json)?;
+            secrets.put("root", &json)?;
             record
         }
     };
@@ -185,11 +219,15 @@ fn generate_account_id(rng: &SystemRandom) -> Result<String, InitError> {
 }
 
 /// The CA (kept) and the server certificate (re-issued when the names change).
-fn generated_tls(dir: &Path, extra_names: &[String]) -> Result<(Vec<u8>, Vec<u8>), InitError> {
+fn generated_tls(
+    dir: &Path,
+    extra_names: &[String],
+    secrets: &Secrets<'_>,
+) -> Result<(Vec<u8>, Vec<u8>), InitError> {
     let ca_cert_path = dir.join("ca.pem");
-    let ca_key_path = dir.join("ca.key");
-    let ca_key = if ca_key_path.exists() && ca_cert_path.exists() {
-        KeyPair::from_pem(&read_text(&ca_key_path)?)?
+    let stored_ca_key = secrets.get("tls/ca.key", &dir.join("ca.key"))?;
+    let ca_key = if let (Some(pem), true) = (stored_ca_key, ca_cert_path.exists()) {
+        KeyPair::from_pem(&String::from_utf8_lossy(&pem))?
     } else {
         let key = KeyPair::generate()?;
         let mut params = ca_params();
@@ -197,7 +235,7 @@ fn generated_tls(dir: &Path, extra_names: &[String]) -> Result<(Vec<u8>, Vec<u8>
         params.not_before = not_before;
         params.not_after = not_after;
         let cert = params.self_signed(&key)?;
-        write_private(&ca_key_path, key.serialize_pem().as_bytes())?;
+        secrets.put("tls/ca.key", key.serialize_pem().as_bytes())?;
         write_public(&ca_cert_path, cert.pem().as_bytes())?;
         // A new CA invalidates any server certificate issued by an old one.
         let _ = fs::remove_file(dir.join("server.names"));
@@ -216,29 +254,31 @@ fn generated_tls(dir: &Path, extra_names: &[String]) -> Result<(Vec<u8>, Vec<u8>
     }
     let names_text = names.join("\n");
     let cert_path = dir.join("server.pem");
-    let key_path = dir.join("server.key");
+    let stored_key = secrets.get("tls/server.key", &dir.join("server.key"))?;
     let names_path = dir.join("server.names");
     let current = names_path.exists() && read_text(&names_path)? == names_text;
-    if !(current && cert_path.exists() && key_path.exists()) {
-        let key = KeyPair::generate()?;
-        let mut params = CertificateParams::new(names.clone())?;
-        params.distinguished_name = DistinguishedName::new();
-        params
-            .distinguished_name
-            .push(DnType::CommonName, "Moat server");
-        params.is_ca = IsCa::ExplicitNoCa;
-        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-        let (not_before, not_after) = validity(825);
-        params.not_before = not_before;
-        params.not_after = not_after;
-        let issuer = Issuer::new(ca_params(), &ca_key);
-        let cert = params.signed_by(&key, &issuer)?;
-        write_private(&key_path, key.serialize_pem().as_bytes())?;
-        write_public(&cert_path, cert.pem().as_bytes())?;
-        write_public(&names_path, names_text.as_bytes())?;
+    if let (true, true, Some(key)) = (current, cert_path.exists(), stored_key) {
+        return Ok((read(&cert_path)?, key));
     }
-    Ok((read(&cert_path)?, read(&key_path)?))
+    let key = KeyPair::generate()?;
+    let mut params = CertificateParams::new(names.clone())?;
+    params.distinguished_name = DistinguishedName::new();
+    params
+        .distinguished_name
+        .push(DnType::CommonName, "Moat server");
+    params.is_ca = IsCa::ExplicitNoCa;
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    let (not_before, not_after) = validity(825);
+    params.not_before = not_before;
+    params.not_after = not_after;
+    let issuer = Issuer::new(ca_params(), &ca_key);
+    let cert = params.signed_by(&key, &issuer)?;
+    let key_pem = key.serialize_pem();
+    secrets.put("tls/server.key", key_pem.as_bytes())?;
+    write_public(&cert_path, cert.pem().as_bytes())?;
+    write_public(&names_path, names_text.as_bytes())?;
+    Ok((read(&cert_path)?, key_pem.into_bytes()))
 }
 
 /// The CA's parameters. Rebuilt identically on every start, so that the stored

@@ -6,9 +6,10 @@
 
 mod cli;
 mod config;
+mod iam_state;
 mod init;
 mod oidc;
-mod state_file;
+mod vault;
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -56,6 +57,27 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::RotateMasterKey(args) => {
+            let data_dir = args.data_dir.unwrap_or_else(config::default_data_dir);
+            match vault::rotate(
+                &data_dir,
+                args.master_key_file.as_deref(),
+                &args.new_master_key_file,
+            ) {
+                Ok(n) => {
+                    println!(
+                        "moat: re-wrapped {n} resource key(s) under {}; start Moat with --master-key-file {}",
+                        args.new_master_key_file.display(),
+                        args.new_master_key_file.display()
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(message) => {
+                    eprintln!("moat: {message}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
     }
 }
 
@@ -75,11 +97,14 @@ async fn serve(settings: Settings) -> Result<(), String> {
         (Some(c), Some(k)) => Some((c.as_path(), k.as_path())),
         _ => None,
     };
+    let master = vault::load_master(&settings.data_dir, settings.master_key_file.as_deref())?;
+    let (_keys, system_db) = vault::open(&settings.data_dir, master)?;
     let boot = init::prepare(
         &settings.data_dir,
         &settings.tls_names,
         user_tls,
         init::RootOverride::from_env(),
+        &init::Secrets { db: &system_db },
     )
     .map_err(|e| e.to_string())?;
 
@@ -101,7 +126,8 @@ async fn serve(settings: Settings) -> Result<(), String> {
 
     let iam = Iam::open(
         boot.root_key.clone(),
-        Box::new(state_file::FileStateStore::new(
+        Box::new(iam_state::StoredState::new(
+            system_db.clone(),
             settings.data_dir.join("state/iam.json"),
         )),
     )

@@ -96,9 +96,12 @@ async fn sdk_and_cli_reach_sts_and_a_restart_keeps_the_identity() {
         "",
         "aws/credentials",
         "aws/config",
-        "state/root.json",
-        "tls/ca.key",
-        "tls/server.key",
+        "keys",
+        "keys/master.key",
+        "keys/master.check",
+        "state",
+        "state/system.db",
+        "state/system.dbkey",
         "audit/audit.log",
     ] {
         let mode = std::fs::metadata(dir.path().join(private))
@@ -106,7 +109,11 @@ async fn sdk_and_cli_reach_sts_and_a_restart_keeps_the_identity() {
             .permissions()
             .mode()
             & 0o777;
-        let want = if private.is_empty() { 0o700 } else { 0o600 };
+        let want = if dir.path().join(private).is_dir() {
+            0o700
+        } else {
+            0o600
+        };
         assert_eq!(mode, want, "mode of {private:?}");
     }
 
@@ -260,10 +267,33 @@ async fn extra_certificate_names_and_a_users_own_certificate() {
     tls_handshake(moat.port, &ca, "localhost").unwrap();
     drop(moat);
 
-    // Another deployment serving a certificate and key the user supplies.
+    // Private keys live in the encrypted store, not in files.
+    assert!(!a.path().join("tls/server.key").exists() && !a.path().join("tls/ca.key").exists());
+
+    // Another deployment serving a certificate and key the user supplies
+    // (issued here by a CA of the user's own).
     let b = TempDir::new("tls-b");
-    let cert = a.path().join("tls/server.pem");
-    let key = a.path().join("tls/server.key");
+    std::fs::create_dir_all(b.path()).unwrap();
+    let user_ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut user_ca = rcgen::CertificateParams::default();
+    user_ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    user_ca
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "user CA");
+    let ca = user_ca
+        .self_signed(&user_ca_key)
+        .unwrap()
+        .pem()
+        .into_bytes();
+    let leaf_key = rcgen::KeyPair::generate().unwrap();
+    let leaf = rcgen::CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
+        .unwrap()
+        .signed_by(&leaf_key, &rcgen::Issuer::new(user_ca, &user_ca_key))
+        .unwrap();
+    let cert = b.path().join("user-cert.pem");
+    let key = b.path().join("user-key.pem");
+    std::fs::write(&cert, leaf.pem()).unwrap();
+    std::fs::write(&key, leaf_key.serialize_pem()).unwrap();
     let moat_b = Moat::must_start_with(
         b.path(),
         &[

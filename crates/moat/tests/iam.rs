@@ -632,8 +632,10 @@ async fn iam_life_cycles_and_errors() {
         Credentials::new(&k1_id, &k1_secret, None, None, "alice"),
     );
     assert!(alice_sts.get_caller_identity().send().await.is_ok());
-    let state = std::fs::read_to_string(dir.path().join("state/iam.json")).unwrap();
-    assert!(state.contains("orders-rw"));
+    // The state lives in the encrypted store: no file holds it in plaintext.
+    assert!(!dir.path().join("state/iam.json").exists());
+    let system = std::fs::read(dir.path().join("state/system.db")).unwrap();
+    assert!(!system.windows(9).any(|w| w == b"orders-rw"));
 }
 
 #[tokio::test(flavor = "multi_thread")]
