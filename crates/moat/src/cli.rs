@@ -28,7 +28,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run Moat: the HTTPS endpoint for every AWS API, until SIGTERM or Ctrl-C.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Re-wrap every key of a data directory under a new master key (Moat
     /// must be stopped). Data is not rewritten; afterwards the old master key
     /// opens nothing, and Moat starts only with the new one.

@@ -31,7 +31,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve(args) => {
-            let settings = match Settings::resolve(args) {
+            let settings = match Settings::resolve(*args) {
                 Ok(s) => s,
                 Err(e) => {
                     eprintln!("moat: {e}");

@@ -1,7 +1,7 @@
 //! Opening the key hierarchy and Moat's own encrypted store at start, and
 //! rotating the master key.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use moat_keys::{KeyRing, MasterKey, SoftwareMasterKey};
@@ -63,11 +63,7 @@ pub fn open(data_dir: &Path, master: Box<dyn MasterKey>) -> Result<(KeyRing, Arc
 
 /// `moat rotate-master-key`: re-wraps every resource key under a new master
 /// key (created if its file does not exist). Moat must not be running.
-pub fn rotate(
-    data_dir: &Path,
-    old_file: Option<&Path>,
-    new_file: &PathBuf,
-) -> Result<usize, String> {
+pub fn rotate(data_dir: &Path, old_file: Option<&Path>, new_file: &Path) -> Result<usize, String> {
     let old = load_master(data_dir, old_file)?;
     let (mut ring, _db) = open(data_dir, old)?;
     let new = SoftwareMasterKey::from_file(new_file, true)

@@ -27,6 +27,9 @@ pub enum StoreError {
     Engine { path: String, message: String },
 }
 
+/// Key-value pairs in key order.
+pub type Entries = Vec<(Vec<u8>, Vec<u8>)>;
+
 /// One encrypted store file.
 pub struct Db {
     path: PathBuf,
@@ -128,7 +131,7 @@ impl Db {
         start: Bound<&[u8]>,
         end: Bound<&[u8]>,
         limit: usize,
-    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
+    ) -> Result<Entries, StoreError> {
         let conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
         scan(&conn, &self.path, tree, start, end, limit)
     }
@@ -227,7 +230,7 @@ impl Tx<'_> {
         start: Bound<&[u8]>,
         end: Bound<&[u8]>,
         limit: usize,
-    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
+    ) -> Result<Entries, StoreError> {
         scan(&self.tx, self.path, tree, start, end, limit)
     }
 
@@ -274,7 +277,7 @@ fn scan(
     start: Bound<&[u8]>,
     end: Bound<&[u8]>,
     limit: usize,
-) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
+) -> Result<Entries, StoreError> {
     let (lo_op, lo): (&str, &[u8]) = match start {
         Bound::Included(k) => (">=", k),
         Bound::Excluded(k) => (">", k),
