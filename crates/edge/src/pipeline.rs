@@ -40,6 +40,7 @@ pub struct EdgeConfig {
 pub struct Edge {
     config: EdgeConfig,
     iam: Arc<Iam>,
+    kms: Arc<moat_kms::Kms>,
     jwks: Arc<dyn JwksSource>,
     audit: AuditLog,
     metrics: Metrics,
@@ -63,12 +64,14 @@ impl Edge {
     pub fn new(
         config: EdgeConfig,
         iam: Arc<Iam>,
+        kms: Arc<moat_kms::Kms>,
         jwks: Arc<dyn JwksSource>,
         audit: AuditLog,
     ) -> Edge {
         Edge {
             config,
             iam,
+            kms,
             jwks,
             audit,
             metrics: Metrics::default(),
@@ -341,8 +344,19 @@ impl Edge {
             keys.set("aws:UserAgent", ua.to_owned());
         }
 
+        let region = signed
+            .as_ref()
+            .map(|s| s.scope.region.clone())
+            .unwrap_or_else(|| self.config.regions.first().cloned().unwrap_or_default());
+        let json_input = if service.protocol().is_json() {
+            codec::decode_json_object(&body)?
+        } else {
+            serde_json::Map::new()
+        };
         let ctx = api::Ctx {
             iam: &self.iam,
+            kms: &self.kms,
+            region: &region,
             caller: caller.as_ref(),
             params: &params,
             now,
@@ -353,6 +367,7 @@ impl Edge {
         trail.resource = match service {
             Service::Iam => Some(api::iam::resource(operation, &ctx, &self.iam.read())),
             Service::Sts => ctx.optional("RoleArn").map(str::to_owned),
+            Service::Kms => Some(api::kms::resource(operation, &ctx, &json_input)),
             _ => None,
         };
 
@@ -389,6 +404,10 @@ impl Edge {
         let result = match service {
             Service::Sts => api::sts::handle(operation, &ctx)?,
             Service::Iam => api::iam::handle(operation, &ctx)?,
+            Service::Kms => {
+                let value = api::kms::handle(operation, &ctx, &json_input)?;
+                return Ok(codec::json_response(service.protocol(), &value, request_id));
+            }
             _ => {
                 return Err(ApiError::new(
                     ErrorKind::UnknownOperation,

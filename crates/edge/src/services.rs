@@ -179,8 +179,10 @@ impl Service {
 pub enum Authorization {
     /// Any verified principal; AWS asks no permission (e.g. `GetCallerIdentity`).
     AnyPrincipal,
-    /// The role's trust policy decides, in the handler (`AssumeRole`).
-    TrustPolicy,
+    /// The handler asks the evaluator itself, with what only it knows: the
+    /// role's trust policy (`AssumeRole*`), or two actions (`kms:ReEncryptFrom`
+    /// and `kms:ReEncryptTo`).
+    Handler,
     /// The principal needs this IAM action allowed by policy.
     Action(&'static str),
 }
@@ -198,11 +200,11 @@ macro_rules! authorization {
     (any, $action:expr) => {
         (Authorization::AnyPrincipal, false)
     };
-    (trust, $action:expr) => {
-        (Authorization::TrustPolicy, false)
+    (handler, $action:expr) => {
+        (Authorization::Handler, false)
     };
     (anonymous, $action:expr) => {
-        (Authorization::TrustPolicy, true)
+        (Authorization::Handler, true)
     };
     (action, $action:expr) => {
         (Authorization::Action($action), false)
@@ -234,7 +236,7 @@ macro_rules! operations {
 operations! {
     GetCallerIdentity => Sts, "sts", any;
     GetSessionToken => Sts, "sts", any;
-    AssumeRole => Sts, "sts", trust;
+    AssumeRole => Sts, "sts", handler;
     AssumeRoleWithWebIdentity => Sts, "sts", anonymous;
     CreateUser => Iam, "iam", action;
     GetUser => Iam, "iam", action;
@@ -306,6 +308,28 @@ operations! {
     UpdateOpenIDConnectProviderThumbprint => Iam, "iam", action;
     SimulatePrincipalPolicy => Iam, "iam", action;
     SimulateCustomPolicy => Iam, "iam", action;
+    CreateKey => Kms, "kms", action;
+    DescribeKey => Kms, "kms", action;
+    ListKeys => Kms, "kms", action;
+    CreateAlias => Kms, "kms", action;
+    ListAliases => Kms, "kms", action;
+    DeleteAlias => Kms, "kms", action;
+    Encrypt => Kms, "kms", action;
+    Decrypt => Kms, "kms", action;
+    GenerateDataKey => Kms, "kms", action;
+    GenerateDataKeyWithoutPlaintext => Kms, "kms", action;
+    EnableKey => Kms, "kms", action;
+    DisableKey => Kms, "kms", action;
+    EnableKeyRotation => Kms, "kms", action;
+    DisableKeyRotation => Kms, "kms", action;
+    GetKeyRotationStatus => Kms, "kms", action;
+    RotateKeyOnDemand => Kms, "kms", action;
+    ScheduleKeyDeletion => Kms, "kms", action;
+    CancelKeyDeletion => Kms, "kms", action;
+    TagResource => Kms, "kms", action;
+    UntagResource => Kms, "kms", action;
+    ListResourceTags => Kms, "kms", action;
+    ReEncrypt => Kms, "kms", handler;
 }
 
 impl Operation {

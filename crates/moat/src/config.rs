@@ -132,9 +132,9 @@ impl Settings {
             .regions
             .or(file.regions)
             .unwrap_or_else(|| DEFAULT_REGIONS.iter().map(|r| (*r).to_owned()).collect());
-        if !regions.contains(&region) {
-            regions.push(region.clone());
-        }
+        // The home region first: requests that name none (unsigned) go there.
+        regions.retain(|r| *r != region);
+        regions.insert(0, region.clone());
         for r in &regions {
             if !is_region_name(r) {
                 return Err(ConfigError::Invalid(format!(

@@ -98,7 +98,8 @@ async fn serve(settings: Settings) -> Result<(), String> {
         _ => None,
     };
     let master = vault::load_master(&settings.data_dir, settings.master_key_file.as_deref())?;
-    let (_keys, system_db) = vault::open(&settings.data_dir, master)?;
+    let (keys, system_db) = vault::open(&settings.data_dir, master)?;
+    let keys = Arc::new(keys);
     let boot = init::prepare(
         &settings.data_dir,
         &settings.tls_names,
@@ -143,6 +144,11 @@ async fn serve(settings: Settings) -> Result<(), String> {
             body_read_timeout: settings.body_read_timeout,
         },
         Arc::new(iam),
+        Arc::new(moat_kms::Kms::new(
+            system_db.clone(),
+            keys.clone(),
+            boot.account.as_str(),
+        )),
         Arc::new(jwks),
         audit.clone(),
     ));

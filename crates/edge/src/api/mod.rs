@@ -2,6 +2,7 @@
 //! service crate, and encoding its answer as AWS's XML.
 
 pub mod iam;
+pub mod kms;
 pub mod sts;
 
 use std::fmt::Write;
@@ -18,6 +19,9 @@ use crate::error::ApiError;
 /// authorisation the operation table asks for have already happened.
 pub struct Ctx<'a> {
     pub iam: &'a Iam,
+    pub kms: &'a moat_kms::Kms,
+    /// The region the request is for (the SigV4 scope's).
+    pub region: &'a str,
     pub caller: Option<&'a Caller>,
     pub params: &'a QueryParams,
     pub now: i64,

@@ -56,3 +56,14 @@ pub fn sts_client_anonymous(moat: &Moat) -> aws_sdk_sts::Client {
         .build();
     aws_sdk_sts::Client::from_conf(config)
 }
+
+pub fn kms_client(moat: &Moat, creds: Credentials) -> aws_sdk_kms::Client {
+    let config = aws_sdk_kms::Config::builder()
+        .behavior_version(aws_sdk_kms::config::BehaviorVersion::latest())
+        .region(aws_sdk_kms::config::Region::new("us-east-1"))
+        .endpoint_url(&moat.endpoint)
+        .credentials_provider(creds)
+        .http_client(http_client(moat))
+        .build();
+    aws_sdk_kms::Client::from_conf(config)
+}
