@@ -474,6 +474,31 @@ impl Kms {
         Ok(n)
     }
 
+    /// Deletes the keys whose waiting period has ended: their material is
+    /// gone, and ciphertexts under them can never be decrypted again.
+    pub fn delete_due(&self, region: &str, now: i64) -> Result<usize, KmsError> {
+        let mut n = 0;
+        for record in self.list_keys(region)? {
+            if record.state == KeyState::PendingDeletion
+                && record.deletion_date.is_some_and(|d| d <= now)
+            {
+                let _guard = self.write.lock().unwrap_or_else(|p| p.into_inner());
+                self.db
+                    .delete(KEYS, format!("{region}/{}", record.id).as_bytes())
+                    .map_err(internal)?;
+                for (alias, target) in self.list_aliases(region)? {
+                    if target == record.id {
+                        self.db
+                            .delete(ALIASES, format!("{region}/{alias}").as_bytes())
+                            .map_err(internal)?;
+                    }
+                }
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+
     pub fn schedule_deletion(
         &self,
         region: &str,

@@ -137,6 +137,12 @@ async fn serve(settings: Settings) -> Result<(), String> {
         std::fs::read(&settings.oidc_ca_bundle).ok(),
         settings.oidc_jwks_files.clone(),
     );
+    let kms = Arc::new(moat_kms::Kms::new(
+        system_db.clone(),
+        keys.clone(),
+        boot.account.as_str(),
+    ));
+    spawn_kms_maintenance(kms.clone(), settings.regions.clone());
     let edge = Arc::new(Edge::new(
         EdgeConfig {
             regions: settings.regions.clone(),
@@ -221,6 +227,29 @@ async fn serve(settings: Settings) -> Result<(), String> {
     audit.close().await;
     tracing::info!("moat stopped");
     Ok(())
+}
+
+/// Scheduled KMS work: automatic key rotation when due, and deleting keys
+/// whose waiting period has ended. Runs at start and then every hour.
+fn spawn_kms_maintenance(kms: Arc<moat_kms::Kms>, regions: Vec<String>) {
+    tokio::spawn(async move {
+        let mut every_hour = tokio::time::interval(Duration::from_secs(3600));
+        loop {
+            every_hour.tick().await;
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs() as i64)
+                .unwrap_or(0);
+            for region in &regions {
+                if let Err(e) = kms.rotate_due(region, now) {
+                    tracing::error!(%region, error = %e, "scheduled KMS key rotation failed");
+                }
+                if let Err(e) = kms.delete_due(region, now) {
+                    tracing::error!(%region, error = %e, "deleting KMS keys past their waiting period failed");
+                }
+            }
+        }
+    });
 }
 
 async fn wait_for(mut stop: watch::Receiver<bool>) {

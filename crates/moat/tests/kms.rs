@@ -401,3 +401,137 @@ async fn kms_keys_life_cycle_and_errors() {
         .unwrap();
     assert_eq!(again.plaintext().unwrap().as_ref(), b"secret order 42");
 }
+
+/// A KMS request signed at `offset` seconds from now, for a server whose clock is shifted.
+fn kms_raw(
+    moat: &Moat,
+    operation: &str,
+    body: serde_json::Value,
+    offset: u64,
+) -> common::RawResponse {
+    let (id, secret) = moat.root_credentials();
+    let request = common::RawRequest {
+        method: "POST".into(),
+        target: "/".into(),
+        headers: vec![
+            ("host".into(), format!("127.0.0.1:{}", moat.port)),
+            ("content-type".into(), "application/x-amz-json-1.1".into()),
+            ("x-amz-target".into(), format!("TrentService.{operation}")),
+        ],
+        body: body.to_string().into_bytes(),
+    };
+    let signer = common::Signer {
+        time: std::time::SystemTime::now() + std::time::Duration::from_secs(offset),
+        ..common::Signer::new(&id, &secret, "kms")
+    };
+    request.signed(&signer).send(moat.port, &moat.ca_pem())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn scheduled_rotation_and_deletion_happen_when_due() {
+    let dir = TempDir::new("kms-time");
+    let moat = Moat::must_start(dir.path());
+    let (id, secret) = moat.root_credentials();
+    let kms = kms_client(&moat, Credentials::new(id, secret, None, None, "root"));
+    let rotating = kms
+        .create_key()
+        .send()
+        .await
+        .unwrap()
+        .key_metadata()
+        .unwrap()
+        .key_id()
+        .to_owned();
+    kms.enable_key_rotation()
+        .key_id(&rotating)
+        .rotation_period_in_days(90)
+        .send()
+        .await
+        .unwrap();
+    let old = kms
+        .encrypt()
+        .key_id(&rotating)
+        .plaintext(Blob::new(b"before".to_vec()))
+        .send()
+        .await
+        .unwrap();
+    let doomed = kms
+        .create_key()
+        .send()
+        .await
+        .unwrap()
+        .key_metadata()
+        .unwrap()
+        .key_id()
+        .to_owned();
+    kms.schedule_key_deletion()
+        .key_id(&doomed)
+        .pending_window_in_days(7)
+        .send()
+        .await
+        .unwrap();
+    drop(kms);
+    drop(moat);
+
+    // 91 days later (libfaketime shifts Moat's clock; the signer's agrees).
+    let offset = 91 * 86_400;
+    let later = Moat::must_start_with(
+        dir.path(),
+        &[],
+        &[
+            (
+                "LD_PRELOAD",
+                "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1",
+            ),
+            ("FAKETIME", "+91d"),
+            ("FAKETIME_DONT_FAKE_MONOTONIC", "1"),
+        ],
+    );
+    let mut deleted = None;
+    for _ in 0..50 {
+        let r = kms_raw(
+            &later,
+            "DescribeKey",
+            serde_json::json!({"KeyId": doomed}),
+            offset,
+        );
+        if r.status != 200 {
+            deleted = Some(r);
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let deleted = deleted.expect("the key past its waiting period is deleted");
+    assert_eq!(deleted.error_code(), "NotFoundException");
+
+    let fresh = kms_raw(
+        &later,
+        "Encrypt",
+        serde_json::json!({"KeyId": rotating, "Plaintext": "YWZ0ZXI="}),
+        offset,
+    );
+    assert_eq!(fresh.status, 200, "{}", fresh.body);
+    let blob: serde_json::Value = serde_json::from_str(&fresh.body).unwrap();
+    let new_blob = decode_b64(blob["CiphertextBlob"].as_str().unwrap());
+    let old_blob = old.ciphertext_blob().unwrap().as_ref().to_vec();
+    assert_ne!(
+        new_blob[40..44],
+        old_blob[40..44],
+        "rotation added key material"
+    );
+    let still = kms_raw(
+        &later,
+        "Decrypt",
+        serde_json::json!({"CiphertextBlob": encode_b64(&old_blob)}),
+        offset,
+    );
+    assert_eq!(still.status, 200, "{}", still.body);
+}
+
+fn encode_b64(bytes: &[u8]) -> String {
+    aws_smithy_types::base64::encode(bytes)
+}
+
+fn decode_b64(text: &str) -> Vec<u8> {
+    aws_smithy_types::base64::decode(text).unwrap()
+}
