@@ -18,6 +18,9 @@ use std::path::Path;
 use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM, NONCE_LEN};
 use ring::rand::{SecureRandom, SystemRandom};
 
+mod pkcs11;
+pub use pkcs11::{Pkcs11Config, Pkcs11MasterKey};
+
 /// The format version of wrapped keys and sealed blobs.
 const FORMAT: u8 = 1;
 
