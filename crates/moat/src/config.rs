@@ -65,6 +65,22 @@ pub struct FileConfig {
     pub oidc_ca_bundle: Option<PathBuf>,
     pub oidc_jwks_files: Option<BTreeMap<String, PathBuf>>,
     pub master_key_file: Option<PathBuf>,
+    pub master_key_pkcs11: Option<Pkcs11Settings>,
+}
+
+/// A master key inside a PKCS#11 HSM (`[master_key_pkcs11]` in the file).
+/// The PIN comes from the environment (`MOAT_PKCS11_PIN`), never the file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Pkcs11Settings {
+    pub module: PathBuf,
+    pub token_label: String,
+    #[serde(default = "default_key_label")]
+    pub key_label: String,
+}
+
+fn default_key_label() -> String {
+    "moat-master-key".to_owned()
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -108,6 +124,7 @@ pub struct Settings {
     /// Issuer URL -> JWKS file, for providers Moat cannot reach.
     pub oidc_jwks_files: BTreeMap<String, PathBuf>,
     pub master_key_file: Option<PathBuf>,
+    pub master_key_pkcs11: Option<Pkcs11Settings>,
 }
 
 impl Settings {
@@ -171,6 +188,7 @@ impl Settings {
                 .unwrap_or_else(|| PathBuf::from("/etc/ssl/certs/ca-certificates.crt")),
             oidc_jwks_files: file.oidc_jwks_files.unwrap_or_default(),
             master_key_file: args.master_key_file.or(file.master_key_file),
+            master_key_pkcs11: file.master_key_pkcs11,
         };
         if settings.tls_cert.is_some() != settings.tls_key.is_some() {
             return Err(ConfigError::Invalid(

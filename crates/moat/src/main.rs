@@ -97,7 +97,11 @@ async fn serve(settings: Settings) -> Result<(), String> {
         (Some(c), Some(k)) => Some((c.as_path(), k.as_path())),
         _ => None,
     };
-    let master = vault::load_master(&settings.data_dir, settings.master_key_file.as_deref())?;
+    let master = vault::load_master(
+        &settings.data_dir,
+        settings.master_key_file.as_deref(),
+        settings.master_key_pkcs11.as_ref(),
+    )?;
     let (keys, system_db) = vault::open(&settings.data_dir, master)?;
     let keys = Arc::new(keys);
     let boot = init::prepare(

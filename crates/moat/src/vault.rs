@@ -4,18 +4,23 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use moat_keys::{KeyRing, MasterKey, SoftwareMasterKey};
+use moat_keys::{KeyRing, MasterKey, Pkcs11Config, Pkcs11MasterKey, SoftwareMasterKey};
+
+use crate::config::Pkcs11Settings;
 use moat_store::Db;
 
 /// The resource whose keys protect Moat's own state.
 pub const SYSTEM_RESOURCE: &str = "moat:system";
 
 /// Where the master key comes from, in order: `MOAT_MASTER_KEY` (64 hex
-/// characters), the configured key file, or `DATA_DIR/keys/master.key`,
-/// which is created on the first start of a new data directory only.
+/// characters), a PKCS#11 HSM (`[master_key_pkcs11]`, where the key is
+/// generated in the token on the first start of a new data directory), the
+/// configured key file, or `DATA_DIR/keys/master.key`, which is created on
+/// the first start of a new data directory only.
 pub fn load_master(
     data_dir: &Path,
     configured_file: Option<&Path>,
+    pkcs11: Option<&Pkcs11Settings>,
 ) -> Result<Box<dyn MasterKey>, String> {
     if let Ok(hex) = std::env::var("MOAT_MASTER_KEY") {
         if !hex.is_empty() {
@@ -25,6 +30,20 @@ pub fn load_master(
         }
     }
     let keys_dir = data_dir.join("keys");
+    if let Some(hsm) = pkcs11 {
+        let pin = std::env::var("MOAT_PKCS11_PIN")
+            .map_err(|_| "the HSM's user PIN must be given in MOAT_PKCS11_PIN".to_owned())?;
+        let config = Pkcs11Config {
+            module: hsm.module.clone(),
+            token_label: hsm.token_label.clone(),
+            pin,
+            key_label: hsm.key_label.clone(),
+            create_key: !keys_dir.join("master.check").exists(),
+        };
+        return Pkcs11MasterKey::open(&config)
+            .map(|k| Box::new(k) as Box<dyn MasterKey>)
+            .map_err(|e| format!("cannot use the HSM master key: {e}"));
+    }
     let (path, create) = match configured_file {
         Some(p) => (p.to_owned(), false),
         None => (
@@ -64,7 +83,7 @@ pub fn open(data_dir: &Path, master: Box<dyn MasterKey>) -> Result<(KeyRing, Arc
 /// `moat rotate-master-key`: re-wraps every resource key under a new master
 /// key (created if its file does not exist). Moat must not be running.
 pub fn rotate(data_dir: &Path, old_file: Option<&Path>, new_file: &Path) -> Result<usize, String> {
-    let old = load_master(data_dir, old_file)?;
+    let old = load_master(data_dir, old_file, None)?;
     let (mut ring, _db) = open(data_dir, old)?;
     let new = SoftwareMasterKey::from_file(new_file, true)
         .map_err(|e| format!("the new master key: {e}"))?;

@@ -232,3 +232,106 @@ async fn sigkill_loses_no_acknowledged_write() {
         );
     }
 }
+
+const SOFTHSM_MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
+
+#[tokio::test(flavor = "multi_thread")]
+async fn master_key_in_softhsm2() {
+    let dir = TempDir::new("hsm");
+    let tokens = dir.path().join("tokens");
+    std::fs::create_dir_all(&tokens).unwrap();
+    let conf = dir.path().join("softhsm2.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n",
+            tokens.display()
+        ),
+    )
+    .unwrap();
+    assert!(
+        std::path::Path::new(SOFTHSM_MODULE).exists(),
+        "SoftHSM2 is installed by scripts/test"
+    );
+    let init = Command::new("softhsm2-util")
+        .args([
+            "--init-token",
+            "--free",
+            "--label",
+            "moat",
+            "--so-pin",
+            "1234",
+            "--pin",
+            "5678",
+        ])
+        .env("SOFTHSM2_CONF", &conf)
+        .output()
+        .unwrap();
+    assert!(
+        init.status.success(),
+        "{}",
+        String::from_utf8_lossy(&init.stderr)
+    );
+
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::write(
+        data.join("moat.toml"),
+        format!("[master_key_pkcs11]\nmodule = \"{SOFTHSM_MODULE}\"\ntoken_label = \"moat\"\n"),
+    )
+    .unwrap();
+    let conf_text = conf.to_str().unwrap().to_owned();
+    let env = [
+        ("SOFTHSM2_CONF", conf_text.as_str()),
+        ("MOAT_PKCS11_PIN", "5678"),
+    ];
+
+    let moat = Moat::must_start_with(&data, &[], &env);
+    let iam = iam_client(&moat, root(&moat));
+    iam.create_user()
+        .user_name("hsm-user")
+        .tags(
+            aws_sdk_iam::types::Tag::builder()
+                .key("k")
+                .value("HSMMARKERVALUE")
+                .build()
+                .unwrap(),
+        )
+        .send()
+        .await
+        .unwrap();
+    drop(iam);
+    drop(moat);
+    assert!(
+        !data.join("keys/master.key").exists(),
+        "no master key file with an HSM"
+    );
+
+    let moat = Moat::must_start_with(&data, &[], &env);
+    let iam = iam_client(&moat, root(&moat));
+    let user = iam.get_user().user_name("hsm-user").send().await.unwrap();
+    assert_eq!(user.user().unwrap().tags()[0].value(), "HSMMARKERVALUE");
+    drop(iam);
+    drop(moat);
+
+    // The wrong PIN, and the token gone: clear refusals.
+    let said = must_refuse(
+        &data,
+        &[],
+        &[
+            ("SOFTHSM2_CONF", conf_text.as_str()),
+            ("MOAT_PKCS11_PIN", "0000"),
+        ],
+    );
+    assert!(
+        said.contains("PIN is incorrect") && !said.contains("0000"),
+        "{said}"
+    );
+    std::fs::remove_dir_all(&tokens).unwrap();
+    std::fs::create_dir_all(&tokens).unwrap();
+    let said = must_refuse(&data, &[], &env);
+    assert!(
+        said.contains("the HSM token 'moat' is not present"),
+        "{said}"
+    );
+}
