@@ -9,4 +9,5 @@
 //! answers. Depends on `moat-store` only (keys come from the caller).
 
 pub mod expr;
+pub mod tables;
 pub mod value;

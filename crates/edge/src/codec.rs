@@ -156,10 +156,17 @@ pub fn error_response(
     let (status, code) = err.wire(protocol);
     match protocol {
         Protocol::AwsJson10 | Protocol::AwsJson11 => {
-            let body = serde_json::json!({
+            let mut body = serde_json::json!({
                 "__type": format!("com.amazon.coral.service#{code}"),
                 "message": err.message,
             });
+            if let (Some(serde_json::Value::Object(extra)), Some(map)) =
+                (&err.extra, body.as_object_mut())
+            {
+                for (k, v) in extra {
+                    map.insert(k.clone(), v.clone());
+                }
+            }
             let mut resp = json_respond(
                 status,
                 protocol,

@@ -62,6 +62,8 @@ impl Outcome {
 pub struct ApiError {
     pub kind: ErrorKind,
     pub message: String,
+    /// More fields for a JSON error body (e.g. the `Item` of a failed condition).
+    pub extra: Option<serde_json::Value>,
 }
 
 impl ApiError {
@@ -69,6 +71,7 @@ impl ApiError {
         ApiError {
             kind,
             message: message.into(),
+            extra: None,
         }
     }
 

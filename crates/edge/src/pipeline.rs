@@ -36,11 +36,20 @@ pub struct EdgeConfig {
     pub body_read_timeout: Duration,
 }
 
+/// The services the edge routes to.
+pub struct Services {
+    pub iam: Arc<Iam>,
+    pub kms: Arc<moat_kms::Kms>,
+    pub tables: Arc<moat_dynamodb::tables::Tables>,
+    pub jwks: Arc<dyn JwksSource>,
+}
+
 /// Everything a request needs, shared by all connections.
 pub struct Edge {
     config: EdgeConfig,
     iam: Arc<Iam>,
     kms: Arc<moat_kms::Kms>,
+    tables: Arc<moat_dynamodb::tables::Tables>,
     jwks: Arc<dyn JwksSource>,
     audit: AuditLog,
     metrics: Metrics,
@@ -61,17 +70,18 @@ struct Trail {
 }
 
 impl Edge {
-    pub fn new(
-        config: EdgeConfig,
-        iam: Arc<Iam>,
-        kms: Arc<moat_kms::Kms>,
-        jwks: Arc<dyn JwksSource>,
-        audit: AuditLog,
-    ) -> Edge {
+    pub fn new(config: EdgeConfig, services: Services, audit: AuditLog) -> Edge {
+        let Services {
+            iam,
+            kms,
+            tables,
+            jwks,
+        } = services;
         Edge {
             config,
             iam,
             kms,
+            tables,
             jwks,
             audit,
             metrics: Metrics::default(),
@@ -368,6 +378,7 @@ impl Edge {
             Service::Iam => Some(api::iam::resource(operation, &ctx, &self.iam.read())),
             Service::Sts => ctx.optional("RoleArn").map(str::to_owned),
             Service::Kms => Some(api::kms::resource(operation, &ctx, &json_input)),
+            Service::DynamoDb => Some(api::dynamodb::resource(operation, &ctx, &json_input)),
             _ => None,
         };
 
@@ -406,6 +417,10 @@ impl Edge {
             Service::Iam => api::iam::handle(operation, &ctx)?,
             Service::Kms => {
                 let value = api::kms::handle(operation, &ctx, &json_input)?;
+                return Ok(codec::json_response(service.protocol(), &value, request_id));
+            }
+            Service::DynamoDb => {
+                let value = api::dynamodb::handle(operation, &ctx, &self.tables, &json_input)?;
                 return Ok(codec::json_response(service.protocol(), &value, request_id));
             }
             _ => {

@@ -211,22 +211,32 @@ macro_rules! authorization {
     };
 }
 
+macro_rules! operation_name {
+    ($variant:ident) => {
+        stringify!($variant)
+    };
+    ($variant:ident, $name:literal) => {
+        $name
+    };
+}
+
 macro_rules! operations {
-    ($($name:ident => $service:ident, $prefix:literal, $auth:ident;)*) => {
-        /// The operations Moat implements, named exactly as AWS names them.
+    ($($variant:ident $(= $name:literal)? => $service:ident, $prefix:literal, $auth:ident;)*) => {
+        /// The operations Moat implements, named as AWS names them (where two
+        /// services share a name, the variant carries the service's prefix).
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
         pub enum Operation {
-            $($name,)*
+            $($variant,)*
         }
 
         /// The one table of operations: every row is checked by a test that
         /// the IAM action is `signing-name:Name`.
         const OPERATIONS: &[OperationInfo] = &[
             $(OperationInfo {
-                operation: Operation::$name,
+                operation: Operation::$variant,
                 service: Service::$service,
-                name: stringify!($name),
-                authorization: authorization!($auth, concat!($prefix, ":", stringify!($name))).0,
+                name: operation_name!($variant $(, $name)?),
+                authorization: authorization!($auth, concat!($prefix, ":", operation_name!($variant $(, $name)?))).0,
                 anonymous: authorization!($auth, "").1,
             },)*
         ];
@@ -330,6 +340,26 @@ operations! {
     UntagResource => Kms, "kms", action;
     ListResourceTags => Kms, "kms", action;
     ReEncrypt => Kms, "kms", handler;
+    CreateTable => DynamoDb, "dynamodb", action;
+    DescribeTable => DynamoDb, "dynamodb", action;
+    ListTables => DynamoDb, "dynamodb", action;
+    DeleteTable => DynamoDb, "dynamodb", action;
+    UpdateTable => DynamoDb, "dynamodb", action;
+    DescribeLimits => DynamoDb, "dynamodb", action;
+    DescribeEndpoints => DynamoDb, "dynamodb", action;
+    UpdateTimeToLive => DynamoDb, "dynamodb", action;
+    DescribeTimeToLive => DynamoDb, "dynamodb", action;
+    PutItem => DynamoDb, "dynamodb", action;
+    GetItem => DynamoDb, "dynamodb", action;
+    DeleteItem => DynamoDb, "dynamodb", action;
+    UpdateItem => DynamoDb, "dynamodb", action;
+    Query => DynamoDb, "dynamodb", action;
+    Scan => DynamoDb, "dynamodb", action;
+    DdbTagResource = "TagResource" => DynamoDb, "dynamodb", action;
+    DdbUntagResource = "UntagResource" => DynamoDb, "dynamodb", action;
+    ListTagsOfResource => DynamoDb, "dynamodb", action;
+    BatchGetItem => DynamoDb, "dynamodb", handler;
+    BatchWriteItem => DynamoDb, "dynamodb", handler;
 }
 
 impl Operation {

@@ -18,7 +18,7 @@ use std::time::Duration;
 use clap::Parser;
 use moat_edge::audit::{AuditConfig, AuditLog};
 use moat_edge::server::{self, ListenerConfig};
-use moat_edge::{Edge, EdgeConfig};
+use moat_edge::{Edge, EdgeConfig, Services};
 use moat_iam::Iam;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -147,19 +147,24 @@ async fn serve(settings: Settings) -> Result<(), String> {
         boot.account.as_str(),
     ));
     spawn_kms_maintenance(kms.clone(), settings.regions.clone());
+    let tables = Arc::new(moat_dynamodb::tables::Tables::new(
+        settings.data_dir.join("dynamodb"),
+        system_db.clone(),
+        Arc::new(vault::TableKeyring(keys.clone())),
+    ));
+    spawn_ttl_sweeper(tables.clone());
     let edge = Arc::new(Edge::new(
         EdgeConfig {
             regions: settings.regions.clone(),
             max_body_bytes: settings.max_body_bytes,
             body_read_timeout: settings.body_read_timeout,
         },
-        Arc::new(iam),
-        Arc::new(moat_kms::Kms::new(
-            system_db.clone(),
-            keys.clone(),
-            boot.account.as_str(),
-        )),
-        Arc::new(jwks),
+        Services {
+            iam: Arc::new(iam),
+            kms,
+            tables,
+            jwks: Arc::new(jwks),
+        },
         audit.clone(),
     ));
 
@@ -251,6 +256,26 @@ fn spawn_kms_maintenance(kms: Arc<moat_kms::Kms>, regions: Vec<String>) {
                 if let Err(e) = kms.delete_due(region, now) {
                     tracing::error!(%region, error = %e, "deleting KMS keys past their waiting period failed");
                 }
+            }
+        }
+    });
+}
+
+/// DynamoDB TTL: removes expired items in the background, every minute.
+fn spawn_ttl_sweeper(tables: Arc<moat_dynamodb::tables::Tables>) {
+    tokio::spawn(async move {
+        let mut every_minute = tokio::time::interval(Duration::from_secs(60));
+        loop {
+            every_minute.tick().await;
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs() as i64)
+                .unwrap_or(0);
+            let tables = tables.clone();
+            match tokio::task::spawn_blocking(move || tables.sweep_expired(now)).await {
+                Ok(Err(e)) => tracing::error!(error = %e, "removing expired items failed"),
+                Err(e) => tracing::error!(error = %e, "the TTL sweeper failed"),
+                Ok(Ok(_)) => {}
             }
         }
     });

@@ -89,3 +89,16 @@ pub fn rotate(data_dir: &Path, old_file: Option<&Path>, new_file: &Path) -> Resu
         .map_err(|e| format!("the new master key: {e}"))?;
     ring.rotate_master(Box::new(new)).map_err(|e| e.to_string())
 }
+
+/// Table database keys from the key ring: each table is a resource of the
+/// hierarchy, its database key sealed by the table's resource key.
+pub struct TableKeyring(pub Arc<KeyRing>);
+
+impl moat_dynamodb::tables::TableKeys for TableKeyring {
+    fn database_key(&self, table_arn: &str, key_file: &Path) -> Result<[u8; 32], String> {
+        self.0
+            .database_key(table_arn, key_file)
+            .map(|k| *k.expose())
+            .map_err(|e| e.to_string())
+    }
+}

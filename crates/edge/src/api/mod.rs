@@ -1,6 +1,7 @@
 //! The query-protocol APIs: decoding each operation's parameters, calling the
 //! service crate, and encoding its answer as AWS's XML.
 
+pub mod dynamodb;
 pub mod iam;
 pub mod kms;
 pub mod sts;

@@ -67,3 +67,14 @@ pub fn kms_client(moat: &Moat, creds: Credentials) -> aws_sdk_kms::Client {
         .build();
     aws_sdk_kms::Client::from_conf(config)
 }
+
+pub fn dynamodb_client(moat: &Moat, creds: Credentials) -> aws_sdk_dynamodb::Client {
+    let config = aws_sdk_dynamodb::Config::builder()
+        .behavior_version(aws_sdk_dynamodb::config::BehaviorVersion::latest())
+        .region(aws_sdk_dynamodb::config::Region::new("us-east-1"))
+        .endpoint_url(&moat.endpoint)
+        .credentials_provider(creds)
+        .http_client(http_client(moat))
+        .build();
+    aws_sdk_dynamodb::Client::from_conf(config)
+}

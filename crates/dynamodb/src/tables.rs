@@ -1,0 +1,593 @@
+//! Tables and their items: one encrypted store per table, the catalog of
+//! tables in the system store.
+//!
+//! An item is stored under `len(pk) | key_bytes(pk) | key_bytes(sk)`, so one
+//! partition's items are contiguous and ordered by sort key, and its value is
+//! the item in DynamoDB's JSON form. Each write runs in one store
+//! transaction: conditions are checked and the write made atomically, and
+//! the call returns only once the commit is durable.
+
+use std::collections::HashMap;
+use std::ops::Bound;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use moat_store::{Db, StoreError, Tx};
+use serde::{Deserialize, Serialize};
+
+use crate::value::{item_from_json, item_size, item_to_json, key_bytes, AttributeValue, Item};
+
+/// DynamoDB's largest item.
+pub const MAX_ITEM_BYTES: usize = 400 * 1024;
+pub const MAX_PARTITION_KEY_BYTES: usize = 2048;
+pub const MAX_SORT_KEY_BYTES: usize = 1024;
+
+const CATALOG: &str = "ddb-tables";
+const ITEMS: &str = "items";
+const STATS: &str = "stats";
+
+/// Where a table's database key comes from (the key hierarchy, in the binary).
+pub trait TableKeys: Send + Sync {
+    fn database_key(&self, table_arn: &str, key_file: &Path) -> Result<[u8; 32], String>;
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DdbErrorKind {
+    Validation,
+    ResourceNotFound,
+    ResourceInUse,
+    ConditionalCheckFailed,
+    LimitExceeded,
+    Internal,
+}
+
+impl DdbErrorKind {
+    pub fn code(self) -> &'static str {
+        match self {
+            DdbErrorKind::Validation => "ValidationException",
+            DdbErrorKind::ResourceNotFound => "ResourceNotFoundException",
+            DdbErrorKind::ResourceInUse => "ResourceInUseException",
+            DdbErrorKind::ConditionalCheckFailed => "ConditionalCheckFailedException",
+            DdbErrorKind::LimitExceeded => "LimitExceededException",
+            DdbErrorKind::Internal => "InternalServerError",
+        }
+    }
+
+    pub fn status(self) -> u16 {
+        match self {
+            DdbErrorKind::Internal => 500,
+            _ => 400,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{}: {message}", kind.code())]
+pub struct DdbError {
+    pub kind: DdbErrorKind,
+    pub message: String,
+    /// The item as it was, for `ReturnValuesOnConditionCheckFailure`.
+    pub old_item: Option<Item>,
+}
+
+impl DdbError {
+    pub fn new(kind: DdbErrorKind, message: impl Into<String>) -> DdbError {
+        DdbError {
+            kind,
+            message: message.into(),
+            old_item: None,
+        }
+    }
+
+    pub fn validation(message: impl Into<String>) -> DdbError {
+        DdbError::new(DdbErrorKind::Validation, message)
+    }
+}
+
+impl From<StoreError> for DdbError {
+    fn from(e: StoreError) -> DdbError {
+        DdbError::new(DdbErrorKind::Internal, e.to_string())
+    }
+}
+
+/// A key attribute: name and scalar type (`S`, `N` or `B`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyAttr {
+    pub name: String,
+    pub kind: String,
+}
+
+/// What the catalog keeps about a table.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TableMeta {
+    pub name: String,
+    pub id: String,
+    pub arn: String,
+    pub region: String,
+    pub hash: KeyAttr,
+    pub range: Option<KeyAttr>,
+    pub attribute_definitions: Vec<KeyAttr>,
+    pub created: f64,
+    pub billing_mode: String,
+    pub read_capacity: i64,
+    pub write_capacity: i64,
+    pub deletion_protection: bool,
+    pub table_class: String,
+    /// `None`: Moat's owned key; `Some(arn)`: a KMS key the table names.
+    pub kms_key_arn: Option<String>,
+    pub tags: Vec<(String, String)>,
+    pub ttl_attribute: Option<String>,
+}
+
+/// An open table.
+pub struct Table {
+    pub meta: TableMeta,
+    db: Db,
+}
+
+/// Item count and size, kept with the items.
+#[derive(Debug, Default, Clone, Copy, Serialize, Deserialize)]
+pub struct Stats {
+    pub items: i64,
+    pub bytes: i64,
+}
+
+/// All tables of the deployment.
+pub struct Tables {
+    dir: PathBuf,
+    catalog: Arc<Db>,
+    keys: Arc<dyn TableKeys>,
+    open: Mutex<HashMap<(String, String), Arc<Table>>>,
+    /// Serialises catalog changes.
+    catalog_lock: Mutex<()>,
+}
+
+fn catalog_key(region: &str, name: &str) -> Vec<u8> {
+    format!("{region}/{name}").into_bytes()
+}
+
+impl Tables {
+    pub fn new(dir: PathBuf, catalog: Arc<Db>, keys: Arc<dyn TableKeys>) -> Tables {
+        Tables {
+            dir,
+            catalog,
+            keys,
+            open: Mutex::new(HashMap::new()),
+            catalog_lock: Mutex::new(()),
+        }
+    }
+
+    fn not_found(name: &str) -> DdbError {
+        DdbError::new(
+            DdbErrorKind::ResourceNotFound,
+            format!("Requested resource not found: Table: {name} not found"),
+        )
+    }
+
+    fn paths(&self, meta: &TableMeta) -> (PathBuf, PathBuf) {
+        let dir = self.dir.join(&meta.region);
+        (
+            dir.join(format!("{}.db", meta.id)),
+            dir.join(format!("{}.dbkey", meta.id)),
+        )
+    }
+
+    pub fn meta(&self, region: &str, name: &str) -> Result<TableMeta, DdbError> {
+        let bytes = self
+            .catalog
+            .get(CATALOG, &catalog_key(region, name))?
+            .ok_or_else(|| Self::not_found(name))?;
+        serde_json::from_slice(&bytes)
+            .map_err(|e| DdbError::new(DdbErrorKind::Internal, e.to_string()))
+    }
+
+    fn save_meta(&self, meta: &TableMeta) -> Result<(), DdbError> {
+        let bytes = serde_json::to_vec(meta)
+            .map_err(|e| DdbError::new(DdbErrorKind::Internal, e.to_string()))?;
+        self.catalog
+            .put(CATALOG, &catalog_key(&meta.region, &meta.name), &bytes)?;
+        Ok(())
+    }
+
+    /// The open table, opening its store on first use. A damaged store is
+    /// reported for this table only.
+    pub fn table(&self, region: &str, name: &str) -> Result<Arc<Table>, DdbError> {
+        let key = (region.to_owned(), name.to_owned());
+        if let Some(t) = self
+            .open
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&key)
+        {
+            return Ok(t.clone());
+        }
+        let meta = self.meta(region, name)?;
+        let (db_path, key_path) = self.paths(&meta);
+        let db_key = self.keys.database_key(&meta.arn, &key_path).map_err(|e| {
+            DdbError::new(
+                DdbErrorKind::Internal,
+                format!("the table's key cannot be unwrapped: {e}"),
+            )
+        })?;
+        let db = Db::open(&db_path, &db_key).map_err(|e| match e {
+            StoreError::Corrupt { .. } => DdbError::new(
+                DdbErrorKind::Internal,
+                format!("The data of table {name} is corrupt and cannot be read."),
+            ),
+            other => other.into(),
+        })?;
+        let table = Arc::new(Table { meta, db });
+        self.open
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key, table.clone());
+        Ok(table)
+    }
+
+    pub fn create(&self, meta: TableMeta) -> Result<TableMeta, DdbError> {
+        let _guard = self.catalog_lock.lock().unwrap_or_else(|p| p.into_inner());
+        if self
+            .catalog
+            .get(CATALOG, &catalog_key(&meta.region, &meta.name))?
+            .is_some()
+        {
+            return Err(DdbError::new(
+                DdbErrorKind::ResourceInUse,
+                format!("Table already exists: {}", meta.name),
+            ));
+        }
+        let (db_path, key_path) = self.paths(&meta);
+        if let Some(dir) = db_path.parent() {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| DdbError::new(DdbErrorKind::Internal, e.to_string()))?;
+        }
+        let db_key = self
+            .keys
+            .database_key(&meta.arn, &key_path)
+            .map_err(|e| DdbError::new(DdbErrorKind::Internal, e))?;
+        Db::open(&db_path, &db_key)?;
+        self.save_meta(&meta)?;
+        Ok(meta)
+    }
+
+    pub fn update_meta(
+        &self,
+        region: &str,
+        name: &str,
+        change: impl FnOnce(&mut TableMeta) -> Result<(), DdbError>,
+    ) -> Result<TableMeta, DdbError> {
+        let _guard = self.catalog_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let mut meta = self.meta(region, name)?;
+        change(&mut meta)?;
+        self.save_meta(&meta)?;
+        if let Some(t) = self
+            .open
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&(region.to_owned(), name.to_owned()))
+        {
+            drop(t);
+        }
+        Ok(meta)
+    }
+
+    pub fn delete(&self, region: &str, name: &str) -> Result<TableMeta, DdbError> {
+        let _guard = self.catalog_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let meta = self.meta(region, name)?;
+        if meta.deletion_protection {
+            return Err(DdbError::validation(format!(
+                "Resource cannot be deleted as it is currently protected against manual deletion. Disable deletion protection first: {}",
+                meta.arn
+            )));
+        }
+        self.catalog.delete(CATALOG, &catalog_key(region, name))?;
+        self.open
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&(region.to_owned(), name.to_owned()));
+        let (db_path, key_path) = self.paths(&meta);
+        for p in [
+            db_path.clone(),
+            PathBuf::from(format!("{}-wal", db_path.display())),
+            PathBuf::from(format!("{}-shm", db_path.display())),
+            key_path,
+        ] {
+            let _ = std::fs::remove_file(p);
+        }
+        Ok(meta)
+    }
+
+    /// Table names of a region in order, from `start` (exclusive), at most `limit`.
+    pub fn list(
+        &self,
+        region: &str,
+        start: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<String>, DdbError> {
+        let prefix = format!("{region}/");
+        let lower = match start {
+            Some(s) => Bound::Excluded(catalog_key(region, s)),
+            None => Bound::Included(prefix.clone().into_bytes()),
+        };
+        let mut upper = prefix.clone().into_bytes();
+        upper.push(0xff);
+        let lower_ref = match &lower {
+            Bound::Included(v) => Bound::Included(v.as_slice()),
+            Bound::Excluded(v) => Bound::Excluded(v.as_slice()),
+            Bound::Unbounded => Bound::Unbounded,
+        };
+        Ok(self
+            .catalog
+            .scan(CATALOG, lower_ref, Bound::Excluded(&upper), limit)?
+            .into_iter()
+            .map(|(k, _)| String::from_utf8_lossy(&k[prefix.len()..]).into_owned())
+            .collect())
+    }
+
+    pub fn stats(&self, region: &str, name: &str) -> Result<Stats, DdbError> {
+        let t = self.table(region, name)?;
+        t.stats()
+    }
+
+    /// Deletes the items whose TTL attribute (epoch seconds) has passed, in
+    /// every table with TTL enabled. As in DynamoDB, a TTL more than five years
+    /// in the past is ignored (it is probably not epoch seconds).
+    pub fn sweep_expired(&self, now: i64) -> Result<usize, DdbError> {
+        let metas: Vec<TableMeta> = self
+            .catalog
+            .scan(CATALOG, Bound::Unbounded, Bound::Unbounded, usize::MAX)?
+            .into_iter()
+            .filter_map(|(_, v)| serde_json::from_slice(&v).ok())
+            .collect();
+        let mut removed = 0;
+        for meta in metas {
+            let Some(attr) = meta.ttl_attribute.clone() else {
+                continue;
+            };
+            let table = self.table(&meta.region, &meta.name)?;
+            let mut expired = Vec::new();
+            table.range(Bound::Unbounded, None, |_, item| {
+                if let Some(AttributeValue::N(n)) = item.get(&attr) {
+                    if let Ok(at) = n.to_string().split('.').next().unwrap_or("").parse::<i64>() {
+                        if at < now && at > now - 5 * 365 * 86_400 {
+                            expired.push(item);
+                        }
+                    }
+                }
+                Ok(true)
+            })?;
+            for item in expired {
+                let key = table.key_of(&item, true)?;
+                // Check again inside the write: the item may have changed meanwhile.
+                table.write(&key, |current| {
+                    let still = matches!(current.and_then(|c| c.get(&attr)), Some(v) if Some(v) == item.get(&attr));
+                    Ok(if still { None } else { current.cloned() })
+                })?;
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+}
+
+/// Which partition and sort key values an item or request names, checked
+/// against the table's schema with DynamoDB's messages.
+pub struct ItemKey {
+    pub storage: Vec<u8>,
+    pub attributes: Item,
+}
+
+impl Table {
+    /// The storage key of a key (or of a whole item), validating it.
+    pub fn key_of(&self, item: &Item, whole_item: bool) -> Result<ItemKey, DdbError> {
+        let mut attributes = Item::new();
+        let mut storage = Vec::new();
+        let schema: Vec<(&KeyAttr, usize)> =
+            std::iter::once((&self.meta.hash, MAX_PARTITION_KEY_BYTES))
+                .chain(self.meta.range.iter().map(|r| (r, MAX_SORT_KEY_BYTES)))
+                .collect();
+        if !whole_item && item.len() != schema.len() {
+            return Err(DdbError::validation(
+                "The provided key element does not match the schema",
+            ));
+        }
+        for (i, (attr, max)) in schema.iter().enumerate() {
+            let value = item.get(&attr.name).ok_or_else(|| {
+                if whole_item {
+                    DdbError::validation(format!(
+                        "One or more parameter values were invalid: Missing the key {} in the item",
+                        attr.name
+                    ))
+                } else {
+                    DdbError::validation("The provided key element does not match the schema")
+                }
+            })?;
+            if value.type_name() != attr.kind {
+                return Err(DdbError::validation(format!(
+                    "One or more parameter values were invalid: Type mismatch for key {} expected: {} actual: {}",
+                    attr.name,
+                    attr.kind,
+                    value.type_name()
+                )));
+            }
+            let encoded = key_bytes(value).ok_or_else(|| {
+                DdbError::validation("The provided key element does not match the schema")
+            })?;
+            let raw_len = match value {
+                AttributeValue::S(s) => s.len(),
+                AttributeValue::B(b) => b.len(),
+                _ => 0,
+            };
+            if matches!(value, AttributeValue::S(_) | AttributeValue::B(_)) && raw_len == 0 {
+                return Err(DdbError::validation(format!(
+                    "One or more parameter values are not valid. The AttributeValue for a key attribute cannot contain an empty {} value. Key: {}",
+                    if attr.kind == "S" { "string" } else { "binary" },
+                    attr.name
+                )));
+            }
+            if raw_len > *max {
+                return Err(DdbError::validation(format!(
+                    "One or more parameter values were invalid: Size of hashkey has exceeded the maximum size limit of {max} bytes"
+                )));
+            }
+            if i == 0 {
+                storage.extend_from_slice(&(encoded.len() as u16).to_be_bytes());
+            }
+            storage.extend_from_slice(&encoded);
+            attributes.insert(attr.name.clone(), value.clone());
+        }
+        Ok(ItemKey {
+            storage,
+            attributes,
+        })
+    }
+
+    fn decode(bytes: &[u8]) -> Result<Item, DdbError> {
+        let json: serde_json::Value = serde_json::from_slice(bytes)
+            .map_err(|e| DdbError::new(DdbErrorKind::Internal, e.to_string()))?;
+        let map = json.as_object().ok_or_else(|| {
+            DdbError::new(DdbErrorKind::Internal, "a stored item is not an object")
+        })?;
+        item_from_json(map).map_err(|e| DdbError::new(DdbErrorKind::Internal, e.0))
+    }
+
+    fn encode(item: &Item) -> Vec<u8> {
+        serde_json::to_vec(&item_to_json(item)).unwrap_or_default()
+    }
+
+    pub fn get(&self, key: &ItemKey) -> Result<Option<Item>, DdbError> {
+        match self.db.get(ITEMS, &key.storage)? {
+            Some(bytes) => Self::decode(&bytes).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    pub fn stats(&self) -> Result<Stats, DdbError> {
+        Ok(match self.db.get(STATS, b"stats")? {
+            Some(b) => serde_json::from_slice(&b).unwrap_or_default(),
+            None => Stats::default(),
+        })
+    }
+
+    /// Reads the item, lets `decide` compute the new one (or refuse), and
+    /// writes it, all in one durable transaction. Returns the old and new item.
+    pub fn write(
+        &self,
+        key: &ItemKey,
+        decide: impl FnOnce(Option<&Item>) -> Result<Option<Item>, DdbError>,
+    ) -> Result<(Option<Item>, Option<Item>), DdbError> {
+        self.db.transaction(|tx: &Tx<'_>| {
+            let old = match tx.get(ITEMS, &key.storage)? {
+                Some(b) => Some(Self::decode(&b)?),
+                None => None,
+            };
+            let new = decide(old.as_ref())?;
+            let old_size = old.as_ref().map(item_size).unwrap_or(0) as i64;
+            let mut stats: Stats = match tx.get(STATS, b"stats")? {
+                Some(b) => serde_json::from_slice(&b).unwrap_or_default(),
+                None => Stats::default(),
+            };
+            match &new {
+                Some(item) => {
+                    let size = item_size(item);
+                    if size > MAX_ITEM_BYTES {
+                        return Err(DdbError::validation(
+                            "Item size has exceeded the maximum allowed size",
+                        ));
+                    }
+                    tx.put(ITEMS, &key.storage, &Self::encode(item))?;
+                    if old.is_none() {
+                        stats.items += 1;
+                    }
+                    stats.bytes += size as i64 - old_size;
+                }
+                None => {
+                    if old.is_some() {
+                        tx.delete(ITEMS, &key.storage)?;
+                        stats.items -= 1;
+                        stats.bytes -= old_size;
+                    }
+                }
+            }
+            tx.put(
+                STATS,
+                b"stats",
+                &serde_json::to_vec(&stats).unwrap_or_default(),
+            )?;
+            Ok((old, new))
+        })
+    }
+
+    /// Items in storage order from `start` (exclusive) within `[lower, upper)`,
+    /// read in chunks; `visit` returns false to stop.
+    pub fn range(
+        &self,
+        lower: Bound<Vec<u8>>,
+        upper: Option<Vec<u8>>,
+        mut visit: impl FnMut(&[u8], Item) -> Result<bool, DdbError>,
+    ) -> Result<(), DdbError> {
+        let mut cursor = lower;
+        loop {
+            let lower_ref = match &cursor {
+                Bound::Included(v) => Bound::Included(v.as_slice()),
+                Bound::Excluded(v) => Bound::Excluded(v.as_slice()),
+                Bound::Unbounded => Bound::Unbounded,
+            };
+            let upper_ref = match &upper {
+                Some(u) => Bound::Excluded(u.as_slice()),
+                None => Bound::Unbounded,
+            };
+            let chunk = self.db.scan(ITEMS, lower_ref, upper_ref, 256)?;
+            if chunk.is_empty() {
+                return Ok(());
+            }
+            let last = chunk.last().map(|(k, _)| k.clone()).unwrap_or_default();
+            for (k, v) in chunk {
+                if !visit(&k, Self::decode(&v)?)? {
+                    return Ok(());
+                }
+            }
+            cursor = Bound::Excluded(last);
+        }
+    }
+
+    /// The storage key prefix of a partition, and the first key after it.
+    pub fn partition_bounds(
+        &self,
+        partition: &AttributeValue,
+    ) -> Option<(Vec<u8>, Option<Vec<u8>>)> {
+        let encoded = key_bytes(partition)?;
+        let mut prefix = (encoded.len() as u16).to_be_bytes().to_vec();
+        prefix.extend_from_slice(&encoded);
+        Some((prefix.clone(), successor(&prefix)))
+    }
+
+    pub fn verify(&self) -> Result<(), DdbError> {
+        self.db.verify().map_err(|_| {
+            DdbError::new(
+                DdbErrorKind::Internal,
+                format!(
+                    "The data of table {} is corrupt and cannot be read.",
+                    self.meta.name
+                ),
+            )
+        })
+    }
+}
+
+/// The smallest byte string greater than every string starting with `prefix`.
+pub fn successor(prefix: &[u8]) -> Option<Vec<u8>> {
+    let mut out = prefix.to_vec();
+    while let Some(last) = out.pop() {
+        if last < 0xff {
+            out.push(last + 1);
+            return Some(out);
+        }
+    }
+    None
+}
+
+/// Item attributes as JSON objects keyed by name (for answers).
+pub fn items_to_json(items: &[Item]) -> Vec<serde_json::Value> {
+    items.iter().map(item_to_json).collect()
+}

@@ -1,0 +1,1174 @@
+//! DynamoDB (awsJson 1.0, `DynamoDB_20120810`): JSON in, JSON out.
+
+use std::collections::BTreeMap;
+use std::ops::Bound;
+
+use moat_dynamodb::expr::{
+    parse_condition, parse_key_condition, parse_projection, parse_update, Condition, Placeholders,
+    Projection, SortCondition,
+};
+use moat_dynamodb::tables::{DdbError, DdbErrorKind, KeyAttr, Table, TableMeta, Tables};
+use moat_dynamodb::value::{
+    item_from_json, item_size, item_to_json, key_bytes, AttributeValue, Item,
+};
+use moat_iam::AuthzRequest;
+use moat_policy::Decision;
+use serde_json::{json, Map, Value};
+
+use super::Ctx;
+use crate::error::{ApiError, ErrorKind};
+use crate::services::Operation;
+
+/// A query or scan page holds at most this much data, as in DynamoDB.
+const PAGE_BYTES: usize = 1024 * 1024;
+
+impl From<DdbError> for ApiError {
+    fn from(e: DdbError) -> ApiError {
+        ApiError::new(
+            ErrorKind::Service {
+                code: e.kind.code(),
+                status: e.kind.status(),
+            },
+            e.message,
+        )
+    }
+}
+
+fn validation(message: impl Into<String>) -> ApiError {
+    DdbError::validation(message).into()
+}
+
+fn text<'a>(input: &'a Map<String, Value>, name: &str) -> Result<Option<&'a str>, ApiError> {
+    match input.get(name) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s)),
+        Some(_) => Err(ApiError::new(
+            ErrorKind::Serialization,
+            format!("{name} must be a string"),
+        )),
+    }
+}
+
+fn required<'a>(input: &'a Map<String, Value>, name: &str) -> Result<&'a str, ApiError> {
+    text(input, name)?.ok_or_else(|| {
+        let mut field = name.to_owned();
+        if let Some(first) = field.get_mut(..1) {
+            first.make_ascii_lowercase();
+        }
+        validation(format!(
+            "1 validation error detected: Value null at '{field}' failed to satisfy constraint: Member must not be null"
+        ))
+    })
+}
+
+fn object<'a>(
+    input: &'a Map<String, Value>,
+    name: &str,
+) -> Result<Option<&'a Map<String, Value>>, ApiError> {
+    match input.get(name) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Object(m)) => Ok(Some(m)),
+        Some(_) => Err(ApiError::new(
+            ErrorKind::Serialization,
+            format!("{name} must be an object"),
+        )),
+    }
+}
+
+fn item_arg(input: &Map<String, Value>, name: &str) -> Result<Item, ApiError> {
+    let map = object(input, name)?.ok_or_else(|| {
+        validation(format!(
+            "1 validation error detected: Value null at '{}' failed to satisfy constraint: Member must not be null",
+            name.to_ascii_lowercase()
+        ))
+    })?;
+    item_from_json(map).map_err(|e| validation(e.0))
+}
+
+fn placeholders(input: &Map<String, Value>) -> Result<Placeholders, ApiError> {
+    let names: BTreeMap<String, String> = match object(input, "ExpressionAttributeNames")? {
+        Some(m) => m
+            .iter()
+            .map(|(k, v)| match v {
+                Value::String(s) => Ok((k.clone(), s.clone())),
+                _ => Err(ApiError::new(
+                    ErrorKind::Serialization,
+                    "ExpressionAttributeNames values must be strings",
+                )),
+            })
+            .collect::<Result<_, _>>()?,
+        None => BTreeMap::new(),
+    };
+    let values: BTreeMap<String, AttributeValue> = match object(input, "ExpressionAttributeValues")?
+    {
+        Some(m) => m
+            .iter()
+            .map(|(k, v)| {
+                AttributeValue::from_json(v)
+                    .map(|a| (k.clone(), a))
+                    .map_err(|e| validation(e.0))
+            })
+            .collect::<Result<_, _>>()?,
+        None => BTreeMap::new(),
+    };
+    Ok(Placeholders::new(names, values))
+}
+
+fn expr_err(e: moat_dynamodb::expr::ExprError) -> ApiError {
+    validation(e.0)
+}
+
+fn table_arn(ctx: &Ctx<'_>, name: &str) -> String {
+    format!(
+        "arn:aws:dynamodb:{}:{}:table/{name}",
+        ctx.region,
+        ctx.iam.account()
+    )
+}
+
+/// The resource ARN an operation acts on, for authorisation and the audit log.
+pub fn resource(op: Operation, ctx: &Ctx<'_>, input: &Map<String, Value>) -> String {
+    match op {
+        Operation::ListTables | Operation::DescribeLimits | Operation::DescribeEndpoints => {
+            "*".to_owned()
+        }
+        Operation::DdbTagResource | Operation::DdbUntagResource | Operation::ListTagsOfResource => {
+            input
+                .get("ResourceArn")
+                .and_then(Value::as_str)
+                .unwrap_or("*")
+                .to_owned()
+        }
+        Operation::BatchGetItem | Operation::BatchWriteItem => "*".to_owned(),
+        _ => match input.get("TableName").and_then(Value::as_str) {
+            Some(name) => table_arn(ctx, name),
+            None => "*".to_owned(),
+        },
+    }
+}
+
+fn now_seconds(ctx: &Ctx<'_>) -> f64 {
+    ctx.now as f64
+}
+
+fn describe(meta: &TableMeta, status: &str, stats: (i64, i64)) -> Value {
+    let mut key_schema = vec![json!({"AttributeName": meta.hash.name, "KeyType": "HASH"})];
+    if let Some(r) = &meta.range {
+        key_schema.push(json!({"AttributeName": r.name, "KeyType": "RANGE"}));
+    }
+    let defs: Vec<Value> = meta
+        .attribute_definitions
+        .iter()
+        .map(|a| json!({"AttributeName": a.name, "AttributeType": a.kind}))
+        .collect();
+    let mut t = json!({
+        "TableName": meta.name,
+        "TableArn": meta.arn,
+        "TableId": meta.id,
+        "TableStatus": status,
+        "CreationDateTime": meta.created,
+        "KeySchema": key_schema,
+        "AttributeDefinitions": defs,
+        "ItemCount": stats.0,
+        "TableSizeBytes": stats.1,
+        "BillingModeSummary": {"BillingMode": meta.billing_mode},
+        "ProvisionedThroughput": {
+            "ReadCapacityUnits": meta.read_capacity,
+            "WriteCapacityUnits": meta.write_capacity,
+            "NumberOfDecreasesToday": 0
+        },
+        "DeletionProtectionEnabled": meta.deletion_protection,
+        "TableClassSummary": {"TableClass": meta.table_class},
+    });
+    if let Some(arn) = &meta.kms_key_arn {
+        t["SSEDescription"] =
+            json!({"Status": "ENABLED", "SSEType": "KMS", "KMSMasterKeyArn": arn});
+    }
+    t
+}
+
+fn key_attr_type(t: &str) -> Result<String, ApiError> {
+    match t {
+        "S" | "N" | "B" => Ok(t.to_owned()),
+        other => Err(validation(format!(
+            "1 validation error detected: Value '{other}' at 'attributeDefinitions.1.member.attributeType' failed to satisfy constraint: Member must satisfy enum value set: [B, N, S]"
+        ))),
+    }
+}
+
+fn create_table(
+    ctx: &Ctx<'_>,
+    tables: &Tables,
+    input: &Map<String, Value>,
+) -> Result<Value, ApiError> {
+    let name = required(input, "TableName")?;
+    if name.len() < 3 || name.len() > 255 {
+        return Err(validation(format!(
+            "1 validation error detected: Value '{name}' at 'tableName' failed to satisfy constraint: Member must have length {} {}",
+            if name.len() < 3 { "greater than or equal to" } else { "less than or equal to" },
+            if name.len() < 3 { 3 } else { 255 }
+        )));
+    }
+    if !name
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
+    {
+        return Err(validation(format!(
+            "1 validation error detected: Value '{name}' at 'tableName' failed to satisfy constraint: Member must satisfy regular expression pattern: [a-zA-Z0-9_.-]+"
+        )));
+    }
+    let defs: Vec<KeyAttr> = input
+        .get("AttributeDefinitions")
+        .and_then(Value::as_array)
+        .ok_or_else(|| validation("1 validation error detected: Value null at 'attributeDefinitions' failed to satisfy constraint: Member must not be null"))?
+        .iter()
+        .map(|d| {
+            let n = d.get("AttributeName").and_then(Value::as_str).unwrap_or_default().to_owned();
+            let t = key_attr_type(d.get("AttributeType").and_then(Value::as_str).unwrap_or_default())?;
+            Ok(KeyAttr { name: n, kind: t })
+        })
+        .collect::<Result<_, ApiError>>()?;
+    let schema = input
+        .get("KeySchema")
+        .and_then(Value::as_array)
+        .ok_or_else(|| validation("1 validation error detected: Value null at 'keySchema' failed to satisfy constraint: Member must not be null"))?;
+    if schema.is_empty() || schema.len() > 2 {
+        return Err(validation("1 validation error detected: Value at 'keySchema' failed to satisfy constraint: Member must have length less than or equal to 2"));
+    }
+    let find = |n: &str| defs.iter().find(|d| d.name == n).cloned();
+    let mut hash = None;
+    let mut range = None;
+    for (i, k) in schema.iter().enumerate() {
+        let n = k
+            .get("AttributeName")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        let kind = k.get("KeyType").and_then(Value::as_str).unwrap_or_default();
+        let attr = find(n).ok_or_else(|| {
+            validation(format!(
+                "One or more parameter values were invalid: Some index key attributes are not defined in AttributeDefinitions. Keys: [{n}], AttributeDefinitions: [{}]",
+                defs.iter().map(|d| d.name.as_str()).collect::<Vec<_>>().join(", ")
+            ))
+        })?;
+        match (i, kind) {
+            (0, "HASH") => hash = Some(attr),
+            (1, "RANGE") => range = Some(attr),
+            _ => {
+                return Err(validation(
+                    "Invalid KeySchema: The first KeySchemaElement is not a HASH key type",
+                ))
+            }
+        }
+    }
+    let hash = hash.ok_or_else(|| {
+        validation("Invalid KeySchema: The first KeySchemaElement is not a HASH key type")
+    })?;
+    if defs.len() != 1 + usize::from(range.is_some()) {
+        return Err(validation(
+            "One or more parameter values were invalid: Number of attributes in KeySchema does not exactly match number of attributes defined in AttributeDefinitions",
+        ));
+    }
+    let billing = text(input, "BillingMode")?
+        .unwrap_or("PROVISIONED")
+        .to_owned();
+    let throughput = object(input, "ProvisionedThroughput")?;
+    let (read, write) = match (billing.as_str(), throughput) {
+        ("PROVISIONED", Some(t)) => (
+            t.get("ReadCapacityUnits").and_then(Value::as_i64).unwrap_or(0),
+            t.get("WriteCapacityUnits").and_then(Value::as_i64).unwrap_or(0),
+        ),
+        ("PROVISIONED", None) => return Err(validation("One or more parameter values were invalid: ReadCapacityUnits and WriteCapacityUnits must both be specified when BillingMode is PROVISIONED")),
+        ("PAY_PER_REQUEST", None) => (0, 0),
+        ("PAY_PER_REQUEST", Some(_)) => return Err(validation("One or more parameter values were invalid: Neither ReadCapacityUnits nor WriteCapacityUnits can be specified when BillingMode is PAY_PER_REQUEST")),
+        (other, _) => return Err(validation(format!("1 validation error detected: Value '{other}' at 'billingMode' failed to satisfy constraint: Member must satisfy enum value set: [PROVISIONED, PAY_PER_REQUEST]"))),
+    };
+    if billing == "PROVISIONED" && (read < 1 || write < 1) {
+        return Err(validation("One or more parameter values were invalid: ReadCapacityUnits and WriteCapacityUnits must both be at least 1"));
+    }
+    let kms_key_arn = match object(input, "SSESpecification")? {
+        Some(sse)
+            if sse.get("Enabled").and_then(Value::as_bool).unwrap_or(false)
+                && sse.get("SSEType").and_then(Value::as_str).unwrap_or("KMS") == "KMS" =>
+        {
+            match sse.get("KMSMasterKeyId").and_then(Value::as_str) {
+                Some(id) => Some(
+                    ctx.kms
+                        .resolve(ctx.region, id)
+                        .map_err(|_| validation(format!("KMSMasterKeyId {id} is not found")))?
+                        .arn,
+                ),
+                None => None,
+            }
+        }
+        _ => None,
+    };
+    let tags = tags_arg(input)?;
+    let id = new_uuid(ctx);
+    let meta = TableMeta {
+        name: name.to_owned(),
+        arn: table_arn(ctx, name),
+        id,
+        region: ctx.region.to_owned(),
+        hash,
+        range,
+        attribute_definitions: defs,
+        created: now_seconds(ctx),
+        billing_mode: billing,
+        read_capacity: read,
+        write_capacity: write,
+        deletion_protection: input
+            .get("DeletionProtectionEnabled")
+            .and_then(Value::as_bool)
+            .unwrap_or(false),
+        table_class: text(input, "TableClass")?.unwrap_or("STANDARD").to_owned(),
+        kms_key_arn,
+        tags,
+        ttl_attribute: None,
+    };
+    let meta = tables.create(meta)?;
+    Ok(json!({"TableDescription": describe(&meta, "CREATING", (0, 0))}))
+}
+
+fn new_uuid(ctx: &Ctx<'_>) -> String {
+    use ring::rand::SecureRandom;
+    let mut b = [0u8; 16];
+    let _ = ctx.rng.fill(&mut b);
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    )
+}
+
+fn tags_arg(input: &Map<String, Value>) -> Result<Vec<(String, String)>, ApiError> {
+    Ok(input
+        .get("Tags")
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(|t| {
+                    Some((
+                        t.get("Key")?.as_str()?.to_owned(),
+                        t.get("Value")?.as_str()?.to_owned(),
+                    ))
+                })
+                .collect()
+        })
+        .unwrap_or_default())
+}
+
+fn table_name_from_arn(ctx: &Ctx<'_>, arn: &str) -> Result<String, ApiError> {
+    let prefix = format!(
+        "arn:aws:dynamodb:{}:{}:table/",
+        ctx.region,
+        ctx.iam.account()
+    );
+    arn.strip_prefix(&prefix).map(str::to_owned).ok_or_else(|| {
+        DdbError::new(
+            DdbErrorKind::ResourceNotFound,
+            format!("Requested resource not found: ResourceArn: {arn} not found"),
+        )
+        .into()
+    })
+}
+
+/// Write units as DynamoDB counts them: 1 per KB, rounded up, at least 1.
+fn write_units(size: usize) -> f64 {
+    size.div_ceil(1024).max(1) as f64
+}
+
+/// Read units: 1 per 4 KB for a strongly consistent read, half that otherwise.
+fn read_units(size: usize, consistent: bool) -> f64 {
+    let units = size.div_ceil(4096).max(1) as f64;
+    if consistent {
+        units
+    } else {
+        units / 2.0
+    }
+}
+
+fn consumed(input: &Map<String, Value>, table: &str, units: f64) -> Option<Value> {
+    match input.get("ReturnConsumedCapacity").and_then(Value::as_str) {
+        Some("TOTAL") | Some("INDEXES") => Some(
+            json!({"TableName": table, "CapacityUnits": units, "Table": {"CapacityUnits": units}}),
+        ),
+        _ => None,
+    }
+}
+
+fn condition_arg(
+    input: &Map<String, Value>,
+    ph: &Placeholders,
+    name: &str,
+) -> Result<Option<Condition>, ApiError> {
+    match text(input, name)? {
+        Some(e) => parse_condition(e, ph).map(Some).map_err(expr_err),
+        None => Ok(None),
+    }
+}
+
+fn projection_arg(
+    input: &Map<String, Value>,
+    ph: &Placeholders,
+) -> Result<Option<Projection>, ApiError> {
+    if let Some(e) = text(input, "ProjectionExpression")? {
+        return parse_projection(e, ph).map(Some).map_err(expr_err);
+    }
+    if let Some(names) = input.get("AttributesToGet").and_then(Value::as_array) {
+        let list: Vec<String> = names
+            .iter()
+            .filter_map(Value::as_str)
+            .map(str::to_owned)
+            .collect();
+        let text = list
+            .iter()
+            .enumerate()
+            .map(|(i, _)| format!("#legacy{i}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let legacy = Placeholders::new(
+            list.iter()
+                .enumerate()
+                .map(|(i, n)| (format!("#legacy{i}"), n.clone()))
+                .collect(),
+            BTreeMap::new(),
+        );
+        return parse_projection(&text, &legacy).map(Some).map_err(expr_err);
+    }
+    Ok(None)
+}
+
+fn conditional_failed(old: Option<&Item>, input: &Map<String, Value>) -> DdbError {
+    let mut e = DdbError::new(
+        DdbErrorKind::ConditionalCheckFailed,
+        "The conditional request failed",
+    );
+    if input
+        .get("ReturnValuesOnConditionCheckFailure")
+        .and_then(Value::as_str)
+        == Some("ALL_OLD")
+    {
+        e.old_item = old.cloned();
+    }
+    e
+}
+
+fn put_item(ctx: &Ctx<'_>, tables: &Tables, input: &Map<String, Value>) -> Result<Value, ApiError> {
+    let name = required(input, "TableName")?;
+    let table = tables.table(ctx.region, name)?;
+    let item = item_arg(input, "Item")?;
+    let key = table.key_of(&item, true)?;
+    let ph = placeholders(input)?;
+    let condition = condition_arg(input, &ph, "ConditionExpression")?;
+    ph.check_all_used().map_err(expr_err)?;
+    let return_values = text(input, "ReturnValues")?.unwrap_or("NONE");
+    if !matches!(return_values, "NONE" | "ALL_OLD") {
+        return Err(validation("Return values set to invalid value"));
+    }
+    let size = item_size(&item);
+    let (old, _) = table
+        .write(&key, |old| {
+            if let Some(c) = &condition {
+                let empty = Item::new();
+                if !c
+                    .eval(old.unwrap_or(&empty))
+                    .map_err(|e| DdbError::validation(e.0))?
+                {
+                    return Err(conditional_failed(old, input));
+                }
+            }
+            Ok(Some(item))
+        })
+        .map_err(ddb_with_item)?;
+    let mut out = json!({});
+    if return_values == "ALL_OLD" {
+        if let Some(old) = old {
+            out["Attributes"] = item_to_json(&old);
+        }
+    }
+    if let Some(c) = consumed(input, name, write_units(size)) {
+        out["ConsumedCapacity"] = c;
+    }
+    Ok(out)
+}
+
+/// A `ConditionalCheckFailedException` carries the old item when asked.
+fn ddb_with_item(e: DdbError) -> ApiError {
+    let item = e.old_item.clone();
+    let mut api: ApiError = e.into();
+    if let Some(item) = item {
+        api.extra = Some(json!({"Item": item_to_json(&item)}));
+    }
+    api
+}
+
+fn get_item(ctx: &Ctx<'_>, tables: &Tables, input: &Map<String, Value>) -> Result<Value, ApiError> {
+    let name = required(input, "TableName")?;
+    let table = tables.table(ctx.region, name)?;
+    let key = table.key_of(&item_arg(input, "Key")?, false)?;
+    let ph = placeholders(input)?;
+    let projection = projection_arg(input, &ph)?;
+    ph.check_all_used().map_err(expr_err)?;
+    let consistent = input
+        .get("ConsistentRead")
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
+    let item = table.get(&key)?;
+    let size = item.as_ref().map(item_size).unwrap_or(0);
+    let mut out = json!({});
+    if let Some(item) = item {
+        let item = match &projection {
+            Some(p) => p.apply(&item),
+            None => item,
+        };
+        out["Item"] = item_to_json(&item);
+    }
+    if let Some(c) = consumed(input, name, read_units(size, consistent)) {
+        out["ConsumedCapacity"] = c;
+    }
+    Ok(out)
+}
+
+fn delete_item(
+    ctx: &Ctx<'_>,
+    tables: &Tables,
+    input: &Map<String, Value>,
+) -> Result<Value, ApiError> {
+    let name = required(input, "TableName")?;
+    let table = tables.table(ctx.region, name)?;
+    let key = table.key_of(&item_arg(input, "Key")?, false)?;
+    let ph = placeholders(input)?;
+    let condition = condition_arg(input, &ph, "ConditionExpression")?;
+    ph.check_all_used().map_err(expr_err)?;
+    let return_values = text(input, "ReturnValues")?.unwrap_or("NONE");
+    if !matches!(return_values, "NONE" | "ALL_OLD") {
+        return Err(validation("Return values set to invalid value"));
+    }
+    let (old, _) = table
+        .write(&key, |old| {
+            if let Some(c) = &condition {
+                let empty = Item::new();
+                if !c
+                    .eval(old.unwrap_or(&empty))
+                    .map_err(|e| DdbError::validation(e.0))?
+                {
+                    return Err(conditional_failed(old, input));
+                }
+            }
+            Ok(None)
+        })
+        .map_err(ddb_with_item)?;
+    let size = old.as_ref().map(item_size).unwrap_or(0);
+    let mut out = json!({});
+    if return_values == "ALL_OLD" {
+        if let Some(old) = old {
+            out["Attributes"] = item_to_json(&old);
+        }
+    }
+    if let Some(c) = consumed(input, name, write_units(size)) {
+        out["ConsumedCapacity"] = c;
+    }
+    Ok(out)
+}
+
+fn update_item(
+    ctx: &Ctx<'_>,
+    tables: &Tables,
+    input: &Map<String, Value>,
+) -> Result<Value, ApiError> {
+    let name = required(input, "TableName")?;
+    let table = tables.table(ctx.region, name)?;
+    let key_item = item_arg(input, "Key")?;
+    let key = table.key_of(&key_item, false)?;
+    let ph = placeholders(input)?;
+    let update = match text(input, "UpdateExpression")? {
+        Some(e) => Some(parse_update(e, &ph).map_err(expr_err)?),
+        None => None,
+    };
+    let condition = condition_arg(input, &ph, "ConditionExpression")?;
+    ph.check_all_used().map_err(expr_err)?;
+    if let Some(u) = &update {
+        for n in u.top_level_names() {
+            if key.attributes.contains_key(&n) {
+                return Err(validation(format!(
+                    "One or more parameter values were invalid: Cannot update attribute {n}. This attribute is part of the key"
+                )));
+            }
+        }
+    }
+    let return_values = text(input, "ReturnValues")?.unwrap_or("NONE").to_owned();
+    if !matches!(
+        return_values.as_str(),
+        "NONE" | "ALL_OLD" | "UPDATED_OLD" | "ALL_NEW" | "UPDATED_NEW"
+    ) {
+        return Err(validation("Return values set to invalid value"));
+    }
+    let mut changed: Vec<String> = Vec::new();
+    let (old, new) = table
+        .write(&key, |old| {
+            let empty = Item::new();
+            if let Some(c) = &condition {
+                if !c
+                    .eval(old.unwrap_or(&empty))
+                    .map_err(|e| DdbError::validation(e.0))?
+                {
+                    return Err(conditional_failed(old, input));
+                }
+            }
+            let mut item = old.cloned().unwrap_or_else(|| key.attributes.clone());
+            if let Some(u) = &update {
+                changed = u.apply(&mut item).map_err(|e| DdbError::validation(e.0))?;
+            }
+            Ok(Some(item))
+        })
+        .map_err(ddb_with_item)?;
+    let pick = |item: &Item| -> Item {
+        item.iter()
+            .filter(|(k, _)| changed.contains(k))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    };
+    let mut out = json!({});
+    let attributes = match return_values.as_str() {
+        "ALL_OLD" => old.clone(),
+        "UPDATED_OLD" => old.as_ref().map(pick),
+        "ALL_NEW" => new.clone(),
+        "UPDATED_NEW" => new.as_ref().map(pick),
+        _ => None,
+    };
+    if let Some(a) = attributes.filter(|a| !a.is_empty()) {
+        out["Attributes"] = item_to_json(&a);
+    }
+    let size = new
+        .as_ref()
+        .map(item_size)
+        .unwrap_or(0)
+        .max(old.as_ref().map(item_size).unwrap_or(0));
+    if let Some(c) = consumed(input, name, write_units(size)) {
+        out["ConsumedCapacity"] = c;
+    }
+    Ok(out)
+}
+
+/// The key attributes of an item, as `LastEvaluatedKey`.
+fn key_json(table: &Table, item: &Item) -> Value {
+    let mut key = Item::new();
+    if let Some(v) = item.get(&table.meta.hash.name) {
+        key.insert(table.meta.hash.name.clone(), v.clone());
+    }
+    if let Some(r) = &table.meta.range {
+        if let Some(v) = item.get(&r.name) {
+            key.insert(r.name.clone(), v.clone());
+        }
+    }
+    item_to_json(&key)
+}
+
+fn begins_with(value: &AttributeValue, prefix: &AttributeValue) -> bool {
+    match (value, prefix) {
+        (AttributeValue::S(v), AttributeValue::S(p)) => v.starts_with(p.as_str()),
+        (AttributeValue::B(v), AttributeValue::B(p)) => v.starts_with(p),
+        _ => false,
+    }
+}
+
+/// `Query` and `Scan`: evaluate items in key order, page by `Limit` and 1 MB.
+fn read_many(
+    ctx: &Ctx<'_>,
+    tables: &Tables,
+    input: &Map<String, Value>,
+    query: bool,
+) -> Result<Value, ApiError> {
+    let name = required(input, "TableName")?;
+    let table = tables.table(ctx.region, name)?;
+    let ph = placeholders(input)?;
+    let key_condition = if query {
+        let text = text(input, "KeyConditionExpression")?
+            .ok_or_else(|| validation("Either the KeyConditions or KeyConditionExpression parameter must be specified in the request."))?;
+        Some(parse_key_condition(text, &ph).map_err(expr_err)?)
+    } else {
+        None
+    };
+    let filter = match text(input, "FilterExpression")? {
+        Some(e) => Some(moat_dynamodb::expr::parse_filter(e, &ph).map_err(expr_err)?),
+        None => None,
+    };
+    let projection = projection_arg(input, &ph)?;
+    ph.check_all_used().map_err(expr_err)?;
+    let select = text(input, "Select")?.unwrap_or("ALL_ATTRIBUTES");
+    let limit = match input.get("Limit") {
+        None | Some(Value::Null) => usize::MAX,
+        Some(v) => match v.as_u64() {
+            Some(n) if n >= 1 => n as usize,
+            _ => return Err(validation("1 validation error detected: Value at 'limit' failed to satisfy constraint: Member must have value greater than or equal to 1")),
+        },
+    };
+    let forward = input
+        .get("ScanIndexForward")
+        .and_then(Value::as_bool)
+        .unwrap_or(true);
+    let (segment, total_segments) = match (input.get("Segment").and_then(Value::as_u64), input.get("TotalSegments").and_then(Value::as_u64)) {
+        (Some(s), Some(t)) if t >= 1 && t <= 1_000_000 && s < t => (s, t),
+        (None, None) => (0, 1),
+        _ => return Err(validation("The Segment parameter is required but was not present in the request when parameter TotalSegments is present")),
+    };
+
+    // The storage range to read.
+    let (mut lower, upper, sort) = match &key_condition {
+        Some(kc) => {
+            if kc.partition_name != table.meta.hash.name {
+                return Err(validation(format!(
+                    "Query condition missed key schema element: {}",
+                    table.meta.hash.name
+                )));
+            }
+            if kc.partition_value.type_name() != table.meta.hash.kind {
+                return Err(validation("One or more parameter values were invalid: Condition parameter type does not match schema type"));
+            }
+            let (prefix, end) = table
+                .partition_bounds(&kc.partition_value)
+                .ok_or_else(|| validation("One or more parameter values were invalid: Condition parameter type does not match schema type"))?;
+            let sort = match (&kc.sort, &table.meta.range) {
+                (Some((n, _)), Some(r)) if *n != r.name => {
+                    return Err(validation(format!(
+                        "Query condition missed key schema element: {}",
+                        r.name
+                    )))
+                }
+                (Some(_), None) => return Err(validation("Query key condition not supported")),
+                (s, _) => s.clone().map(|(_, c)| c),
+            };
+            (Bound::Included(prefix.clone()), end, Some((prefix, sort)))
+        }
+        None => (Bound::Unbounded, None, None),
+    };
+    if let Some(start) = object(input, "ExclusiveStartKey")? {
+        let start_item = item_from_json(start).map_err(|e| validation(e.0))?;
+        let key = table.key_of(&start_item, false)?;
+        lower = Bound::Excluded(key.storage);
+    }
+    let sort_name = table.meta.range.as_ref().map(|r| r.name.clone());
+    let in_sort_range = |item: &Item, cond: &Option<SortCondition>| -> bool {
+        let (Some(cond), Some(n)) = (cond, &sort_name) else {
+            return true;
+        };
+        let Some(v) = item.get(n) else { return false };
+        let cmp = |w: &AttributeValue| key_bytes(v).cmp(&key_bytes(w));
+        use std::cmp::Ordering::*;
+        match cond {
+            SortCondition::Eq(w) => cmp(w) == Equal,
+            SortCondition::Lt(w) => cmp(w) == Less,
+            SortCondition::Le(w) => cmp(w) != Greater,
+            SortCondition::Gt(w) => cmp(w) == Greater,
+            SortCondition::Ge(w) => cmp(w) != Less,
+            SortCondition::Between(a, b) => cmp(a) != Less && cmp(b) != Greater,
+            SortCondition::BeginsWith(p) => begins_with(v, p),
+        }
+    };
+
+    let mut evaluated: Vec<(Vec<u8>, Item)> = Vec::new();
+    let mut bytes = 0usize;
+    let mut truncated = false;
+    let sort_cond = sort.as_ref().and_then(|(_, c)| c.clone());
+    if forward {
+        table.range(lower, upper, |k, item| {
+            if total_segments > 1 {
+                let pk_len = u16::from_be_bytes([k[0], k[1]]) as usize;
+                let h = k[..2 + pk_len].iter().fold(0u64, |h, b| {
+                    h.wrapping_mul(1_099_511_628_211)
+                        .wrapping_add(u64::from(*b))
+                });
+                if h % total_segments != segment {
+                    return Ok(true);
+                }
+            }
+            if !in_sort_range(&item, &sort_cond) {
+                return Ok(true);
+            }
+            if evaluated.len() >= limit || bytes >= PAGE_BYTES {
+                truncated = true;
+                return Ok(false);
+            }
+            bytes += item_size(&item);
+            evaluated.push((k.to_vec(), item));
+            Ok(true)
+        })?;
+    } else {
+        let mut all: Vec<(Vec<u8>, Item)> = Vec::new();
+        let start_excl = match &lower {
+            Bound::Excluded(k) => Some(k.clone()),
+            _ => None,
+        };
+        let whole_lower = match &sort {
+            Some((prefix, _)) => Bound::Included(prefix.clone()),
+            None => Bound::Unbounded,
+        };
+        table.range(whole_lower, upper, |k, item| {
+            if start_excl.as_ref().is_some_and(|s| k >= s.as_slice()) {
+                return Ok(false);
+            }
+            if in_sort_range(&item, &sort_cond) {
+                all.push((k.to_vec(), item));
+            }
+            Ok(true)
+        })?;
+        for (k, item) in all.into_iter().rev() {
+            if evaluated.len() >= limit || bytes >= PAGE_BYTES {
+                truncated = true;
+                break;
+            }
+            bytes += item_size(&item);
+            evaluated.push((k, item));
+        }
+    }
+
+    let scanned = evaluated.len();
+    let mut items = Vec::new();
+    for (_, item) in &evaluated {
+        let keep = match &filter {
+            Some(f) => f.eval(item).map_err(expr_err)?,
+            None => true,
+        };
+        if keep {
+            items.push(match &projection {
+                Some(p) => p.apply(item),
+                None => item.clone(),
+            });
+        }
+    }
+    let mut out = json!({"Count": items.len(), "ScannedCount": scanned});
+    if select != "COUNT" {
+        out["Items"] = Value::Array(items.iter().map(item_to_json).collect());
+    }
+    if truncated {
+        if let Some((_, last)) = evaluated.last() {
+            out["LastEvaluatedKey"] = key_json(&table, last);
+        }
+    }
+    let consistent = input
+        .get("ConsistentRead")
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
+    if let Some(c) = consumed(input, name, read_units(bytes, consistent)) {
+        out["ConsumedCapacity"] = c;
+    }
+    Ok(out)
+}
+
+fn authorize_table(ctx: &Ctx<'_>, action: &str, table: &str) -> Result<(), ApiError> {
+    let Some(caller) = ctx.caller else {
+        return Err(ApiError::missing_authentication());
+    };
+    let resource = table_arn(ctx, table);
+    let evaluation = ctx.iam.authorize(
+        caller,
+        AuthzRequest {
+            action,
+            resource: &resource,
+            keys: ctx.keys.clone(),
+        },
+    );
+    if evaluation.decision != Decision::Allow {
+        return Err(ApiError::new(
+            ErrorKind::AccessDenied,
+            moat_policy::denial_message(&caller.principal.arn(), action, &resource, &evaluation),
+        ));
+    }
+    Ok(())
+}
+
+fn batch_get(
+    ctx: &Ctx<'_>,
+    tables: &Tables,
+    input: &Map<String, Value>,
+) -> Result<Value, ApiError> {
+    let requests = object(input, "RequestItems")?
+        .ok_or_else(|| validation("1 validation error detected: Value null at 'requestItems' failed to satisfy constraint: Member must not be null"))?;
+    let total: usize = requests
+        .values()
+        .map(|r| {
+            r.get("Keys")
+                .and_then(Value::as_array)
+                .map(Vec::len)
+                .unwrap_or(0)
+        })
+        .sum();
+    if total == 0 || total > 100 {
+        return Err(validation(
+            "Too many items requested for the BatchGetItem call",
+        ));
+    }
+    // A batch is refused whole if any table is not allowed, as in AWS.
+    for name in requests.keys() {
+        authorize_table(ctx, "dynamodb:BatchGetItem", name)?;
+    }
+    let mut responses = Map::new();
+    for (name, request) in requests {
+        let request = request.as_object().ok_or_else(|| {
+            ApiError::new(
+                ErrorKind::Serialization,
+                "RequestItems values must be objects",
+            )
+        })?;
+        let table = tables.table(ctx.region, name)?;
+        let ph = placeholders(request)?;
+        let projection = projection_arg(request, &ph)?;
+        ph.check_all_used().map_err(expr_err)?;
+        let mut seen = std::collections::HashSet::new();
+        let mut found = Vec::new();
+        for k in request
+            .get("Keys")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default()
+        {
+            let map = k.as_object().ok_or_else(|| {
+                ApiError::new(ErrorKind::Serialization, "a key must be an object")
+            })?;
+            let key = table.key_of(&item_from_json(map).map_err(|e| validation(e.0))?, false)?;
+            if !seen.insert(key.storage.clone()) {
+                return Err(validation("Provided list of item keys contains duplicates"));
+            }
+            if let Some(item) = table.get(&key)? {
+                found.push(item_to_json(&match &projection {
+                    Some(p) => p.apply(&item),
+                    None => item,
+                }));
+            }
+        }
+        responses.insert(name.clone(), Value::Array(found));
+    }
+    Ok(json!({"Responses": responses, "UnprocessedKeys": {}}))
+}
+
+fn batch_write(
+    ctx: &Ctx<'_>,
+    tables: &Tables,
+    input: &Map<String, Value>,
+) -> Result<Value, ApiError> {
+    let requests = object(input, "RequestItems")?
+        .ok_or_else(|| validation("1 validation error detected: Value null at 'requestItems' failed to satisfy constraint: Member must not be null"))?;
+    let total: usize = requests
+        .values()
+        .map(|r| r.as_array().map(Vec::len).unwrap_or(0))
+        .sum();
+    if total == 0 || total > 25 {
+        return Err(validation("1 validation error detected: Value at 'requestItems' failed to satisfy constraint: Map value must satisfy constraint: [Member must have length less than or equal to 25, Member must have length greater than or equal to 1]"));
+    }
+    for name in requests.keys() {
+        authorize_table(ctx, "dynamodb:BatchWriteItem", name)?;
+    }
+    // Validate everything first: a bad request changes nothing.
+    let mut plan: Vec<(
+        std::sync::Arc<Table>,
+        moat_dynamodb::tables::ItemKey,
+        Option<Item>,
+    )> = Vec::new();
+    for (name, list) in requests {
+        let table = tables.table(ctx.region, name)?;
+        let mut seen = std::collections::HashSet::new();
+        for r in list.as_array().cloned().unwrap_or_default() {
+            let (key, item) = if let Some(put) = r
+                .get("PutRequest")
+                .and_then(|p| p.get("Item"))
+                .and_then(Value::as_object)
+            {
+                let item = item_from_json(put).map_err(|e| validation(e.0))?;
+                (table.key_of(&item, true)?, Some(item))
+            } else if let Some(del) = r
+                .get("DeleteRequest")
+                .and_then(|p| p.get("Key"))
+                .and_then(Value::as_object)
+            {
+                let key = item_from_json(del).map_err(|e| validation(e.0))?;
+                (table.key_of(&key, false)?, None)
+            } else {
+                return Err(validation("Supplied AttributeValue has more than one datatypes set, must contain exactly one of the supported datatypes"));
+            };
+            if !seen.insert(key.storage.clone()) {
+                return Err(validation("Provided list of item keys contains duplicates"));
+            }
+            plan.push((table.clone(), key, item));
+        }
+    }
+    for (table, key, item) in plan {
+        table.write(&key, |_| Ok(item))?;
+    }
+    Ok(json!({"UnprocessedItems": {}}))
+}
+
+pub fn handle(
+    op: Operation,
+    ctx: &Ctx<'_>,
+    tables: &Tables,
+    input: &Map<String, Value>,
+) -> Result<Value, ApiError> {
+    match op {
+        Operation::CreateTable => create_table(ctx, tables, input),
+        Operation::DescribeTable => {
+            let name = required(input, "TableName")?;
+            let meta = tables.meta(ctx.region, name)?;
+            let stats = tables.stats(ctx.region, name)?;
+            Ok(json!({"Table": describe(&meta, "ACTIVE", (stats.items, stats.bytes))}))
+        }
+        Operation::ListTables => {
+            let limit = input
+                .get("Limit")
+                .and_then(Value::as_u64)
+                .unwrap_or(100)
+                .clamp(1, 100) as usize;
+            let names = tables.list(
+                ctx.region,
+                text(input, "ExclusiveStartTableName")?,
+                limit + 1,
+            )?;
+            let more = names.len() > limit;
+            let page: Vec<String> = names.into_iter().take(limit).collect();
+            let mut out = json!({"TableNames": page});
+            if more {
+                out["LastEvaluatedTableName"] = json!(page.last());
+            }
+            Ok(out)
+        }
+        Operation::DeleteTable => {
+            let meta = tables.delete(ctx.region, required(input, "TableName")?)?;
+            Ok(json!({"TableDescription": describe(&meta, "DELETING", (0, 0))}))
+        }
+        Operation::UpdateTable => {
+            let name = required(input, "TableName")?;
+            let billing = text(input, "BillingMode")?.map(str::to_owned);
+            let throughput = object(input, "ProvisionedThroughput")?.cloned();
+            let protection = input
+                .get("DeletionProtectionEnabled")
+                .and_then(Value::as_bool);
+            let meta = tables.update_meta(ctx.region, name, |m| {
+                if let Some(b) = &billing {
+                    if b != "PROVISIONED" && b != "PAY_PER_REQUEST" {
+                        return Err(DdbError::validation(format!("Invalid BillingMode {b}")));
+                    }
+                    m.billing_mode = b.clone();
+                    if b == "PAY_PER_REQUEST" {
+                        m.read_capacity = 0;
+                        m.write_capacity = 0;
+                    }
+                }
+                if let Some(t) = &throughput {
+                    if m.billing_mode == "PAY_PER_REQUEST" {
+                        return Err(DdbError::validation("One or more parameter values were invalid: Neither ReadCapacityUnits nor WriteCapacityUnits can be specified when BillingMode is PAY_PER_REQUEST"));
+                    }
+                    m.read_capacity = t.get("ReadCapacityUnits").and_then(Value::as_i64).unwrap_or(m.read_capacity);
+                    m.write_capacity = t.get("WriteCapacityUnits").and_then(Value::as_i64).unwrap_or(m.write_capacity);
+                }
+                if m.billing_mode == "PROVISIONED" && (m.read_capacity < 1 || m.write_capacity < 1) {
+                    return Err(DdbError::validation("One or more parameter values were invalid: ReadCapacityUnits and WriteCapacityUnits must both be specified when BillingMode is PROVISIONED"));
+                }
+                if let Some(p) = protection {
+                    m.deletion_protection = p;
+                }
+                Ok(())
+            })?;
+            let stats = tables.stats(ctx.region, name)?;
+            Ok(json!({"TableDescription": describe(&meta, "ACTIVE", (stats.items, stats.bytes))}))
+        }
+        Operation::DdbTagResource => {
+            let name = table_name_from_arn(ctx, required(input, "ResourceArn")?)?;
+            let new = tags_arg(input)?;
+            tables.update_meta(ctx.region, &name, |m| {
+                for (k, v) in new {
+                    m.tags.retain(|(e, _)| *e != k);
+                    m.tags.push((k, v));
+                }
+                Ok(())
+            })?;
+            Ok(json!({}))
+        }
+        Operation::DdbUntagResource => {
+            let name = table_name_from_arn(ctx, required(input, "ResourceArn")?)?;
+            let keys: Vec<String> = input
+                .get("TagKeys")
+                .and_then(Value::as_array)
+                .map(|a| {
+                    a.iter()
+                        .filter_map(Value::as_str)
+                        .map(str::to_owned)
+                        .collect()
+                })
+                .unwrap_or_default();
+            tables.update_meta(ctx.region, &name, |m| {
+                m.tags.retain(|(k, _)| !keys.contains(k));
+                Ok(())
+            })?;
+            Ok(json!({}))
+        }
+        Operation::ListTagsOfResource => {
+            let name = table_name_from_arn(ctx, required(input, "ResourceArn")?)?;
+            let meta = tables.meta(ctx.region, &name)?;
+            let tags: Vec<Value> = meta
+                .tags
+                .iter()
+                .map(|(k, v)| json!({"Key": k, "Value": v}))
+                .collect();
+            Ok(json!({"Tags": tags}))
+        }
+        Operation::DescribeLimits => Ok(json!({
+            "AccountMaxReadCapacityUnits": 80000, "AccountMaxWriteCapacityUnits": 80000,
+            "TableMaxReadCapacityUnits": 40000, "TableMaxWriteCapacityUnits": 40000
+        })),
+        Operation::DescribeEndpoints => Ok(
+            json!({"Endpoints": [{"Address": format!("dynamodb.{}.amazonaws.com", ctx.region), "CachePeriodInMinutes": 1440}]}),
+        ),
+        Operation::UpdateTimeToLive => {
+            let name = required(input, "TableName")?;
+            let spec = object(input, "TimeToLiveSpecification")?
+                .ok_or_else(|| validation("1 validation error detected: Value null at 'timeToLiveSpecification' failed to satisfy constraint: Member must not be null"))?
+                .clone();
+            let enabled = spec
+                .get("Enabled")
+                .and_then(Value::as_bool)
+                .unwrap_or(false);
+            let attr = spec
+                .get("AttributeName")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned();
+            tables.update_meta(ctx.region, name, |m| {
+                if enabled && m.ttl_attribute.is_some() {
+                    return Err(DdbError::validation("TimeToLive is already enabled"));
+                }
+                if !enabled && m.ttl_attribute.is_none() {
+                    return Err(DdbError::validation("TimeToLive is already disabled"));
+                }
+                m.ttl_attribute = enabled.then(|| attr.clone());
+                Ok(())
+            })?;
+            Ok(json!({"TimeToLiveSpecification": {"Enabled": enabled, "AttributeName": attr}}))
+        }
+        Operation::DescribeTimeToLive => {
+            let meta = tables.meta(ctx.region, required(input, "TableName")?)?;
+            Ok(match meta.ttl_attribute {
+                Some(a) => {
+                    json!({"TimeToLiveDescription": {"TimeToLiveStatus": "ENABLED", "AttributeName": a}})
+                }
+                None => json!({"TimeToLiveDescription": {"TimeToLiveStatus": "DISABLED"}}),
+            })
+        }
+        Operation::PutItem => put_item(ctx, tables, input),
+        Operation::GetItem => get_item(ctx, tables, input),
+        Operation::DeleteItem => delete_item(ctx, tables, input),
+        Operation::UpdateItem => update_item(ctx, tables, input),
+        Operation::Query => read_many(ctx, tables, input, true),
+        Operation::Scan => read_many(ctx, tables, input, false),
+        Operation::BatchGetItem => batch_get(ctx, tables, input),
+        Operation::BatchWriteItem => batch_write(ctx, tables, input),
+        _ => Err(ApiError::new(
+            ErrorKind::UnknownOperation,
+            "Unknown operation exception",
+        )),
+    }
+}

@@ -1,0 +1,761 @@
+//! DynamoDB through `aws-sdk-dynamodb`: tables, items, expressions, reads of
+//! many items with paging, batches, conditional writes under concurrency,
+//! and the encrypted store underneath (no plaintext, per-table corruption).
+
+mod common;
+
+use std::collections::HashMap;
+
+use aws_credential_types::Credentials;
+use aws_sdk_dynamodb::error::ProvideErrorMetadata;
+use aws_sdk_dynamodb::types::{
+    AttributeDefinition, AttributeValue as AV, BillingMode, KeySchemaElement, KeyType,
+    ProvisionedThroughput, ReturnValue, ScalarAttributeType, Select,
+};
+use aws_sdk_dynamodb::Client;
+use common::{Moat, TempDir};
+
+#[path = "common/sdk.rs"]
+mod sdk;
+use sdk::dynamodb_client;
+
+fn code<T, E: ProvideErrorMetadata>(result: Result<T, E>) -> String {
+    match result {
+        Ok(_) => panic!("the call succeeded where an error was expected"),
+        Err(e) => e.code().unwrap_or("<none>").to_owned(),
+    }
+}
+
+fn message<T, E: ProvideErrorMetadata>(result: Result<T, E>) -> String {
+    match result {
+        Ok(_) => panic!("the call succeeded where an error was expected"),
+        Err(e) => e.message().unwrap_or("").to_owned(),
+    }
+}
+
+fn client(moat: &Moat) -> Client {
+    let (id, secret) = moat.root_credentials();
+    dynamodb_client(moat, Credentials::new(id, secret, None, None, "root"))
+}
+
+async fn must_create(db: &Client, name: &str, range: bool) {
+    let mut req = db
+        .create_table()
+        .table_name(name)
+        .attribute_definitions(
+            AttributeDefinition::builder()
+                .attribute_name("pk")
+                .attribute_type(ScalarAttributeType::S)
+                .build()
+                .unwrap(),
+        )
+        .key_schema(
+            KeySchemaElement::builder()
+                .attribute_name("pk")
+                .key_type(KeyType::Hash)
+                .build()
+                .unwrap(),
+        )
+        .billing_mode(BillingMode::PayPerRequest);
+    if range {
+        req = req
+            .attribute_definitions(
+                AttributeDefinition::builder()
+                    .attribute_name("sk")
+                    .attribute_type(ScalarAttributeType::N)
+                    .build()
+                    .unwrap(),
+            )
+            .key_schema(
+                KeySchemaElement::builder()
+                    .attribute_name("sk")
+                    .key_type(KeyType::Range)
+                    .build()
+                    .unwrap(),
+            );
+    }
+    req.send().await.unwrap();
+}
+
+fn s(v: &str) -> AV {
+    AV::S(v.to_owned())
+}
+
+fn n(v: impl ToString) -> AV {
+    AV::N(v.to_string())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tables_items_and_errors() {
+    let dir = TempDir::new("ddb");
+    let moat = Moat::must_start(dir.path());
+    let db = client(&moat);
+    let account = moat.account.clone();
+
+    // Tables.
+    let created = db
+        .create_table()
+        .table_name("orders")
+        .attribute_definitions(
+            AttributeDefinition::builder()
+                .attribute_name("pk")
+                .attribute_type(ScalarAttributeType::S)
+                .build()
+                .unwrap(),
+        )
+        .attribute_definitions(
+            AttributeDefinition::builder()
+                .attribute_name("sk")
+                .attribute_type(ScalarAttributeType::N)
+                .build()
+                .unwrap(),
+        )
+        .key_schema(
+            KeySchemaElement::builder()
+                .attribute_name("pk")
+                .key_type(KeyType::Hash)
+                .build()
+                .unwrap(),
+        )
+        .key_schema(
+            KeySchemaElement::builder()
+                .attribute_name("sk")
+                .key_type(KeyType::Range)
+                .build()
+                .unwrap(),
+        )
+        .provisioned_throughput(
+            ProvisionedThroughput::builder()
+                .read_capacity_units(5)
+                .write_capacity_units(5)
+                .build()
+                .unwrap(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let desc = created.table_description().unwrap();
+    assert_eq!(
+        desc.table_arn(),
+        Some(format!("arn:aws:dynamodb:us-east-1:{account}:table/orders").as_str())
+    );
+    assert_eq!(
+        code(
+            db.create_table()
+                .table_name("orders")
+                .attribute_definitions(
+                    AttributeDefinition::builder()
+                        .attribute_name("pk")
+                        .attribute_type(ScalarAttributeType::S)
+                        .build()
+                        .unwrap()
+                )
+                .key_schema(
+                    KeySchemaElement::builder()
+                        .attribute_name("pk")
+                        .key_type(KeyType::Hash)
+                        .build()
+                        .unwrap()
+                )
+                .billing_mode(BillingMode::PayPerRequest)
+                .send()
+                .await
+        ),
+        "ResourceInUseException"
+    );
+    let active = db
+        .describe_table()
+        .table_name("orders")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        active.table().unwrap().table_status().unwrap().as_str(),
+        "ACTIVE"
+    );
+    assert_eq!(
+        code(db.describe_table().table_name("nope").send().await),
+        "ResourceNotFoundException"
+    );
+    for t in ["tab1", "tab2", "tab3"] {
+        must_create(&db, t, false).await;
+    }
+    let page = db.list_tables().limit(2).send().await.unwrap();
+    assert_eq!(page.table_names().len(), 2);
+    let rest = db
+        .list_tables()
+        .exclusive_start_table_name(page.last_evaluated_table_name().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.table_names().len() + rest.table_names().len(), 4);
+    db.update_table()
+        .table_name("tab1")
+        .deletion_protection_enabled(true)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        code(db.delete_table().table_name("tab1").send().await),
+        "ValidationException"
+    );
+    db.update_table()
+        .table_name("tab1")
+        .deletion_protection_enabled(false)
+        .send()
+        .await
+        .unwrap();
+    db.delete_table().table_name("tab1").send().await.unwrap();
+    assert_eq!(
+        code(db.describe_table().table_name("tab1").send().await),
+        "ResourceNotFoundException"
+    );
+    let arn = format!("arn:aws:dynamodb:us-east-1:{account}:table/orders");
+    db.tag_resource()
+        .resource_arn(&arn)
+        .tags(
+            aws_sdk_dynamodb::types::Tag::builder()
+                .key("team")
+                .value("a")
+                .build()
+                .unwrap(),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        db.list_tags_of_resource()
+            .resource_arn(&arn)
+            .send()
+            .await
+            .unwrap()
+            .tags()
+            .len(),
+        1
+    );
+    db.update_time_to_live()
+        .table_name("orders")
+        .time_to_live_specification(
+            aws_sdk_dynamodb::types::TimeToLiveSpecification::builder()
+                .enabled(true)
+                .attribute_name("expires")
+                .build()
+                .unwrap(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let ttl = db
+        .describe_time_to_live()
+        .table_name("orders")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        ttl.time_to_live_description().unwrap().attribute_name(),
+        Some("expires")
+    );
+    assert!(db.describe_limits().send().await.is_ok());
+
+    // Items.
+    db.put_item()
+        .table_name("orders")
+        .item("pk", s("c1"))
+        .item("sk", n(1))
+        .item("amount", n("10.50"))
+        .item("tags", AV::Ss(vec!["a".into(), "b".into()]))
+        .item(
+            "doc",
+            AV::M(HashMap::from([("city".to_owned(), s("Oslo"))])),
+        )
+        .send()
+        .await
+        .unwrap();
+    let got = db
+        .get_item()
+        .table_name("orders")
+        .key("pk", s("c1"))
+        .key("sk", n(1))
+        .consistent_read(true)
+        .send()
+        .await
+        .unwrap();
+    let item = got.item().unwrap();
+    assert_eq!(
+        item.get("amount"),
+        Some(&n("10.5")),
+        "numbers come back normalised"
+    );
+    let projected = db
+        .get_item()
+        .table_name("orders")
+        .key("pk", s("c1"))
+        .key("sk", n(1))
+        .projection_expression("doc.city, #t")
+        .expression_attribute_names("#t", "amount")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(projected.item().unwrap().len(), 2);
+    let cond = db
+        .put_item()
+        .table_name("orders")
+        .item("pk", s("c1"))
+        .item("sk", n(1))
+        .condition_expression("attribute_not_exists(pk)")
+        .return_values_on_condition_check_failure(
+            aws_sdk_dynamodb::types::ReturnValuesOnConditionCheckFailure::AllOld,
+        )
+        .send()
+        .await;
+    assert_eq!(code(cond), "ConditionalCheckFailedException");
+    let updated = db
+        .update_item()
+        .table_name("orders")
+        .key("pk", s("c1"))
+        .key("sk", n(1))
+        .update_expression("SET amount = amount + :d, memo = :n REMOVE doc ADD tags :t")
+        .expression_attribute_values(":d", n(2))
+        .expression_attribute_values(":n", s("paid"))
+        .expression_attribute_values(":t", AV::Ss(vec!["c".into()]))
+        .return_values(ReturnValue::UpdatedNew)
+        .send()
+        .await
+        .unwrap();
+    let attrs = updated.attributes().unwrap();
+    assert_eq!(attrs.get("amount"), Some(&n("12.5")));
+    assert!(!attrs.contains_key("pk"));
+    assert_eq!(
+        code(
+            db.update_item()
+                .table_name("orders")
+                .key("pk", s("c1"))
+                .key("sk", n(1))
+                .update_expression("SET pk = :x")
+                .expression_attribute_values(":x", s("y"))
+                .send()
+                .await
+        ),
+        "ValidationException"
+    );
+    assert!(message(
+        db.get_item()
+            .table_name("orders")
+            .key("pk", s("c1"))
+            .send()
+            .await
+    )
+    .contains("The provided key element does not match the schema"));
+    assert!(message(
+        db.put_item()
+            .table_name("orders")
+            .item("pk", n(1))
+            .item("sk", n(1))
+            .send()
+            .await
+    )
+    .contains("Type mismatch for key"));
+    assert!(message(
+        db.put_item()
+            .table_name("orders")
+            .item("pk", s("x"))
+            .item("sk", n(1))
+            .condition_expression("a = :unused")
+            .expression_attribute_values(":unused", n(1))
+            .expression_attribute_values(":extra", n(2))
+            .send()
+            .await
+    )
+    .contains("unused"));
+    let big = "x".repeat(401 * 1024);
+    assert_eq!(
+        code(
+            db.put_item()
+                .table_name("orders")
+                .item("pk", s("big"))
+                .item("sk", n(1))
+                .item("v", s(&big))
+                .send()
+                .await
+        ),
+        "ValidationException"
+    );
+    let deleted = db
+        .delete_item()
+        .table_name("orders")
+        .key("pk", s("c1"))
+        .key("sk", n(1))
+        .return_values(ReturnValue::AllOld)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.attributes().unwrap().get("memo"), Some(&s("paid")));
+    assert!(db
+        .get_item()
+        .table_name("orders")
+        .key("pk", s("c1"))
+        .key("sk", n(1))
+        .send()
+        .await
+        .unwrap()
+        .item()
+        .is_none());
+
+    // Query: sort-key conditions, order, Limit paging, filters, COUNT.
+    for i in 0..30 {
+        db.put_item()
+            .table_name("orders")
+            .item("pk", s("q"))
+            .item("sk", n(i))
+            .item("even", AV::Bool(i % 2 == 0))
+            .send()
+            .await
+            .unwrap();
+    }
+    db.put_item()
+        .table_name("orders")
+        .item("pk", s("other"))
+        .item("sk", n(5))
+        .send()
+        .await
+        .unwrap();
+    let q = db
+        .query()
+        .table_name("orders")
+        .key_condition_expression("pk = :p AND sk BETWEEN :a AND :b")
+        .expression_attribute_values(":p", s("q"))
+        .expression_attribute_values(":a", n(10))
+        .expression_attribute_values(":b", n(19))
+        .scan_index_forward(false)
+        .send()
+        .await
+        .unwrap();
+    let sks: Vec<String> = q
+        .items()
+        .iter()
+        .map(|i| i["sk"].as_n().unwrap().clone())
+        .collect();
+    assert_eq!(
+        sks,
+        (10..20).rev().map(|i| i.to_string()).collect::<Vec<_>>()
+    );
+    let mut seen = 0;
+    let mut start = None;
+    loop {
+        let page = db
+            .query()
+            .table_name("orders")
+            .key_condition_expression("pk = :p")
+            .expression_attribute_values(":p", s("q"))
+            .limit(7)
+            .set_exclusive_start_key(start.clone())
+            .send()
+            .await
+            .unwrap();
+        seen += page.items().len();
+        match page.last_evaluated_key() {
+            Some(k) => start = Some(k.clone()),
+            None => break,
+        }
+    }
+    assert_eq!(seen, 30);
+    let filtered = db
+        .query()
+        .table_name("orders")
+        .key_condition_expression("pk = :p")
+        .filter_expression("even = :t")
+        .expression_attribute_values(":p", s("q"))
+        .expression_attribute_values(":t", AV::Bool(true))
+        .select(Select::Count)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!((filtered.count(), filtered.scanned_count()), (15, 30));
+    assert!(message(
+        db.query()
+            .table_name("orders")
+            .key_condition_expression("sk = :p")
+            .expression_attribute_values(":p", n(1))
+            .send()
+            .await
+    )
+    .contains("Query condition missed key schema element"));
+
+    // Batches.
+    db.batch_write_item()
+        .request_items(
+            "tab2",
+            (0..25)
+                .map(|i| {
+                    aws_sdk_dynamodb::types::WriteRequest::builder()
+                        .put_request(
+                            aws_sdk_dynamodb::types::PutRequest::builder()
+                                .item("pk", s(&format!("b{i}")))
+                                .build()
+                                .unwrap(),
+                        )
+                        .build()
+                })
+                .collect(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let keys = aws_sdk_dynamodb::types::KeysAndAttributes::builder()
+        .set_keys(Some(
+            (0..10)
+                .map(|i| HashMap::from([("pk".to_owned(), s(&format!("b{i}")))]))
+                .collect(),
+        ))
+        .build()
+        .unwrap();
+    let got = db
+        .batch_get_item()
+        .request_items("tab2", keys)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(got.responses().unwrap()["tab2"].len(), 10);
+    let dup = aws_sdk_dynamodb::types::WriteRequest::builder()
+        .put_request(
+            aws_sdk_dynamodb::types::PutRequest::builder()
+                .item("pk", s("d"))
+                .build()
+                .unwrap(),
+        )
+        .build();
+    assert_eq!(
+        code(
+            db.batch_write_item()
+                .request_items("tab2", vec![dup.clone(), dup])
+                .send()
+                .await
+        ),
+        "ValidationException"
+    );
+
+    // Scan: 1 MB pages, and parallel segments that cover every item exactly once.
+    let blob = "z".repeat(100 * 1024);
+    for i in 0..25 {
+        db.put_item()
+            .table_name("tab3")
+            .item("pk", s(&format!("s{i}")))
+            .item("v", s(&blob))
+            .send()
+            .await
+            .unwrap();
+    }
+    let mut pages = 0;
+    let mut total = 0;
+    let mut start = None;
+    loop {
+        let page = db
+            .scan()
+            .table_name("tab3")
+            .set_exclusive_start_key(start.clone())
+            .send()
+            .await
+            .unwrap();
+        pages += 1;
+        total += page.items().len();
+        match page.last_evaluated_key() {
+            Some(k) => start = Some(k.clone()),
+            None => break,
+        }
+    }
+    assert_eq!(total, 25);
+    assert!(pages >= 3, "2.5 MB come in 1 MB pages, got {pages}");
+    let mut all = Vec::new();
+    for segment in 0..4 {
+        let mut start = None;
+        loop {
+            let page = db
+                .scan()
+                .table_name("tab3")
+                .segment(segment)
+                .total_segments(4)
+                .projection_expression("pk")
+                .set_exclusive_start_key(start.clone())
+                .send()
+                .await
+                .unwrap();
+            all.extend(page.items().iter().map(|i| i["pk"].as_s().unwrap().clone()));
+            match page.last_evaluated_key() {
+                Some(k) => start = Some(k.clone()),
+                None => break,
+            }
+        }
+    }
+    all.sort();
+    all.dedup();
+    assert_eq!(all.len(), 25);
+
+    let stats = db.describe_table().table_name("tab3").send().await.unwrap();
+    assert_eq!(stats.table().unwrap().item_count(), Some(25));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn conditional_writes_serialise_under_concurrency() {
+    let dir = TempDir::new("ddb-conc");
+    let moat = Moat::must_start(dir.path());
+    let db = client(&moat);
+    must_create(&db, "counters", false).await;
+    db.put_item()
+        .table_name("counters")
+        .item("pk", s("c"))
+        .item("v", n(0))
+        .send()
+        .await
+        .unwrap();
+    let tasks = 12;
+    let mut handles = Vec::new();
+    for _ in 0..tasks {
+        let db = db.clone();
+        handles.push(tokio::spawn(async move {
+            loop {
+                let cur = db
+                    .get_item()
+                    .table_name("counters")
+                    .key("pk", s("c"))
+                    .consistent_read(true)
+                    .send()
+                    .await
+                    .unwrap();
+                let v: i64 = cur.item().unwrap()["v"].as_n().unwrap().parse().unwrap();
+                let r = db
+                    .update_item()
+                    .table_name("counters")
+                    .key("pk", s("c"))
+                    .update_expression("SET v = :new")
+                    .condition_expression("v = :old")
+                    .expression_attribute_values(":new", n(v + 1))
+                    .expression_attribute_values(":old", n(v))
+                    .send()
+                    .await;
+                match r {
+                    Ok(_) => return,
+                    Err(e) if e.code() == Some("ConditionalCheckFailedException") => continue,
+                    Err(e) => panic!("{e:?}"),
+                }
+            }
+        }));
+    }
+    for h in handles {
+        h.await.unwrap();
+    }
+    let fin = db
+        .get_item()
+        .table_name("counters")
+        .key("pk", s("c"))
+        .consistent_read(true)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(fin.item().unwrap()["v"], n(tasks));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn items_are_encrypted_and_a_damaged_table_does_not_stop_the_others() {
+    let dir = TempDir::new("ddb-enc");
+    let mut moat = Moat::must_start(dir.path());
+    let db = client(&moat);
+    must_create(&db, "alpha", true).await;
+    must_create(&db, "beta", false).await;
+    for i in 0..50 {
+        db.put_item()
+            .table_name("alpha")
+            .item("pk", s(&format!("DDBMARKERKEY{i}")))
+            .item("sk", n(i))
+            .item("DDBMARKERATTR", s(&format!("DDBMARKERVALUE{i}")))
+            .send()
+            .await
+            .unwrap();
+    }
+    db.put_item()
+        .table_name("beta")
+        .item("pk", s("fine"))
+        .send()
+        .await
+        .unwrap();
+    drop(db);
+    assert!(moat.must_stop(), "a clean stop");
+    fn files(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
+        for e in std::fs::read_dir(dir).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                files(&p, out)
+            } else {
+                out.push(p)
+            }
+        }
+    }
+    let mut all = Vec::new();
+    files(dir.path(), &mut all);
+    for f in &all {
+        let bytes = std::fs::read(f).unwrap();
+        assert!(
+            !bytes.windows(9).any(|w| w == b"DDBMARKER"),
+            "{} holds a marker",
+            f.display()
+        );
+    }
+    // Damage alpha's data file.
+    let alpha = all
+        .iter()
+        .filter(|p| {
+            p.extension().is_some_and(|e| e == "db") && p.starts_with(dir.path().join("dynamodb"))
+        })
+        .max_by_key(|p| std::fs::metadata(p).unwrap().len())
+        .unwrap()
+        .clone();
+    // One byte in the middle of the file, and of its write-ahead log if it has one.
+    for file in [
+        alpha.clone(),
+        std::path::PathBuf::from(format!("{}-wal", alpha.display())),
+    ] {
+        let Ok(mut bytes) = std::fs::read(&file) else {
+            continue;
+        };
+        if bytes.is_empty() {
+            continue;
+        }
+        let at = bytes.len() / 2;
+        bytes[at] ^= 0x10;
+        std::fs::write(&file, &bytes).unwrap();
+    }
+
+    let moat = Moat::must_start(dir.path());
+    let db = client(&moat);
+    let damaged = db.scan().table_name("alpha").send().await;
+    let err = damaged.expect_err("a damaged table is an error, never wrong data");
+    assert_eq!(err.code(), Some("InternalServerError"), "{err:?}");
+    let beta = db
+        .get_item()
+        .table_name("beta")
+        .key("pk", s("fine"))
+        .send()
+        .await
+        .unwrap();
+    assert!(beta.item().is_some(), "the other table keeps serving");
+}
+
+#[test]
+fn the_readme_walkthrough_with_the_aws_cli() {
+    let dir = TempDir::new("ddb-cli");
+    let moat = Moat::must_start(dir.path());
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/cli/dynamodb-walkthrough.sh"
+    );
+    let out = std::process::Command::new("bash")
+        .arg(script)
+        .arg(&moat.data_dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
