@@ -759,3 +759,68 @@ fn the_readme_walkthrough_with_the_aws_cli() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_table_can_name_a_kms_key() {
+    let dir = TempDir::new("ddb-sse");
+    let moat = Moat::must_start(dir.path());
+    let (id, secret) = moat.root_credentials();
+    let kms = sdk::kms_client(&moat, Credentials::new(id, secret, None, None, "root"));
+    let key = kms.create_key().send().await.unwrap();
+    let key_arn = key.key_metadata().unwrap().arn().unwrap().to_owned();
+    kms.create_alias()
+        .alias_name("alias/tables")
+        .target_key_id(&key_arn)
+        .send()
+        .await
+        .unwrap();
+    let db = client(&moat);
+    let sse = |id: &str| {
+        aws_sdk_dynamodb::types::SseSpecification::builder()
+            .enabled(true)
+            .sse_type(aws_sdk_dynamodb::types::SseType::Kms)
+            .kms_master_key_id(id)
+            .build()
+    };
+    let base = |name: &str| {
+        db.create_table()
+            .table_name(name)
+            .attribute_definitions(
+                AttributeDefinition::builder()
+                    .attribute_name("pk")
+                    .attribute_type(ScalarAttributeType::S)
+                    .build()
+                    .unwrap(),
+            )
+            .key_schema(
+                KeySchemaElement::builder()
+                    .attribute_name("pk")
+                    .key_type(KeyType::Hash)
+                    .build()
+                    .unwrap(),
+            )
+            .billing_mode(BillingMode::PayPerRequest)
+    };
+    base("secure")
+        .sse_specification(sse("alias/tables"))
+        .send()
+        .await
+        .unwrap();
+    let desc = db
+        .describe_table()
+        .table_name("secure")
+        .send()
+        .await
+        .unwrap();
+    let sse_desc = desc.table().unwrap().sse_description().unwrap();
+    assert_eq!(sse_desc.kms_master_key_arn(), Some(key_arn.as_str()));
+    assert_eq!(
+        code(
+            base("insecure")
+                .sse_specification(sse("alias/missing"))
+                .send()
+                .await
+        ),
+        "ValidationException"
+    );
+}
