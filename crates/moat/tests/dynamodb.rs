@@ -824,3 +824,86 @@ async fn a_table_can_name_a_kms_key() {
         "ValidationException"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigkill_under_write_load_loses_no_acknowledged_item() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Mutex};
+    let dir = TempDir::new("ddb-crash");
+    let mut acknowledged: Vec<String> = Vec::new();
+    for cycle in 0..5u64 {
+        let moat = Moat::must_start(dir.path());
+        let db = client(&moat);
+        if cycle == 0 {
+            must_create(&db, "events", false).await;
+        }
+        for pk in &acknowledged {
+            let got = db
+                .get_item()
+                .table_name("events")
+                .key("pk", s(pk))
+                .consistent_read(true)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(
+                got.item().and_then(|i| i.get("v")),
+                Some(&s(pk)),
+                "cycle {cycle}: {pk} lost or torn"
+            );
+        }
+        let done = Arc::new(AtomicBool::new(false));
+        let acked = Arc::new(Mutex::new(Vec::new()));
+        let mut writers = Vec::new();
+        for w in 0..4 {
+            let (db, done, acked) = (db.clone(), done.clone(), acked.clone());
+            writers.push(tokio::spawn(async move {
+                let mut i = 0;
+                while !done.load(Ordering::Relaxed) {
+                    let pk = format!("c{cycle}-w{w}-{i}");
+                    if db
+                        .put_item()
+                        .table_name("events")
+                        .item("pk", s(&pk))
+                        .item("v", s(&pk))
+                        .send()
+                        .await
+                        .is_ok()
+                    {
+                        acked.lock().unwrap().push(pk);
+                    }
+                    i += 1;
+                }
+            }));
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(300 + 150 * cycle)).await;
+        common::signal(moat.pid(), "KILL");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        done.store(true, Ordering::Relaxed);
+        for w in writers {
+            let _ = w.await;
+        }
+        let acked = acked.lock().unwrap().clone();
+        assert!(
+            !acked.is_empty(),
+            "cycle {cycle}: no write was acknowledged"
+        );
+        acknowledged.extend(acked);
+        drop(moat);
+    }
+    let moat = Moat::must_start(dir.path());
+    let db = client(&moat);
+    let count = db
+        .scan()
+        .table_name("events")
+        .select(Select::Count)
+        .send()
+        .await
+        .unwrap()
+        .count();
+    assert!(
+        count as usize >= acknowledged.len(),
+        "{count} items for {} acknowledged writes",
+        acknowledged.len()
+    );
+}
