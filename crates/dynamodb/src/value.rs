@@ -461,6 +461,17 @@ impl AttributeValue {
         }
     }
 
+    /// Refuses a value with more than 32 levels of nested maps and lists
+    /// (as `from_json` does), without recursing further than that.
+    pub fn check_nesting(&self) -> Result<(), ValueError> {
+        if nesting_exceeds(self, MAX_NESTING) {
+            return Err(ValueError(
+                "Nesting Levels have exceeded supported limits".into(),
+            ));
+        }
+        Ok(())
+    }
+
     /// True for the scalar types that may be key attributes (S, N, B).
     pub fn is_key_type(&self) -> bool {
         matches!(
@@ -468,6 +479,16 @@ impl AttributeValue {
             AttributeValue::S(_) | AttributeValue::N(_) | AttributeValue::B(_)
         )
     }
+}
+
+/// True if `v` holds more than `budget` levels of maps and lists.
+fn nesting_exceeds(v: &AttributeValue, budget: usize) -> bool {
+    let mut children: Box<dyn Iterator<Item = &AttributeValue>> = match v {
+        AttributeValue::M(m) => Box::new(m.values()),
+        AttributeValue::L(l) => Box::new(l.iter()),
+        _ => return false,
+    };
+    budget == 0 || children.any(|c| nesting_exceeds(c, budget - 1))
 }
 
 fn number_size(n: &Number) -> usize {

@@ -907,3 +907,144 @@ async fn sigkill_under_write_load_loses_no_acknowledged_item() {
         acknowledged.len()
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn legacy_parameters_still_work() {
+    use aws_sdk_dynamodb::types::{
+        AttributeAction, AttributeValueUpdate, ComparisonOperator, Condition,
+        ExpectedAttributeValue,
+    };
+    let dir = TempDir::new("ddb-legacy");
+    let moat = Moat::must_start(dir.path());
+    let db = client(&moat);
+    must_create(&db, "legacy", true).await;
+    db.put_item()
+        .table_name("legacy")
+        .item("pk", s("a"))
+        .item("sk", n(1))
+        .item("n", n(1))
+        .send()
+        .await
+        .unwrap();
+    let refused = db
+        .put_item()
+        .table_name("legacy")
+        .item("pk", s("a"))
+        .item("sk", n(1))
+        .expected(
+            "pk",
+            ExpectedAttributeValue::builder().exists(false).build(),
+        )
+        .send()
+        .await;
+    assert_eq!(code(refused), "ConditionalCheckFailedException");
+    db.update_item()
+        .table_name("legacy")
+        .key("pk", s("a"))
+        .key("sk", n(1))
+        .attribute_updates(
+            "n",
+            AttributeValueUpdate::builder()
+                .action(AttributeAction::Add)
+                .value(n(41))
+                .build(),
+        )
+        .attribute_updates(
+            "label",
+            AttributeValueUpdate::builder()
+                .action(AttributeAction::Put)
+                .value(s("x"))
+                .build(),
+        )
+        .expected(
+            "n",
+            ExpectedAttributeValue::builder()
+                .comparison_operator(ComparisonOperator::Eq)
+                .attribute_value_list(n(1))
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let got = db
+        .get_item()
+        .table_name("legacy")
+        .key("pk", s("a"))
+        .key("sk", n(1))
+        .attributes_to_get("n")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(got.item().unwrap().get("n"), Some(&n(42)));
+    assert_eq!(got.item().unwrap().len(), 1);
+    for i in 2..10 {
+        db.put_item()
+            .table_name("legacy")
+            .item("pk", s("a"))
+            .item("sk", n(i))
+            .item("n", n(i))
+            .send()
+            .await
+            .unwrap();
+    }
+    let q = db
+        .query()
+        .table_name("legacy")
+        .key_conditions(
+            "sk",
+            Condition::builder()
+                .comparison_operator(ComparisonOperator::Ge)
+                .attribute_value_list(n(5))
+                .build()
+                .unwrap(),
+        )
+        .key_conditions(
+            "pk",
+            Condition::builder()
+                .comparison_operator(ComparisonOperator::Eq)
+                .attribute_value_list(s("a"))
+                .build()
+                .unwrap(),
+        )
+        .query_filter(
+            "n",
+            Condition::builder()
+                .comparison_operator(ComparisonOperator::Lt)
+                .attribute_value_list(n(8))
+                .build()
+                .unwrap(),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!((q.count(), q.scanned_count()), (3, 5));
+    let scanned = db
+        .scan()
+        .table_name("legacy")
+        .scan_filter(
+            "n",
+            Condition::builder()
+                .comparison_operator(ComparisonOperator::Between)
+                .attribute_value_list(n(3))
+                .attribute_value_list(n(4))
+                .build()
+                .unwrap(),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(scanned.count(), 2);
+    let mixed = db
+        .put_item()
+        .table_name("legacy")
+        .item("pk", s("b"))
+        .item("sk", n(1))
+        .expected(
+            "pk",
+            ExpectedAttributeValue::builder().exists(false).build(),
+        )
+        .condition_expression("attribute_not_exists(pk)")
+        .send()
+        .await;
+    assert!(message(mixed).contains("Can not use both expression and non-expression parameters"));
+}

@@ -81,7 +81,12 @@ impl<'a> Parser<'a> {
         } else {
             cur.start
         };
-        let end = self.toks.get(self.pos + 1).map_or(cur.end, |t| t.end);
+        // Up to the end of the next real token (never trailing blanks).
+        let last = (0..=self.pos + 1)
+            .rev()
+            .filter_map(|i| self.toks.get(i))
+            .find(|t| t.tok != Tok::Eof);
+        let end = last.map_or(start, |t| t.end).max(start);
         self.err(&format!(
             "Syntax error; token: \"{token}\", near: \"{}\"",
             &self.src[start..end]

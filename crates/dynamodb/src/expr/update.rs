@@ -240,8 +240,14 @@ impl Update {
                 Write::Remove => remove(&mut work, path)?,
             }
         }
+        let names = self.top_level_names();
+        for name in &names {
+            if let Some(v) = work.get(name) {
+                v.check_nesting().map_err(value_error)?;
+            }
+        }
         *item = work;
-        Ok(self.top_level_names())
+        Ok(names)
     }
 
     /// Top-level attribute names the update touches, in expression order.

@@ -15,6 +15,7 @@ use moat_iam::AuthzRequest;
 use moat_policy::Decision;
 use serde_json::{json, Map, Value};
 
+use super::dynamodb_legacy as legacy;
 use super::Ctx;
 use crate::error::{ApiError, ErrorKind};
 use crate::services::Operation;
@@ -36,6 +37,47 @@ impl From<DdbError> for ApiError {
 
 fn validation(message: impl Into<String>) -> ApiError {
     DdbError::validation(message).into()
+}
+
+pub(crate) fn validation_error(message: impl Into<String>) -> ApiError {
+    validation(message)
+}
+
+const EXPRESSION_PARAMS: &[&str] = &[
+    "ConditionExpression",
+    "UpdateExpression",
+    "ProjectionExpression",
+    "KeyConditionExpression",
+    "FilterExpression",
+    "ExpressionAttributeNames",
+    "ExpressionAttributeValues",
+];
+
+/// A condition from its expression parameter, or from the legacy one.
+fn condition_or_legacy(
+    input: &Map<String, Value>,
+    ph: &Placeholders,
+    expression: &str,
+    legacy: &str,
+    filter: bool,
+) -> Result<Option<Condition>, ApiError> {
+    if let Some(t) = legacy::expected(input, legacy)? {
+        let parse = if filter {
+            moat_dynamodb::expr::parse_filter
+        } else {
+            parse_condition
+        };
+        return parse(&t.expression, &t.placeholders)
+            .map(Some)
+            .map_err(expr_err);
+    }
+    match text(input, expression)? {
+        Some(e) if filter => moat_dynamodb::expr::parse_filter(e, ph)
+            .map(Some)
+            .map_err(expr_err),
+        Some(e) => parse_condition(e, ph).map(Some).map_err(expr_err),
+        None => Ok(None),
+    }
 }
 
 fn text<'a>(input: &'a Map<String, Value>, name: &str) -> Result<Option<&'a str>, ApiError> {
@@ -402,17 +444,6 @@ fn consumed(input: &Map<String, Value>, table: &str, units: f64) -> Option<Value
     }
 }
 
-fn condition_arg(
-    input: &Map<String, Value>,
-    ph: &Placeholders,
-    name: &str,
-) -> Result<Option<Condition>, ApiError> {
-    match text(input, name)? {
-        Some(e) => parse_condition(e, ph).map(Some).map_err(expr_err),
-        None => Ok(None),
-    }
-}
-
 fn projection_arg(
     input: &Map<String, Value>,
     ph: &Placeholders,
@@ -464,8 +495,13 @@ fn put_item(ctx: &Ctx<'_>, tables: &Tables, input: &Map<String, Value>) -> Resul
     let table = tables.table(ctx.region, name)?;
     let item = item_arg(input, "Item")?;
     let key = table.key_of(&item, true)?;
+    legacy::check_not_mixed(
+        input,
+        &["Expected", "ConditionalOperator"],
+        EXPRESSION_PARAMS,
+    )?;
     let ph = placeholders(input)?;
-    let condition = condition_arg(input, &ph, "ConditionExpression")?;
+    let condition = condition_or_legacy(input, &ph, "ConditionExpression", "Expected", false)?;
     ph.check_all_used().map_err(expr_err)?;
     let return_values = text(input, "ReturnValues")?.unwrap_or("NONE");
     if !matches!(return_values, "NONE" | "ALL_OLD") {
@@ -512,6 +548,7 @@ fn get_item(ctx: &Ctx<'_>, tables: &Tables, input: &Map<String, Value>) -> Resul
     let name = required(input, "TableName")?;
     let table = tables.table(ctx.region, name)?;
     let key = table.key_of(&item_arg(input, "Key")?, false)?;
+    legacy::check_not_mixed(input, &["AttributesToGet"], EXPRESSION_PARAMS)?;
     let ph = placeholders(input)?;
     let projection = projection_arg(input, &ph)?;
     ph.check_all_used().map_err(expr_err)?;
@@ -543,8 +580,13 @@ fn delete_item(
     let name = required(input, "TableName")?;
     let table = tables.table(ctx.region, name)?;
     let key = table.key_of(&item_arg(input, "Key")?, false)?;
+    legacy::check_not_mixed(
+        input,
+        &["Expected", "ConditionalOperator"],
+        EXPRESSION_PARAMS,
+    )?;
     let ph = placeholders(input)?;
-    let condition = condition_arg(input, &ph, "ConditionExpression")?;
+    let condition = condition_or_legacy(input, &ph, "ConditionExpression", "Expected", false)?;
     ph.check_all_used().map_err(expr_err)?;
     let return_values = text(input, "ReturnValues")?.unwrap_or("NONE");
     if !matches!(return_values, "NONE" | "ALL_OLD") {
@@ -586,12 +628,21 @@ fn update_item(
     let table = tables.table(ctx.region, name)?;
     let key_item = item_arg(input, "Key")?;
     let key = table.key_of(&key_item, false)?;
+    legacy::check_not_mixed(
+        input,
+        &["Expected", "ConditionalOperator", "AttributeUpdates"],
+        EXPRESSION_PARAMS,
+    )?;
     let ph = placeholders(input)?;
-    let update = match text(input, "UpdateExpression")? {
-        Some(e) => Some(parse_update(e, &ph).map_err(expr_err)?),
-        None => None,
+    let update = match (
+        text(input, "UpdateExpression")?,
+        legacy::attribute_updates(input)?,
+    ) {
+        (Some(e), _) => Some(parse_update(e, &ph).map_err(expr_err)?),
+        (None, Some(t)) => Some(parse_update(&t.expression, &t.placeholders).map_err(expr_err)?),
+        (None, None) => None,
     };
-    let condition = condition_arg(input, &ph, "ConditionExpression")?;
+    let condition = condition_or_legacy(input, &ph, "ConditionExpression", "Expected", false)?;
     ph.check_all_used().map_err(expr_err)?;
     if let Some(u) = &update {
         for n in u.top_level_names() {
@@ -687,18 +738,32 @@ fn read_many(
 ) -> Result<Value, ApiError> {
     let name = required(input, "TableName")?;
     let table = tables.table(ctx.region, name)?;
+    let legacy_filter = if query { "QueryFilter" } else { "ScanFilter" };
+    legacy::check_not_mixed(
+        input,
+        &[
+            "KeyConditions",
+            legacy_filter,
+            "ConditionalOperator",
+            "AttributesToGet",
+        ],
+        EXPRESSION_PARAMS,
+    )?;
     let ph = placeholders(input)?;
     let key_condition = if query {
-        let text = text(input, "KeyConditionExpression")?
-            .ok_or_else(|| validation("Either the KeyConditions or KeyConditionExpression parameter must be specified in the request."))?;
-        Some(parse_key_condition(text, &ph).map_err(expr_err)?)
+        match (text(input, "KeyConditionExpression")?, legacy::key_conditions(input, &table.meta.hash.name)?) {
+            (Some(e), _) => Some(parse_key_condition(e, &ph).map_err(expr_err)?),
+            (None, Some(t)) => Some(parse_key_condition(&t.expression, &t.placeholders).map_err(expr_err)?),
+            (None, None) => {
+                return Err(validation(
+                    "Either the KeyConditions or KeyConditionExpression parameter must be specified in the request.",
+                ))
+            }
+        }
     } else {
         None
     };
-    let filter = match text(input, "FilterExpression")? {
-        Some(e) => Some(moat_dynamodb::expr::parse_filter(e, &ph).map_err(expr_err)?),
-        None => None,
-    };
+    let filter = condition_or_legacy(input, &ph, "FilterExpression", legacy_filter, true)?;
     let projection = projection_arg(input, &ph)?;
     ph.check_all_used().map_err(expr_err)?;
     let select = text(input, "Select")?.unwrap_or("ALL_ATTRIBUTES");

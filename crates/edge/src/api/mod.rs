@@ -2,6 +2,7 @@
 //! service crate, and encoding its answer as AWS's XML.
 
 pub mod dynamodb;
+mod dynamodb_legacy;
 pub mod iam;
 pub mod kms;
 pub mod sts;
