@@ -689,7 +689,35 @@ fn expression_text() -> impl Strategy<Value = String> {
     ]
 }
 
+/// Valid conditions from the table with their truth, combined with NOT,
+/// AND, OR and parentheses (operands parenthesised, so the truth of the whole
+/// is known).
+fn combined_condition() -> impl Strategy<Value = (String, bool)> {
+    let valid: Vec<(String, bool)> = CONDITIONS
+        .iter()
+        .filter(|(_, want)| want.len() == 1)
+        .map(|(text, want)| (text.to_string(), *want == "T"))
+        .collect();
+    prop::sample::select(valid).prop_recursive(4, 16, 3, |inner| {
+        prop_oneof![
+            inner.clone().prop_map(|(c, v)| (format!("NOT ({c})"), !v)),
+            inner.clone().prop_map(|(c, v)| (format!("({c})"), v)),
+            (inner.clone(), inner.clone())
+                .prop_map(|((a, x), (b, y))| (format!("({a}) AND ({b})"), x && y)),
+            (inner.clone(), inner).prop_map(|((a, x), (b, y))| (format!("({a}) or ({b})"), x || y)),
+        ]
+    })
+}
+
 proptest! {
+    #[test]
+    fn combined_conditions_evaluate_as_their_parts((text, want) in combined_condition()) {
+        let ph = placeholders();
+        let c = parse_condition(&text, &ph);
+        prop_assert!(c.is_ok(), "{}: {:?}", text, c);
+        prop_assert_eq!(c.unwrap().eval(&sample()), Ok(want), "{}", text);
+    }
+
     #[test]
     fn parsers_never_panic(text in expression_text()) {
         let ph = placeholders();

@@ -1048,3 +1048,37 @@ async fn legacy_parameters_still_work() {
         .await;
     assert!(message(mixed).contains("Can not use both expression and non-expression parameters"));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn expired_items_are_removed_in_the_background() {
+    let dir = TempDir::new("ddb-ttl");
+    let mut moat = Moat::must_start(dir.path());
+    let db = client(&moat);
+    must_create(&db, "sessions", false).await;
+    db.update_time_to_live()
+        .table_name("sessions")
+        .time_to_live_specification(aws_sdk_dynamodb::types::TimeToLiveSpecification::builder().enabled(true).attribute_name("expires").build().unwrap())
+        .send()
+        .await
+        .unwrap();
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    db.put_item().table_name("sessions").item("pk", s("old")).item("expires", n(now - 60)).send().await.unwrap();
+    db.put_item().table_name("sessions").item("pk", s("new")).item("expires", n(now + 3600)).send().await.unwrap();
+    db.put_item().table_name("sessions").item("pk", s("none")).send().await.unwrap();
+    drop(db);
+    assert!(moat.must_stop());
+    // The sweeper runs at start, then every minute.
+    let moat = Moat::must_start(dir.path());
+    let db = client(&moat);
+    let mut left = Vec::new();
+    for _ in 0..50 {
+        let scan = db.scan().table_name("sessions").send().await.unwrap();
+        left = scan.items().iter().map(|i| i["pk"].as_s().unwrap().clone()).collect::<Vec<_>>();
+        if left.len() == 2 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    left.sort();
+    assert_eq!(left, ["new", "none"]);
+}
