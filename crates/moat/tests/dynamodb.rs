@@ -1057,14 +1057,40 @@ async fn expired_items_are_removed_in_the_background() {
     must_create(&db, "sessions", false).await;
     db.update_time_to_live()
         .table_name("sessions")
-        .time_to_live_specification(aws_sdk_dynamodb::types::TimeToLiveSpecification::builder().enabled(true).attribute_name("expires").build().unwrap())
+        .time_to_live_specification(
+            aws_sdk_dynamodb::types::TimeToLiveSpecification::builder()
+                .enabled(true)
+                .attribute_name("expires")
+                .build()
+                .unwrap(),
+        )
         .send()
         .await
         .unwrap();
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
-    db.put_item().table_name("sessions").item("pk", s("old")).item("expires", n(now - 60)).send().await.unwrap();
-    db.put_item().table_name("sessions").item("pk", s("new")).item("expires", n(now + 3600)).send().await.unwrap();
-    db.put_item().table_name("sessions").item("pk", s("none")).send().await.unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    db.put_item()
+        .table_name("sessions")
+        .item("pk", s("old"))
+        .item("expires", n(now - 60))
+        .send()
+        .await
+        .unwrap();
+    db.put_item()
+        .table_name("sessions")
+        .item("pk", s("new"))
+        .item("expires", n(now + 3600))
+        .send()
+        .await
+        .unwrap();
+    db.put_item()
+        .table_name("sessions")
+        .item("pk", s("none"))
+        .send()
+        .await
+        .unwrap();
     drop(db);
     assert!(moat.must_stop());
     // The sweeper runs at start, then every minute.
@@ -1073,7 +1099,11 @@ async fn expired_items_are_removed_in_the_background() {
     let mut left = Vec::new();
     for _ in 0..50 {
         let scan = db.scan().table_name("sessions").send().await.unwrap();
-        left = scan.items().iter().map(|i| i["pk"].as_s().unwrap().clone()).collect::<Vec<_>>();
+        left = scan
+            .items()
+            .iter()
+            .map(|i| i["pk"].as_s().unwrap().clone())
+            .collect::<Vec<_>>();
         if left.len() == 2 {
             break;
         }

@@ -752,8 +752,12 @@ fn read_many(
     let ph = placeholders(input)?;
     let key_condition = if query {
         match (text(input, "KeyConditionExpression")?, legacy::key_conditions(input, &table.meta.hash.name)?) {
-            (Some(e), _) => Some(parse_key_condition(e, &ph).map_err(expr_err)?),
-            (None, Some(t)) => Some(parse_key_condition(&t.expression, &t.placeholders).map_err(expr_err)?),
+            (Some(e), _) => Some(parse_key_condition(e, &ph).map_err(expr_err)?.for_schema(&table.meta.hash.name)),
+            (None, Some(t)) => Some(
+                parse_key_condition(&t.expression, &t.placeholders)
+                    .map_err(expr_err)?
+                    .for_schema(&table.meta.hash.name),
+            ),
             (None, None) => {
                 return Err(validation(
                     "Either the KeyConditions or KeyConditionExpression parameter must be specified in the request.",
