@@ -783,7 +783,7 @@ fn read_many(
         .and_then(Value::as_bool)
         .unwrap_or(true);
     let (segment, total_segments) = match (input.get("Segment").and_then(Value::as_u64), input.get("TotalSegments").and_then(Value::as_u64)) {
-        (Some(s), Some(t)) if t >= 1 && t <= 1_000_000 && s < t => (s, t),
+        (Some(s), Some(t)) if (1..=1_000_000).contains(&t) && s < t => (s, t),
         (None, None) => (0, 1),
         _ => return Err(validation("The Segment parameter is required but was not present in the request when parameter TotalSegments is present")),
     };
