@@ -256,6 +256,53 @@ async fn tables_items_and_errors() {
         Some("expires")
     );
     assert!(db.describe_limits().send().await.is_ok());
+    assert!(!db
+        .describe_endpoints()
+        .send()
+        .await
+        .unwrap()
+        .endpoints()
+        .is_empty());
+    db.update_table()
+        .table_name("tab2")
+        .billing_mode(BillingMode::Provisioned)
+        .provisioned_throughput(
+            ProvisionedThroughput::builder()
+                .read_capacity_units(3)
+                .write_capacity_units(4)
+                .build()
+                .unwrap(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let switched = db.describe_table().table_name("tab2").send().await.unwrap();
+    assert_eq!(
+        switched
+            .table()
+            .unwrap()
+            .provisioned_throughput()
+            .unwrap()
+            .write_capacity_units(),
+        Some(4)
+    );
+    assert_eq!(
+        switched
+            .table()
+            .unwrap()
+            .billing_mode_summary()
+            .unwrap()
+            .billing_mode()
+            .unwrap()
+            .as_str(),
+        "PROVISIONED"
+    );
+    db.update_table()
+        .table_name("tab2")
+        .billing_mode(BillingMode::PayPerRequest)
+        .send()
+        .await
+        .unwrap();
 
     // Items.
     db.put_item()
@@ -277,9 +324,15 @@ async fn tables_items_and_errors() {
         .key("pk", s("c1"))
         .key("sk", n(1))
         .consistent_read(true)
+        .return_consumed_capacity(aws_sdk_dynamodb::types::ReturnConsumedCapacity::Total)
         .send()
         .await
         .unwrap();
+    assert_eq!(
+        got.consumed_capacity().unwrap().capacity_units(),
+        Some(1.0),
+        "a strongly consistent read of less than 4 KB"
+    );
     let item = got.item().unwrap();
     assert_eq!(
         item.get("amount"),
@@ -1111,4 +1164,47 @@ async fn expired_items_are_removed_in_the_background() {
     }
     left.sort();
     assert_eq!(left, ["new", "none"]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn batch_get_hands_back_what_does_not_fit_in_16_mb() {
+    let dir = TempDir::new("ddb-batch");
+    let moat = Moat::must_start(dir.path());
+    let db = client(&moat);
+    must_create(&db, "large", false).await;
+    let blob = "y".repeat(390 * 1024);
+    for i in 0..50 {
+        db.put_item()
+            .table_name("large")
+            .item("pk", s(&format!("k{i}")))
+            .item("v", s(&blob))
+            .send()
+            .await
+            .unwrap();
+    }
+    let keys = aws_sdk_dynamodb::types::KeysAndAttributes::builder()
+        .set_keys(Some(
+            (0..50)
+                .map(|i| HashMap::from([("pk".to_owned(), s(&format!("k{i}")))]))
+                .collect(),
+        ))
+        .build()
+        .unwrap();
+    let first = db
+        .batch_get_item()
+        .request_items("large", keys)
+        .send()
+        .await
+        .unwrap();
+    let got = first.responses().unwrap()["large"].len();
+    let left = first.unprocessed_keys().unwrap()["large"].keys().len();
+    assert!(got < 50 && got > 30, "about 16 MB of 390 KB items: {got}");
+    assert_eq!(got + left, 50);
+    let second = db
+        .batch_get_item()
+        .set_request_items(first.unprocessed_keys().cloned())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(second.responses().unwrap()["large"].len(), left);
 }

@@ -23,6 +23,9 @@ use crate::services::Operation;
 /// A query or scan page holds at most this much data, as in DynamoDB.
 const PAGE_BYTES: usize = 1024 * 1024;
 
+/// A `BatchGetItem` answer holds at most this much, as in DynamoDB.
+const BATCH_GET_BYTES: usize = 16 * 1024 * 1024;
+
 impl From<DdbError> for ApiError {
     fn from(e: DdbError) -> ApiError {
         ApiError::new(
@@ -977,7 +980,8 @@ fn batch_get(
     for name in requests.keys() {
         authorize_table(ctx, "dynamodb:BatchGetItem", name)?;
     }
-    let mut responses = Map::new();
+    // Keys are checked first: a malformed batch changes nothing and reads nothing.
+    let mut plan = Vec::new();
     for (name, request) in requests {
         let request = request.as_object().ok_or_else(|| {
             ApiError::new(
@@ -990,7 +994,7 @@ fn batch_get(
         let projection = projection_arg(request, &ph)?;
         ph.check_all_used().map_err(expr_err)?;
         let mut seen = std::collections::HashSet::new();
-        let mut found = Vec::new();
+        let mut keys = Vec::new();
         for k in request
             .get("Keys")
             .and_then(Value::as_array)
@@ -1004,7 +1008,24 @@ fn batch_get(
             if !seen.insert(key.storage.clone()) {
                 return Err(validation("Provided list of item keys contains duplicates"));
             }
+            keys.push((k.clone(), key));
+        }
+        plan.push((name.clone(), request.clone(), table, projection, keys));
+    }
+    // A response holds at most 16 MB; the rest is handed back as UnprocessedKeys.
+    let mut responses = Map::new();
+    let mut unprocessed = Map::new();
+    let mut bytes = 0usize;
+    for (name, request, table, projection, keys) in plan {
+        let mut found = Vec::new();
+        let mut left = Vec::new();
+        for (raw, key) in keys {
+            if bytes >= BATCH_GET_BYTES {
+                left.push(raw);
+                continue;
+            }
             if let Some(item) = table.get(&key)? {
+                bytes += item_size(&item);
                 found.push(item_to_json(&match &projection {
                     Some(p) => p.apply(&item),
                     None => item,
@@ -1012,8 +1033,13 @@ fn batch_get(
             }
         }
         responses.insert(name.clone(), Value::Array(found));
+        if !left.is_empty() {
+            let mut rest = request;
+            rest.insert("Keys".into(), Value::Array(left));
+            unprocessed.insert(name, Value::Object(rest));
+        }
     }
-    Ok(json!({"Responses": responses, "UnprocessedKeys": {}}))
+    Ok(json!({"Responses": responses, "UnprocessedKeys": unprocessed}))
 }
 
 fn batch_write(
