@@ -387,12 +387,22 @@ impl Edge {
             (operation.authorization(), caller.as_ref())
         {
             let resource = trail.resource.clone().unwrap_or_else(|| "*".to_owned());
+            let mut request_keys = keys.clone();
+            if service == Service::DynamoDb {
+                api::dynamodb::add_condition_keys(
+                    operation,
+                    &ctx,
+                    &self.tables,
+                    &json_input,
+                    &mut request_keys,
+                );
+            }
             let evaluation = self.iam.authorize(
                 caller,
                 AuthzRequest {
                     action,
                     resource: &resource,
-                    keys: keys.clone(),
+                    keys: request_keys,
                 },
             );
             trail.decided_by = evaluation.deciding.as_ref().map(|d| match &d.sid {

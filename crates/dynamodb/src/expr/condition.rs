@@ -25,6 +25,51 @@ impl Condition {
     pub fn eval(&self, item: &Item) -> Result<bool, ExprError> {
         Ok(self.root.eval(item))
     }
+
+    /// The top-level attribute names the condition reads (for the
+    /// `dynamodb:Attributes` condition key), in order, without repeats.
+    pub fn top_level_names(&self) -> Vec<String> {
+        fn operand(o: &Operand, out: &mut Vec<String>) {
+            match o {
+                Operand::Path(p) | Operand::Size(p) => path(p, out),
+                Operand::Value(_) => {}
+            }
+        }
+        fn path(p: &Path, out: &mut Vec<String>) {
+            let name = p.top_level().to_owned();
+            if !out.contains(&name) {
+                out.push(name);
+            }
+        }
+        // An explicit stack: conditions may nest deeply.
+        let mut out = Vec::new();
+        let mut stack = vec![&self.root];
+        while let Some(c) = stack.pop() {
+            match c {
+                Cond::Cmp(_, a, b) | Cond::BeginsWith(a, b) | Cond::Contains(a, b) => {
+                    operand(a, &mut out);
+                    operand(b, &mut out);
+                }
+                Cond::Between(a, b, c) => {
+                    operand(a, &mut out);
+                    operand(b, &mut out);
+                    operand(c, &mut out);
+                }
+                Cond::In(a, list) => {
+                    operand(a, &mut out);
+                    list.iter().for_each(|o| operand(o, &mut out));
+                }
+                Cond::Exists(p) | Cond::NotExists(p) => path(p, &mut out),
+                Cond::Type(p, o) => {
+                    path(p, &mut out);
+                    operand(o, &mut out);
+                }
+                Cond::Not(inner) => stack.push(inner),
+                Cond::And(list) | Cond::Or(list) => stack.extend(list.iter()),
+            }
+        }
+        out
+    }
 }
 
 #[derive(Debug, Clone)]

@@ -12,7 +12,7 @@ use moat_dynamodb::value::{
     item_from_json, item_size, item_to_json, key_bytes, AttributeValue, Item,
 };
 use moat_iam::AuthzRequest;
-use moat_policy::Decision;
+use moat_policy::{ContextKeys, Decision};
 use serde_json::{json, Map, Value};
 
 use super::dynamodb_legacy as legacy;
@@ -933,7 +933,12 @@ fn read_many(
     Ok(out)
 }
 
-fn authorize_table(ctx: &Ctx<'_>, action: &str, table: &str) -> Result<(), ApiError> {
+fn authorize_table(
+    ctx: &Ctx<'_>,
+    action: &str,
+    table: &str,
+    keys: ContextKeys,
+) -> Result<(), ApiError> {
     let Some(caller) = ctx.caller else {
         return Err(ApiError::missing_authentication());
     };
@@ -943,7 +948,7 @@ fn authorize_table(ctx: &Ctx<'_>, action: &str, table: &str) -> Result<(), ApiEr
         AuthzRequest {
             action,
             resource: &resource,
-            keys: ctx.keys.clone(),
+            keys,
         },
     );
     if evaluation.decision != Decision::Allow {
@@ -977,8 +982,9 @@ fn batch_get(
         ));
     }
     // A batch is refused whole if any table is not allowed, as in AWS.
-    for name in requests.keys() {
-        authorize_table(ctx, "dynamodb:BatchGetItem", name)?;
+    for (name, request) in requests {
+        let keys = batch_keys(ctx, tables, name, request, false);
+        authorize_table(ctx, "dynamodb:BatchGetItem", name, keys)?;
     }
     // Keys are checked first: a malformed batch changes nothing and reads nothing.
     let mut plan = Vec::new();
@@ -1056,8 +1062,9 @@ fn batch_write(
     if total == 0 || total > 25 {
         return Err(validation("1 validation error detected: Value at 'requestItems' failed to satisfy constraint: Map value must satisfy constraint: [Member must have length less than or equal to 25, Member must have length greater than or equal to 1]"));
     }
-    for name in requests.keys() {
-        authorize_table(ctx, "dynamodb:BatchWriteItem", name)?;
+    for (name, request) in requests {
+        let keys = batch_keys(ctx, tables, name, request, true);
+        authorize_table(ctx, "dynamodb:BatchWriteItem", name, keys)?;
     }
     // Validate everything first: a bad request changes nothing.
     let mut plan: Vec<(
@@ -1266,4 +1273,251 @@ pub fn handle(
             "Unknown operation exception",
         )),
     }
+}
+
+/// How a key value appears in `dynamodb:LeadingKeys`.
+fn key_text(v: &AttributeValue) -> Option<String> {
+    match v {
+        AttributeValue::S(s) => Some(s.clone()),
+        AttributeValue::N(n) => Some(n.to_string()),
+        AttributeValue::B(b) => Some(crate::codec::base64_encode(b)),
+        _ => None,
+    }
+}
+
+/// The DynamoDB condition keys of one table's part of a request.
+#[derive(Default)]
+struct RequestKeys {
+    leading: Vec<String>,
+    attributes: Vec<String>,
+    select: Option<String>,
+}
+
+impl RequestKeys {
+    fn attribute(&mut self, name: &str) {
+        if !self.attributes.iter().any(|a| a == name) {
+            self.attributes.push(name.to_owned());
+        }
+    }
+
+    fn leading_of(&mut self, meta: &TableMeta, item: Option<&Map<String, Value>>) {
+        let value = item
+            .and_then(|m| m.get(&meta.hash.name))
+            .and_then(|v| AttributeValue::from_json(v).ok())
+            .and_then(|v| key_text(&v));
+        if let Some(v) = value {
+            if !self.leading.contains(&v) {
+                self.leading.push(v);
+            }
+        }
+    }
+
+    fn names_of(&mut self, item: Option<&Map<String, Value>>) {
+        for name in item.into_iter().flat_map(|m| m.keys()) {
+            self.attribute(name);
+        }
+    }
+
+    /// The attributes named by a request's expressions (and legacy parameters).
+    fn expressions(&mut self, input: &Map<String, Value>) {
+        let Ok(ph) = placeholders(input) else { return };
+        for param in ["ConditionExpression", "FilterExpression"] {
+            if let Some(Ok(c)) = text(input, param)
+                .ok()
+                .flatten()
+                .map(|e| parse_condition(e, &ph))
+            {
+                c.top_level_names().iter().for_each(|n| self.attribute(n));
+            }
+        }
+        if let Some(Ok(u)) = text(input, "UpdateExpression")
+            .ok()
+            .flatten()
+            .map(|e| parse_update(e, &ph))
+        {
+            u.top_level_names().iter().for_each(|n| self.attribute(n));
+        }
+        if let Some(Ok(p)) = text(input, "ProjectionExpression")
+            .ok()
+            .flatten()
+            .map(|e| parse_projection(e, &ph))
+        {
+            p.top_level_names().iter().for_each(|n| self.attribute(n));
+        }
+        if let Some(Ok(k)) = text(input, "KeyConditionExpression")
+            .ok()
+            .flatten()
+            .map(|e| parse_key_condition(e, &ph))
+        {
+            self.attribute(&k.partition_name);
+            if let Some((name, _)) = &k.sort {
+                self.attribute(name);
+            }
+        }
+        for legacy in ["AttributesToGet"] {
+            for name in input
+                .get(legacy)
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+            {
+                self.attribute(name);
+            }
+        }
+        for legacy in [
+            "Expected",
+            "AttributeUpdates",
+            "KeyConditions",
+            "QueryFilter",
+            "ScanFilter",
+        ] {
+            for name in input
+                .get(legacy)
+                .and_then(Value::as_object)
+                .into_iter()
+                .flat_map(|m| m.keys())
+            {
+                self.attribute(name);
+            }
+        }
+    }
+
+    fn select_of(&mut self, input: &Map<String, Value>) {
+        let specific =
+            input.contains_key("ProjectionExpression") || input.contains_key("AttributesToGet");
+        self.select = Some(match input.get("Select").and_then(Value::as_str) {
+            Some(s) => s.to_owned(),
+            None if specific => "SPECIFIC_ATTRIBUTES".to_owned(),
+            None => "ALL_ATTRIBUTES".to_owned(),
+        });
+    }
+
+    fn apply(self, input: &Map<String, Value>, keys: &mut ContextKeys) {
+        if !self.leading.is_empty() {
+            keys.set_multi("dynamodb:LeadingKeys", self.leading);
+        }
+        if !self.attributes.is_empty() {
+            keys.set_multi("dynamodb:Attributes", self.attributes);
+        }
+        if let Some(s) = self.select {
+            keys.set("dynamodb:Select", s);
+        }
+        for (param, key) in [
+            ("ReturnValues", "dynamodb:ReturnValues"),
+            ("ReturnConsumedCapacity", "dynamodb:ReturnConsumedCapacity"),
+        ] {
+            if let Some(v) = input.get(param).and_then(Value::as_str) {
+                keys.set(key, v.to_owned());
+            }
+        }
+    }
+}
+
+/// Adds the condition keys DynamoDB supplies for a single-table request:
+/// `dynamodb:LeadingKeys` (the partition keys it touches; none for a Scan),
+/// `dynamodb:Attributes` (the attributes it reads or writes, keys included),
+/// `dynamodb:Select`, `dynamodb:ReturnValues` and `dynamodb:ReturnConsumedCapacity`.
+pub fn add_condition_keys(
+    op: Operation,
+    ctx: &Ctx<'_>,
+    tables: &Tables,
+    input: &Map<String, Value>,
+    keys: &mut ContextKeys,
+) {
+    let Some(name) = input.get("TableName").and_then(Value::as_str) else {
+        return;
+    };
+    let Ok(meta) = tables.meta(ctx.region, name) else {
+        return;
+    };
+    let mut rk = RequestKeys::default();
+    match op {
+        Operation::GetItem | Operation::DeleteItem | Operation::UpdateItem => {
+            let key = input.get("Key").and_then(Value::as_object);
+            rk.leading_of(&meta, key);
+            rk.names_of(key);
+            rk.expressions(input);
+            if op == Operation::GetItem {
+                rk.select_of(input);
+            }
+        }
+        Operation::PutItem => {
+            let item = input.get("Item").and_then(Value::as_object);
+            rk.leading_of(&meta, item);
+            rk.names_of(item);
+            rk.expressions(input);
+        }
+        Operation::Query => {
+            rk.expressions(input);
+            let partition = placeholders(input).ok().and_then(|ph| {
+                let e = text(input, "KeyConditionExpression").ok().flatten()?;
+                parse_key_condition(e, &ph)
+                    .ok()
+                    .map(|k| k.for_schema(&meta.hash.name))
+            });
+            let legacy = input
+                .get("KeyConditions")
+                .and_then(|k| k.get(&meta.hash.name))
+                .and_then(|c| c.get("AttributeValueList"))
+                .and_then(|l| l.get(0))
+                .and_then(|v| AttributeValue::from_json(v).ok());
+            let value = partition
+                .filter(|k| k.partition_name == meta.hash.name)
+                .map(|k| k.partition_value)
+                .or(legacy);
+            if let Some(v) = value.as_ref().and_then(key_text) {
+                rk.leading.push(v);
+            }
+            rk.select_of(input);
+        }
+        Operation::Scan => {
+            rk.expressions(input);
+            rk.select_of(input);
+        }
+        _ => return,
+    }
+    rk.apply(input, keys);
+}
+
+/// The condition keys of one table's part of a batch.
+fn batch_keys(
+    ctx: &Ctx<'_>,
+    tables: &Tables,
+    table: &str,
+    request: &Value,
+    write: bool,
+) -> ContextKeys {
+    let mut keys = ctx.keys.clone();
+    let Ok(meta) = tables.meta(ctx.region, table) else {
+        return keys;
+    };
+    let mut rk = RequestKeys::default();
+    if write {
+        for r in request.as_array().into_iter().flatten() {
+            let item = r
+                .get("PutRequest")
+                .and_then(|p| p.get("Item"))
+                .or_else(|| r.get("DeleteRequest").and_then(|d| d.get("Key")))
+                .and_then(Value::as_object);
+            rk.leading_of(&meta, item);
+            rk.names_of(item);
+        }
+    } else if let Some(request) = request.as_object() {
+        for k in request
+            .get("Keys")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            let key = k.as_object();
+            rk.leading_of(&meta, key);
+            rk.names_of(key);
+        }
+        rk.expressions(request);
+        rk.select_of(request);
+    }
+    let empty = Map::new();
+    rk.apply(&empty, &mut keys);
+    keys
 }

@@ -69,10 +69,18 @@ pub fn kms_client(moat: &Moat, creds: Credentials) -> aws_sdk_kms::Client {
 }
 
 pub fn dynamodb_client(moat: &Moat, creds: Credentials) -> aws_sdk_dynamodb::Client {
+    dynamodb_client_at(moat, &moat.endpoint, creds)
+}
+
+pub fn dynamodb_client_at(
+    moat: &Moat,
+    endpoint: &str,
+    creds: Credentials,
+) -> aws_sdk_dynamodb::Client {
     let config = aws_sdk_dynamodb::Config::builder()
         .behavior_version(aws_sdk_dynamodb::config::BehaviorVersion::latest())
         .region(aws_sdk_dynamodb::config::Region::new("us-east-1"))
-        .endpoint_url(&moat.endpoint)
+        .endpoint_url(endpoint)
         .credentials_provider(creds)
         .http_client(http_client(moat))
         .build();
