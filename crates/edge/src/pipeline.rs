@@ -402,13 +402,24 @@ impl Edge {
                 AuthzRequest {
                     action,
                     resource: &resource,
-                    keys: request_keys,
+                    keys: request_keys.clone(),
                 },
             );
             trail.decided_by = evaluation.deciding.as_ref().map(|d| match &d.sid {
                 Some(sid) => format!("{} (Sid {sid})", d.source),
                 None => format!("{} (statement {})", d.source, d.index + 1),
             });
+            if evaluation.decision == Decision::ImplicitDeny {
+                // The audit line names the condition that failed, where one did.
+                trail.decided_by = self.iam.explain_denial(
+                    caller,
+                    AuthzRequest {
+                        action,
+                        resource: &resource,
+                        keys: request_keys,
+                    },
+                );
+            }
             if evaluation.decision != Decision::Allow {
                 return Err(ApiError::new(
                     ErrorKind::AccessDenied,

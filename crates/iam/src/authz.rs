@@ -89,6 +89,26 @@ impl Iam {
         evaluate(&gathered.set(&[]), &ctx)
     }
 
+    /// Why a request `authorize` refused without an explicit deny: the Allow
+    /// statement that matched but whose condition failed, and the condition.
+    /// Computed only for refusals, for the audit log.
+    pub fn explain_denial(&self, caller: &Caller, request: AuthzRequest<'_>) -> Option<String> {
+        if matches!(caller.principal, Principal::Root { .. }) {
+            return None;
+        }
+        let state = self.read();
+        let mut keys = request.keys;
+        let gathered = gather(&state, caller, &mut keys);
+        let info = principal_info(&state, &caller.principal);
+        let ctx = RequestContext {
+            principal: &info,
+            action: request.action,
+            resource: request.resource,
+            keys: &keys,
+        };
+        moat_policy::failed_condition(&gathered.set(&[]), &ctx)
+    }
+
     /// May `caller` assume `role`? The role's trust policy must allow the
     /// caller. Where it names the caller itself, that is enough; where it
     /// names only the account, the caller's own policies must also allow

@@ -601,6 +601,15 @@ mod fgac {
                 setup.account
             )
         );
+        let why = line["decided_by"]
+            .as_str()
+            .expect("the failed condition is named");
+        assert!(
+            why.contains("FullAccessToUserItems")
+                && why.contains("ForAllValues:String")
+                && why.contains("dynamodb:leadingkeys"),
+            "{why}"
+        );
 
         // Concurrently, many tasks of both users: none ever changes the other's items.
         let mut tasks = Vec::new();

@@ -115,6 +115,23 @@ enum Kind {
 }
 
 impl Condition {
+    /// `ForAllValues:StringEquals on dynamodb:leadingkeys`-style text for messages
+    /// (the operator family and qualifier, and the key as evaluated).
+    pub(crate) fn describe(&self) -> String {
+        let qualifier = match self.qualifier {
+            Qualifier::None => "",
+            Qualifier::ForAllValues => "ForAllValues:",
+            Qualifier::ForAnyValue => "ForAnyValue:",
+        };
+        let family = match &self.values {
+            Values::Equals(_) | Values::EqualsIgnoreCase(_) => "String",
+            _ => "",
+        };
+        let not = if self.negated { "Not" } else { "" };
+        let if_exists = if self.if_exists { "IfExists" } else { "" };
+        format!("{qualifier}{family}{not}{if_exists} on {}", self.key)
+    }
+
     /// Compiles one key of one operator block. `values` are the policy's
     /// values as strings (JSON numbers and booleans already in their text
     /// form).

@@ -205,6 +205,40 @@ pub fn denial_message(
     }
 }
 
+/// Why an implicit deny happened, when an Allow statement matched the action,
+/// the resource and the principal but one of its conditions was false: that
+/// statement and the condition, e.g. `arn:...:policy/p (Sid Own): the
+/// condition ForAllValues on dynamodb:leadingkeys is false`. Only called on
+/// the way to a refusal, so it costs nothing on allowed requests.
+pub fn failed_condition(set: &PolicySet<'_>, ctx: &RequestContext<'_>) -> Option<String> {
+    let action = action::lowercase(ctx.action);
+    let prepared = Prepared {
+        ctx,
+        action: RequestAction::new(&action),
+        resource: arn::split(ctx.resource),
+    };
+    let groups = [&set.identity[..], &set.session[..], &set.resource[..]];
+    for named in groups.into_iter().flatten().chain(set.boundary.iter()) {
+        for index in named.policy.index.candidates(&prepared.action) {
+            let Some(statement) = named.policy.statements.get(index) else {
+                continue;
+            };
+            if statement.effect != Effect::Allow || !statement.applies_before_conditions(&prepared)
+            {
+                continue;
+            }
+            if let Some(c) = statement.conditions.iter().find(|c| !c.holds(ctx.keys)) {
+                let at = match &statement.sid {
+                    Some(sid) => format!("{} (Sid {sid})", named.source),
+                    None => format!("{} (statement {})", named.source, index + 1),
+                };
+                return Some(format!("{at}: the condition {} is false", c.describe()));
+            }
+        }
+    }
+    None
+}
+
 /// A matching statement, by position.
 #[derive(Clone, Copy)]
 struct Hit<'s> {
@@ -288,6 +322,11 @@ impl Statement {
     /// Cheapest and most selective tests first: action, resource, principal,
     /// then conditions.
     fn applies(&self, req: &Prepared<'_>) -> bool {
+        self.applies_before_conditions(req) && self.conditions.iter().all(|c| c.holds(req.ctx.keys))
+    }
+
+    /// Action, resource and principal match (conditions not considered).
+    fn applies_before_conditions(&self, req: &Prepared<'_>) -> bool {
         let keys = req.ctx.keys;
         let action = self.actions.patterns.iter().any(|p| p.matches(&req.action));
         if action == self.actions.negated {
@@ -307,6 +346,6 @@ impl Statement {
                 return false;
             }
         }
-        self.conditions.iter().all(|c| c.holds(keys))
+        true
     }
 }

@@ -75,7 +75,8 @@ mod template;
 
 pub use context::{ContextKeys, PrincipalInfo, PrincipalKind, RequestContext};
 pub use eval::{
-    denial_message, evaluate, Decision, DenyReason, Evaluation, Named, PolicySet, StatementRef,
+    denial_message, evaluate, failed_condition, Decision, DenyReason, Evaluation, Named, PolicySet,
+    StatementRef,
 };
 
 use action::{ActionIndex, ActionPattern};
