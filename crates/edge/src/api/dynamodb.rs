@@ -16,7 +16,7 @@ use moat_policy::{ContextKeys, Decision};
 use serde_json::{json, Map, Value};
 
 use super::dynamodb_legacy as legacy;
-use super::Ctx;
+use super::{json_object as object, json_required as required, json_text as text, Ctx};
 use crate::error::{ApiError, ErrorKind};
 use crate::services::Operation;
 
@@ -80,43 +80,6 @@ fn condition_or_legacy(
             .map_err(expr_err),
         Some(e) => parse_condition(e, ph).map(Some).map_err(expr_err),
         None => Ok(None),
-    }
-}
-
-fn text<'a>(input: &'a Map<String, Value>, name: &str) -> Result<Option<&'a str>, ApiError> {
-    match input.get(name) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) => Ok(Some(s)),
-        Some(_) => Err(ApiError::new(
-            ErrorKind::Serialization,
-            format!("{name} must be a string"),
-        )),
-    }
-}
-
-fn required<'a>(input: &'a Map<String, Value>, name: &str) -> Result<&'a str, ApiError> {
-    text(input, name)?.ok_or_else(|| {
-        let mut field = name.to_owned();
-        if let Some(first) = field.get_mut(..1) {
-            first.make_ascii_lowercase();
-        }
-        validation(format!(
-            "1 validation error detected: Value null at '{field}' failed to satisfy constraint: Member must not be null"
-        ))
-    })
-}
-
-fn object<'a>(
-    input: &'a Map<String, Value>,
-    name: &str,
-) -> Result<Option<&'a Map<String, Value>>, ApiError> {
-    match input.get(name) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::Object(m)) => Ok(Some(m)),
-        Some(_) => Err(ApiError::new(
-            ErrorKind::Serialization,
-            format!("{name} must be an object"),
-        )),
     }
 }
 
@@ -478,6 +441,24 @@ fn projection_arg(
     Ok(None)
 }
 
+/// Inside a write: refuses it with `ConditionalCheckFailedException` when the
+/// condition does not hold for the current item (empty when there is none).
+fn check_condition(
+    condition: Option<&Condition>,
+    old: Option<&Item>,
+    input: &Map<String, Value>,
+) -> Result<(), DdbError> {
+    let Some(c) = condition else { return Ok(()) };
+    let empty = Item::new();
+    if c.eval(old.unwrap_or(&empty))
+        .map_err(|e| DdbError::validation(e.0))?
+    {
+        Ok(())
+    } else {
+        Err(conditional_failed(old, input))
+    }
+}
+
 fn conditional_failed(old: Option<&Item>, input: &Map<String, Value>) -> DdbError {
     let mut e = DdbError::new(
         DdbErrorKind::ConditionalCheckFailed,
@@ -513,15 +494,7 @@ fn put_item(ctx: &Ctx<'_>, tables: &Tables, input: &Map<String, Value>) -> Resul
     let size = item_size(&item);
     let (old, _) = table
         .write(&key, |old| {
-            if let Some(c) = &condition {
-                let empty = Item::new();
-                if !c
-                    .eval(old.unwrap_or(&empty))
-                    .map_err(|e| DdbError::validation(e.0))?
-                {
-                    return Err(conditional_failed(old, input));
-                }
-            }
+            check_condition(condition.as_ref(), old, input)?;
             Ok(Some(item))
         })
         .map_err(ddb_with_item)?;
@@ -597,15 +570,7 @@ fn delete_item(
     }
     let (old, _) = table
         .write(&key, |old| {
-            if let Some(c) = &condition {
-                let empty = Item::new();
-                if !c
-                    .eval(old.unwrap_or(&empty))
-                    .map_err(|e| DdbError::validation(e.0))?
-                {
-                    return Err(conditional_failed(old, input));
-                }
-            }
+            check_condition(condition.as_ref(), old, input)?;
             Ok(None)
         })
         .map_err(ddb_with_item)?;
@@ -666,15 +631,7 @@ fn update_item(
     let mut changed: Vec<String> = Vec::new();
     let (old, new) = table
         .write(&key, |old| {
-            let empty = Item::new();
-            if let Some(c) = &condition {
-                if !c
-                    .eval(old.unwrap_or(&empty))
-                    .map_err(|e| DdbError::validation(e.0))?
-                {
-                    return Err(conditional_failed(old, input));
-                }
-            }
+            check_condition(condition.as_ref(), old, input)?;
             let mut item = old.cloned().unwrap_or_else(|| key.attributes.clone());
             if let Some(u) = &update {
                 changed = u.apply(&mut item).map_err(|e| DdbError::validation(e.0))?;

@@ -7,7 +7,7 @@ use moat_kms::{KeyRecord, KeyState, KmsError};
 use moat_policy::Decision;
 use serde_json::{json, Map, Value};
 
-use super::Ctx;
+use super::{json_required as required, json_text as text, Ctx};
 use crate::codec::{base64_decode, base64_encode};
 use crate::error::{ApiError, ErrorKind};
 use crate::services::Operation;
@@ -32,29 +32,6 @@ fn validation(message: impl Into<String>) -> ApiError {
         },
         message,
     )
-}
-
-fn text<'a>(input: &'a Map<String, Value>, name: &str) -> Result<Option<&'a str>, ApiError> {
-    match input.get(name) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) => Ok(Some(s)),
-        Some(_) => Err(ApiError::new(
-            ErrorKind::Serialization,
-            format!("{name} must be a string"),
-        )),
-    }
-}
-
-fn required<'a>(input: &'a Map<String, Value>, name: &str) -> Result<&'a str, ApiError> {
-    text(input, name)?.ok_or_else(|| {
-        let mut field = name.to_owned();
-        if let Some(first) = field.get_mut(..1) {
-            first.make_ascii_lowercase();
-        }
-        validation(format!(
-            "1 validation error detected: Value null at '{field}' failed to satisfy constraint: Member must not be null"
-        ))
-    })
 }
 
 fn blob(input: &Map<String, Value>, name: &str) -> Result<Vec<u8>, ApiError> {

@@ -275,3 +275,56 @@ pub fn url_encode(text: &str) -> String {
         .collect::<String>()
         .replace('+', "%20")
 }
+
+/// A string member of a JSON request; a member of another type is a
+/// `SerializationException`.
+pub(crate) fn json_text<'a>(
+    input: &'a serde_json::Map<String, serde_json::Value>,
+    name: &str,
+) -> Result<Option<&'a str>, ApiError> {
+    match input.get(name) {
+        None | Some(serde_json::Value::Null) => Ok(None),
+        Some(serde_json::Value::String(s)) => Ok(Some(s)),
+        Some(_) => Err(ApiError::new(
+            crate::error::ErrorKind::Serialization,
+            format!("{name} must be a string"),
+        )),
+    }
+}
+
+/// A required string member, with the JSON services' `ValidationException`.
+pub(crate) fn json_required<'a>(
+    input: &'a serde_json::Map<String, serde_json::Value>,
+    name: &str,
+) -> Result<&'a str, ApiError> {
+    json_text(input, name)?.ok_or_else(|| {
+        let mut field = name.to_owned();
+        if let Some(first) = field.get_mut(..1) {
+            first.make_ascii_lowercase();
+        }
+        ApiError::new(
+            crate::error::ErrorKind::Service {
+                code: "ValidationException",
+                status: 400,
+            },
+            format!(
+                "1 validation error detected: Value null at '{field}' failed to satisfy constraint: Member must not be null"
+            ),
+        )
+    })
+}
+
+/// An object member of a JSON request.
+pub(crate) fn json_object<'a>(
+    input: &'a serde_json::Map<String, serde_json::Value>,
+    name: &str,
+) -> Result<Option<&'a serde_json::Map<String, serde_json::Value>>, ApiError> {
+    match input.get(name) {
+        None | Some(serde_json::Value::Null) => Ok(None),
+        Some(serde_json::Value::Object(m)) => Ok(Some(m)),
+        Some(_) => Err(ApiError::new(
+            crate::error::ErrorKind::Serialization,
+            format!("{name} must be an object"),
+        )),
+    }
+}
