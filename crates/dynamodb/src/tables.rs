@@ -38,6 +38,8 @@ pub enum DdbErrorKind {
     ResourceInUse,
     ConditionalCheckFailed,
     LimitExceeded,
+    BackupNotFound,
+    TableAlreadyExists,
     Internal,
 }
 
@@ -49,6 +51,8 @@ impl DdbErrorKind {
             DdbErrorKind::ResourceInUse => "ResourceInUseException",
             DdbErrorKind::ConditionalCheckFailed => "ConditionalCheckFailedException",
             DdbErrorKind::LimitExceeded => "LimitExceededException",
+            DdbErrorKind::BackupNotFound => "BackupNotFoundException",
+            DdbErrorKind::TableAlreadyExists => "TableAlreadyExistsException",
             DdbErrorKind::Internal => "InternalServerError",
         }
     }
@@ -590,4 +594,146 @@ pub fn successor(prefix: &[u8]) -> Option<Vec<u8>> {
 /// Item attributes as JSON objects keyed by name (for answers).
 pub fn items_to_json(items: &[Item]) -> Vec<serde_json::Value> {
     items.iter().map(item_to_json).collect()
+}
+
+const BACKUPS: &str = "ddb-backups";
+
+/// An on-demand backup: a consistent, encrypted copy of a table's store,
+/// with the table's description as it was.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BackupMeta {
+    pub arn: String,
+    pub name: String,
+    pub id: String,
+    pub region: String,
+    pub created: f64,
+    pub size_bytes: i64,
+    pub item_count: i64,
+    pub table: TableMeta,
+}
+
+impl Tables {
+    fn backup_paths(&self, backup: &BackupMeta) -> (PathBuf, PathBuf) {
+        let dir = self.dir.join("backups");
+        (
+            dir.join(format!("{}.db", backup.id)),
+            dir.join(format!("{}.dbkey", backup.id)),
+        )
+    }
+
+    /// Copies the table while writes go on (a snapshot on a connection of its
+    /// own), encrypted under a key of the backup's own, sealed by the
+    /// backup's resource key: the backup restores wherever the master key is.
+    pub fn create_backup(
+        &self,
+        region: &str,
+        table_name: &str,
+        backup_name: &str,
+        id: &str,
+        now: f64,
+    ) -> Result<BackupMeta, DdbError> {
+        let table = self.table(region, table_name)?;
+        let stats = table.stats()?;
+        let arn = format!("{}/backup/{id}", table.meta.arn);
+        let backup = BackupMeta {
+            arn,
+            name: backup_name.to_owned(),
+            id: id.to_owned(),
+            region: region.to_owned(),
+            created: now,
+            size_bytes: stats.bytes,
+            item_count: stats.items,
+            table: table.meta.clone(),
+        };
+        let (path, key_path) = self.backup_paths(&backup);
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| DdbError::new(DdbErrorKind::Internal, e.to_string()))?;
+        }
+        let key = self
+            .keys
+            .database_key(&backup.arn, &key_path)
+            .map_err(|e| DdbError::new(DdbErrorKind::Internal, e))?;
+        table.db.snapshot_to(&path, &key)?;
+        let bytes = serde_json::to_vec(&backup)
+            .map_err(|e| DdbError::new(DdbErrorKind::Internal, e.to_string()))?;
+        self.catalog.put(BACKUPS, backup.arn.as_bytes(), &bytes)?;
+        Ok(backup)
+    }
+
+    pub fn backup(&self, arn: &str) -> Result<BackupMeta, DdbError> {
+        let bytes = self.catalog.get(BACKUPS, arn.as_bytes())?.ok_or_else(|| {
+            DdbError::new(
+                DdbErrorKind::BackupNotFound,
+                format!("Backup not found: {arn}"),
+            )
+        })?;
+        serde_json::from_slice(&bytes)
+            .map_err(|e| DdbError::new(DdbErrorKind::Internal, e.to_string()))
+    }
+
+    /// Every backup, oldest first.
+    pub fn backups(&self) -> Result<Vec<BackupMeta>, DdbError> {
+        let mut out: Vec<BackupMeta> = self
+            .catalog
+            .scan(BACKUPS, Bound::Unbounded, Bound::Unbounded, usize::MAX)?
+            .into_iter()
+            .filter_map(|(_, v)| serde_json::from_slice(&v).ok())
+            .collect();
+        out.sort_by(|a, b| {
+            a.created
+                .total_cmp(&b.created)
+                .then_with(|| a.arn.cmp(&b.arn))
+        });
+        Ok(out)
+    }
+
+    pub fn delete_backup(&self, arn: &str) -> Result<BackupMeta, DdbError> {
+        let backup = self.backup(arn)?;
+        self.catalog.delete(BACKUPS, arn.as_bytes())?;
+        let (path, key_path) = self.backup_paths(&backup);
+        for p in [
+            path.clone(),
+            PathBuf::from(format!("{}-wal", path.display())),
+            key_path,
+        ] {
+            let _ = std::fs::remove_file(p);
+        }
+        Ok(backup)
+    }
+
+    /// Creates `target` (a new table, possibly in another region) with the
+    /// backup's items. A damaged backup is refused before anything is created.
+    pub fn restore_backup(&self, arn: &str, target: TableMeta) -> Result<TableMeta, DdbError> {
+        let backup = self.backup(arn)?;
+        let (path, key_path) = self.backup_paths(&backup);
+        let corrupt = || {
+            DdbError::new(
+                DdbErrorKind::Internal,
+                format!("The backup {arn} is corrupt and cannot be restored."),
+            )
+        };
+        let key = self
+            .keys
+            .database_key(&backup.arn, &key_path)
+            .map_err(|_| corrupt())?;
+        let source = Db::open(&path, &key).map_err(|_| corrupt())?;
+        source.verify().map_err(|_| corrupt())?;
+        let meta = self.create(target)?;
+        let (db_path, db_key_path) = self.paths(&meta);
+        let table_key = self
+            .keys
+            .database_key(&meta.arn, &db_key_path)
+            .map_err(|e| DdbError::new(DdbErrorKind::Internal, e))?;
+        // Replace the new, empty store with the backup's pages under the table's key.
+        let _ = std::fs::remove_file(&db_path);
+        let _ = std::fs::remove_file(format!("{}-wal", db_path.display()));
+        let _ = std::fs::remove_file(format!("{}-shm", db_path.display()));
+        source.snapshot_to(&db_path, &table_key)?;
+        self.open
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&(meta.region.clone(), meta.name.clone()));
+        Ok(meta)
+    }
 }

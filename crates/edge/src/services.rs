@@ -358,6 +358,11 @@ operations! {
     DdbTagResource = "TagResource" => DynamoDb, "dynamodb", action;
     DdbUntagResource = "UntagResource" => DynamoDb, "dynamodb", action;
     ListTagsOfResource => DynamoDb, "dynamodb", action;
+    CreateBackup => DynamoDb, "dynamodb", action;
+    DescribeBackup => DynamoDb, "dynamodb", action;
+    ListBackups => DynamoDb, "dynamodb", action;
+    DeleteBackup => DynamoDb, "dynamodb", action;
+    RestoreTableFromBackup => DynamoDb, "dynamodb", action;
     BatchGetItem => DynamoDb, "dynamodb", handler;
     BatchWriteItem => DynamoDb, "dynamodb", handler;
 }

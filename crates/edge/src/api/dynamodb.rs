@@ -147,7 +147,16 @@ pub fn resource(op: Operation, ctx: &Ctx<'_>, input: &Map<String, Value>) -> Str
                 .unwrap_or("*")
                 .to_owned()
         }
-        Operation::BatchGetItem | Operation::BatchWriteItem => "*".to_owned(),
+        Operation::BatchGetItem | Operation::BatchWriteItem | Operation::ListBackups => {
+            "*".to_owned()
+        }
+        Operation::DescribeBackup | Operation::DeleteBackup | Operation::RestoreTableFromBackup => {
+            input
+                .get("BackupArn")
+                .and_then(Value::as_str)
+                .unwrap_or("*")
+                .to_owned()
+        }
         _ => match input.get("TableName").and_then(Value::as_str) {
             Some(name) => table_arn(ctx, name),
             None => "*".to_owned(),
@@ -335,6 +344,29 @@ fn create_table(
     };
     let meta = tables.create(meta)?;
     Ok(json!({"TableDescription": describe(&meta, "CREATING", (0, 0))}))
+}
+
+fn backup_details(b: &moat_dynamodb::tables::BackupMeta, status: &str) -> Value {
+    json!({
+        "BackupArn": b.arn, "BackupName": b.name, "BackupSizeBytes": b.size_bytes,
+        "BackupStatus": status, "BackupType": "USER", "BackupCreationDateTime": b.created
+    })
+}
+
+fn backup_description(b: &moat_dynamodb::tables::BackupMeta, status: &str) -> Value {
+    let table = describe(&b.table, "ACTIVE", (b.item_count, b.size_bytes));
+    json!({
+        "BackupDetails": backup_details(b, status),
+        "SourceTableDetails": {
+            "TableName": b.table.name, "TableId": b.table.id, "TableArn": b.table.arn,
+            "TableSizeBytes": b.size_bytes, "KeySchema": table["KeySchema"],
+            "TableCreationDateTime": b.table.created, "ProvisionedThroughput": {
+                "ReadCapacityUnits": b.table.read_capacity, "WriteCapacityUnits": b.table.write_capacity
+            },
+            "ItemCount": b.item_count, "BillingMode": b.table.billing_mode
+        },
+        "SourceTableFeatureDetails": {}
+    })
 }
 
 fn new_uuid(ctx: &Ctx<'_>) -> String {
@@ -1225,6 +1257,133 @@ pub fn handle(
         Operation::Scan => read_many(ctx, tables, input, false),
         Operation::BatchGetItem => batch_get(ctx, tables, input),
         Operation::BatchWriteItem => batch_write(ctx, tables, input),
+        Operation::CreateBackup => {
+            let table = required(input, "TableName")?;
+            let name = required(input, "BackupName")?;
+            if name.len() < 3 || name.len() > 255 {
+                return Err(validation(format!(
+                    "1 validation error detected: Value '{name}' at 'backupName' failed to satisfy constraint: Member must have length between 3 and 255"
+                )));
+            }
+            if !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
+            {
+                return Err(validation(format!(
+                    "1 validation error detected: Value '{name}' at 'backupName' failed to satisfy constraint: Member must satisfy regular expression pattern: [a-zA-Z0-9_.-]+"
+                )));
+            }
+            let id = format!("{:013}-{}", ctx.now * 1000, &new_uuid(ctx)[..8]);
+            let backup = tables.create_backup(ctx.region, table, name, &id, now_seconds(ctx))?;
+            Ok(json!({"BackupDetails": backup_details(&backup, "AVAILABLE")}))
+        }
+        Operation::DescribeBackup => {
+            let backup = tables.backup(required(input, "BackupArn")?)?;
+            Ok(json!({"BackupDescription": backup_description(&backup, "AVAILABLE")}))
+        }
+        Operation::DeleteBackup => {
+            let backup = tables.delete_backup(required(input, "BackupArn")?)?;
+            Ok(json!({"BackupDescription": backup_description(&backup, "DELETED")}))
+        }
+        Operation::ListBackups => {
+            let filter = text(input, "TableName")?;
+            let lower = input.get("TimeRangeLowerBound").and_then(Value::as_f64);
+            let upper = input.get("TimeRangeUpperBound").and_then(Value::as_f64);
+            let after = text(input, "ExclusiveStartBackupArn")?;
+            let limit = input
+                .get("Limit")
+                .and_then(Value::as_u64)
+                .unwrap_or(100)
+                .clamp(1, 100) as usize;
+            let mut all: Vec<_> = tables
+                .backups()?
+                .into_iter()
+                .filter(|b| b.region == ctx.region)
+                .filter(|b| filter.is_none_or(|t| b.table.name == t))
+                .filter(|b| {
+                    lower.is_none_or(|l| b.created >= l) && upper.is_none_or(|u| b.created <= u)
+                })
+                .collect();
+            if let Some(after) = after {
+                if let Some(pos) = all.iter().position(|b| b.arn == after) {
+                    all.drain(..=pos);
+                }
+            }
+            let more = all.len() > limit;
+            all.truncate(limit);
+            let summaries: Vec<Value> = all
+                .iter()
+                .map(|b| {
+                    json!({
+                        "TableName": b.table.name, "TableId": b.table.id, "TableArn": b.table.arn,
+                        "BackupArn": b.arn, "BackupName": b.name, "BackupCreationDateTime": b.created,
+                        "BackupStatus": "AVAILABLE", "BackupType": "USER", "BackupSizeBytes": b.size_bytes
+                    })
+                })
+                .collect();
+            let mut out = json!({"BackupSummaries": summaries});
+            if more {
+                out["LastEvaluatedBackupArn"] = json!(all.last().map(|b| b.arn.clone()));
+            }
+            Ok(out)
+        }
+        Operation::RestoreTableFromBackup => {
+            let arn = required(input, "BackupArn")?;
+            let target = required(input, "TargetTableName")?;
+            let backup = tables.backup(arn)?;
+            if tables.meta(ctx.region, target).is_ok() {
+                return Err(DdbError::new(
+                    DdbErrorKind::TableAlreadyExists,
+                    format!("Table already exists: {target}"),
+                )
+                .into());
+            }
+            let mut meta = backup.table.clone();
+            meta.name = target.to_owned();
+            meta.id = new_uuid(ctx);
+            meta.region = ctx.region.to_owned();
+            meta.arn = table_arn(ctx, target);
+            meta.created = now_seconds(ctx);
+            meta.tags = Vec::new();
+            meta.deletion_protection = false;
+            meta.ttl_attribute = None;
+            if let Some(billing) = text(input, "BillingModeOverride")? {
+                meta.billing_mode = billing.to_owned();
+                if billing == "PAY_PER_REQUEST" {
+                    meta.read_capacity = 0;
+                    meta.write_capacity = 0;
+                }
+            }
+            if let Some(t) = object(input, "ProvisionedThroughputOverride")? {
+                meta.read_capacity = t
+                    .get("ReadCapacityUnits")
+                    .and_then(Value::as_i64)
+                    .unwrap_or(meta.read_capacity);
+                meta.write_capacity = t
+                    .get("WriteCapacityUnits")
+                    .and_then(Value::as_i64)
+                    .unwrap_or(meta.write_capacity);
+            }
+            if let Some(sse) = object(input, "SSESpecificationOverride")? {
+                meta.kms_key_arn = match sse.get("KMSMasterKeyId").and_then(Value::as_str) {
+                    Some(id) => Some(
+                        ctx.kms
+                            .resolve(ctx.region, id)
+                            .map_err(|_| validation(format!("KMSMasterKeyId {id} is not found")))?
+                            .arn,
+                    ),
+                    None => None,
+                };
+            }
+            let meta = tables.restore_backup(arn, meta)?;
+            let mut description =
+                describe(&meta, "CREATING", (backup.item_count, backup.size_bytes));
+            description["RestoreSummary"] = json!({
+                "SourceBackupArn": backup.arn, "SourceTableArn": backup.table.arn,
+                "RestoreDateTime": now_seconds(ctx), "RestoreInProgress": false
+            });
+            Ok(json!({"TableDescription": description}))
+        }
         _ => Err(ApiError::new(
             ErrorKind::UnknownOperation,
             "Unknown operation exception",

@@ -1,0 +1,325 @@
+//! DynamoDB on-demand backups: consistent copies while writes go on,
+//! restores (also into another region), listing and deletion, encryption of
+//! backup files, and a damaged backup refused.
+
+mod common;
+
+use std::collections::HashMap;
+
+use aws_credential_types::Credentials;
+use aws_sdk_dynamodb::error::ProvideErrorMetadata;
+use aws_sdk_dynamodb::types::{
+    AttributeDefinition, AttributeValue as AV, BillingMode, KeySchemaElement, KeyType,
+    ScalarAttributeType,
+};
+use aws_sdk_dynamodb::Client;
+use common::{Moat, TempDir};
+
+#[path = "common/sdk.rs"]
+mod sdk;
+
+fn s(v: &str) -> AV {
+    AV::S(v.to_owned())
+}
+
+fn code<T, E: ProvideErrorMetadata>(result: Result<T, E>) -> String {
+    match result {
+        Ok(_) => panic!("the call succeeded where an error was expected"),
+        Err(e) => e.code().unwrap_or("<none>").to_owned(),
+    }
+}
+
+fn client(moat: &Moat, region: &str) -> Client {
+    let (id, secret) = moat.root_credentials();
+    let config = aws_sdk_dynamodb::Config::builder()
+        .behavior_version(aws_sdk_dynamodb::config::BehaviorVersion::latest())
+        .region(aws_sdk_dynamodb::config::Region::new(region.to_owned()))
+        .endpoint_url(&moat.endpoint)
+        .credentials_provider(Credentials::new(id, secret, None, None, "root"))
+        .http_client(sdk::http_client(moat))
+        .build();
+    Client::from_conf(config)
+}
+
+async fn all_items(db: &Client, table: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut start = None;
+    loop {
+        let page = db
+            .scan()
+            .table_name(table)
+            .set_exclusive_start_key(start.clone())
+            .send()
+            .await
+            .unwrap();
+        out.extend(
+            page.items()
+                .iter()
+                .map(|i| format!("{}={}", i["pk"].as_s().unwrap(), i["v"].as_s().unwrap())),
+        );
+        match page.last_evaluated_key() {
+            Some(k) => start = Some(k.clone()),
+            None => break,
+        }
+    }
+    out.sort();
+    out
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn backups_restore_what_was_there() {
+    let dir = TempDir::new("backups");
+    let moat = Moat::must_start(dir.path());
+    let db = client(&moat, "us-east-1");
+    db.create_table()
+        .table_name("orders")
+        .attribute_definitions(
+            AttributeDefinition::builder()
+                .attribute_name("pk")
+                .attribute_type(ScalarAttributeType::S)
+                .build()
+                .unwrap(),
+        )
+        .key_schema(
+            KeySchemaElement::builder()
+                .attribute_name("pk")
+                .key_type(KeyType::Hash)
+                .build()
+                .unwrap(),
+        )
+        .billing_mode(BillingMode::PayPerRequest)
+        .send()
+        .await
+        .unwrap();
+    for i in 0..40 {
+        db.put_item()
+            .table_name("orders")
+            .item("pk", s(&format!("k{i:02}")))
+            .item("v", s(&format!("BACKUPMARKER{i}")))
+            .send()
+            .await
+            .unwrap();
+    }
+    let before = all_items(&db, "orders").await;
+
+    // A writer keeps going while the backup is taken.
+    let writer = {
+        let db = db.clone();
+        tokio::spawn(async move {
+            for i in 0..40 {
+                db.put_item()
+                    .table_name("orders")
+                    .item("pk", s(&format!("late{i:02}")))
+                    .item("v", s("late"))
+                    .send()
+                    .await
+                    .unwrap();
+            }
+        })
+    };
+    let backup = db
+        .create_backup()
+        .table_name("orders")
+        .backup_name("nightly")
+        .send()
+        .await
+        .unwrap();
+    let arn = backup.backup_details().unwrap().backup_arn().to_owned();
+    writer.await.unwrap();
+    assert!(arn.starts_with(&format!(
+        "arn:aws:dynamodb:us-east-1:{}:table/orders/backup/",
+        moat.account
+    )));
+
+    // Damage after the backup: it must not show in the restore.
+    for i in 0..10 {
+        db.delete_item()
+            .table_name("orders")
+            .key("pk", s(&format!("k{i:02}")))
+            .send()
+            .await
+            .unwrap();
+    }
+    db.restore_table_from_backup()
+        .target_table_name("restored")
+        .backup_arn(&arn)
+        .send()
+        .await
+        .unwrap();
+    let restored = all_items(&db, "restored").await;
+    let original: Vec<&String> = restored.iter().filter(|i| !i.starts_with("late")).collect();
+    assert_eq!(
+        original,
+        before.iter().collect::<Vec<_>>(),
+        "every item of before the backup, none of the deletions after"
+    );
+    let late = restored.len() - original.len();
+    assert!(late <= 40, "late writes are a consistent prefix: {late}");
+    let desc = db
+        .describe_table()
+        .table_name("restored")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(desc.table().unwrap().key_schema()[0].attribute_name(), "pk");
+
+    assert_eq!(
+        code(
+            db.restore_table_from_backup()
+                .target_table_name("restored")
+                .backup_arn(&arn)
+                .send()
+                .await
+        ),
+        "TableAlreadyExistsException"
+    );
+
+    // Listing, describing, paging and deleting.
+    db.create_backup()
+        .table_name("orders")
+        .backup_name("second")
+        .send()
+        .await
+        .unwrap();
+    db.create_backup()
+        .table_name("restored")
+        .backup_name("of-restored")
+        .send()
+        .await
+        .unwrap();
+    let listed = db.list_backups().table_name("orders").send().await.unwrap();
+    assert_eq!(listed.backup_summaries().len(), 2);
+    let page = db.list_backups().limit(1).send().await.unwrap();
+    assert_eq!(page.backup_summaries().len(), 1);
+    let rest = db
+        .list_backups()
+        .exclusive_start_backup_arn(page.last_evaluated_backup_arn().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(rest.backup_summaries().len(), 2);
+    let described = db.describe_backup().backup_arn(&arn).send().await.unwrap();
+    let details = described.backup_description().unwrap();
+    assert_eq!(
+        details.source_table_details().unwrap().item_count(),
+        Some(40)
+    );
+
+    // Restore into another region, from a backup taken in this one.
+    let eu = client(&moat, "eu-west-1");
+    eu.restore_table_from_backup()
+        .target_table_name("orders-eu")
+        .backup_arn(&arn)
+        .send()
+        .await
+        .unwrap();
+    let eu_desc = eu
+        .describe_table()
+        .table_name("orders-eu")
+        .send()
+        .await
+        .unwrap();
+    assert!(eu_desc
+        .table()
+        .unwrap()
+        .table_arn()
+        .unwrap()
+        .starts_with("arn:aws:dynamodb:eu-west-1:"));
+    assert_eq!(
+        code(db.describe_table().table_name("orders-eu").send().await),
+        "ResourceNotFoundException"
+    );
+    let eu_items = all_items(&eu, "orders-eu").await;
+    assert_eq!(eu_items, restored);
+
+    db.delete_backup().backup_arn(&arn).send().await.unwrap();
+    assert_eq!(
+        code(db.describe_backup().backup_arn(&arn).send().await),
+        "BackupNotFoundException"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn backup_files_are_encrypted_and_a_damaged_one_is_refused() {
+    let dir = TempDir::new("backups-enc");
+    let moat = Moat::must_start(dir.path());
+    let db = client(&moat, "us-east-1");
+    db.create_table()
+        .table_name("secrets")
+        .attribute_definitions(
+            AttributeDefinition::builder()
+                .attribute_name("pk")
+                .attribute_type(ScalarAttributeType::S)
+                .build()
+                .unwrap(),
+        )
+        .key_schema(
+            KeySchemaElement::builder()
+                .attribute_name("pk")
+                .key_type(KeyType::Hash)
+                .build()
+                .unwrap(),
+        )
+        .billing_mode(BillingMode::PayPerRequest)
+        .send()
+        .await
+        .unwrap();
+    for i in 0..30 {
+        db.put_item()
+            .table_name("secrets")
+            .set_item(Some(HashMap::from([
+                ("pk".to_owned(), s(&format!("BKMARKERKEY{i}"))),
+                ("v".to_owned(), s("BKMARKERVALUE")),
+            ])))
+            .send()
+            .await
+            .unwrap();
+    }
+    let arn = db
+        .create_backup()
+        .table_name("secrets")
+        .backup_name("bk1")
+        .send()
+        .await
+        .unwrap()
+        .backup_details()
+        .unwrap()
+        .backup_arn()
+        .to_owned();
+    let backups_dir = dir.path().join("dynamodb/backups");
+    let files: Vec<_> = std::fs::read_dir(&backups_dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert!(files
+        .iter()
+        .any(|f| f.extension().is_some_and(|e| e == "db")));
+    for f in &files {
+        let bytes = std::fs::read(f).unwrap();
+        assert!(
+            !bytes.windows(8).any(|w| w == b"BKMARKER"),
+            "{} holds a marker",
+            f.display()
+        );
+    }
+    let db_file = files
+        .iter()
+        .find(|f| f.extension().is_some_and(|e| e == "db"))
+        .unwrap();
+    let mut bytes = std::fs::read(db_file).unwrap();
+    let at = bytes.len() / 2;
+    bytes[at] ^= 0x20;
+    std::fs::write(db_file, &bytes).unwrap();
+    let refused = db
+        .restore_table_from_backup()
+        .target_table_name("from-damaged")
+        .backup_arn(&arn)
+        .send()
+        .await;
+    let err = refused.expect_err("a damaged backup does not restore");
+    assert!(err.message().unwrap_or("").contains("corrupt"), "{err:?}");
+    assert_eq!(
+        code(db.describe_table().table_name("from-damaged").send().await),
+        "ResourceNotFoundException"
+    );
+}
