@@ -40,6 +40,8 @@ pub enum DdbErrorKind {
     LimitExceeded,
     BackupNotFound,
     TableAlreadyExists,
+    PitrNotEnabled,
+    InvalidRestoreTime,
     Internal,
 }
 
@@ -53,6 +55,8 @@ impl DdbErrorKind {
             DdbErrorKind::LimitExceeded => "LimitExceededException",
             DdbErrorKind::BackupNotFound => "BackupNotFoundException",
             DdbErrorKind::TableAlreadyExists => "TableAlreadyExistsException",
+            DdbErrorKind::PitrNotEnabled => "PointInTimeRecoveryUnavailableException",
+            DdbErrorKind::InvalidRestoreTime => "InvalidRestoreTimeException",
             DdbErrorKind::Internal => "InternalServerError",
         }
     }
@@ -121,12 +125,41 @@ pub struct TableMeta {
     pub kms_key_arn: Option<String>,
     pub tags: Vec<(String, String)>,
     pub ttl_attribute: Option<String>,
+    /// Point-in-time recovery, when enabled.
+    #[serde(default)]
+    pub pitr: Option<Pitr>,
+}
+
+/// Point-in-time recovery of a table: a base snapshot and, from the moment
+/// it was enabled, every committed change logged in the same transaction as
+/// the change itself.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Pitr {
+    pub recovery_days: u32,
+    /// Writes are logged from this moment (microseconds since the epoch).
+    pub logging_since: u64,
+    /// The earliest restorable time: when the base snapshot was complete.
+    pub earliest: u64,
+    /// The base snapshot's id (a file under `dynamodb/pitr/`).
+    pub base: String,
 }
 
 /// An open table.
 pub struct Table {
     pub meta: TableMeta,
     db: Db,
+    /// The last change-log time handed out, so log keys strictly increase.
+    last_logged: std::sync::atomic::AtomicU64,
+}
+
+const CHANGELOG: &str = "changelog";
+
+/// Microseconds since the epoch.
+pub fn now_micros() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0)
 }
 
 /// Item count and size, kept with the items.
@@ -220,7 +253,11 @@ impl Tables {
             ),
             other => other.into(),
         })?;
-        let table = Arc::new(Table { meta, db });
+        let table = Arc::new(Table {
+            meta,
+            db,
+            last_logged: std::sync::atomic::AtomicU64::new(0),
+        });
         self.open
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -518,8 +555,34 @@ impl Table {
                 b"stats",
                 &serde_json::to_vec(&stats).unwrap_or_default(),
             )?;
+            if self.meta.pitr.is_some() && (old.is_some() || new.is_some()) {
+                // Logged in the same transaction: a change is recoverable
+                // exactly when it is committed.
+                let at = self.next_log_time();
+                let entry = serde_json::json!({
+                    "k": key.storage.iter().map(|b| format!("{b:02x}")).collect::<String>(),
+                    "i": new.as_ref().map(item_to_json),
+                });
+                tx.put(CHANGELOG, &at.to_be_bytes(), entry.to_string().as_bytes())?;
+            }
             Ok((old, new))
         })
+    }
+
+    fn next_log_time(&self) -> u64 {
+        use std::sync::atomic::Ordering;
+        let now = now_micros();
+        let mut last = self.last_logged.load(Ordering::Relaxed);
+        loop {
+            let at = now.max(last + 1);
+            match self
+                .last_logged
+                .compare_exchange(last, at, Ordering::Relaxed, Ordering::Relaxed)
+            {
+                Ok(_) => return at,
+                Err(seen) => last = seen,
+            }
+        }
     }
 
     /// Items in storage order from `start` (exclusive) within `[lower, upper)`,
@@ -633,7 +696,6 @@ impl Tables {
         now: f64,
     ) -> Result<BackupMeta, DdbError> {
         let table = self.table(region, table_name)?;
-        let stats = table.stats()?;
         let arn = format!("{}/backup/{id}", table.meta.arn);
         let backup = BackupMeta {
             arn,
@@ -641,8 +703,8 @@ impl Tables {
             id: id.to_owned(),
             region: region.to_owned(),
             created: now,
-            size_bytes: stats.bytes,
-            item_count: stats.items,
+            size_bytes: 0,
+            item_count: 0,
             table: table.meta.clone(),
         };
         let (path, key_path) = self.backup_paths(&backup);
@@ -655,6 +717,17 @@ impl Tables {
             .database_key(&backup.arn, &key_path)
             .map_err(|e| DdbError::new(DdbErrorKind::Internal, e))?;
         table.db.snapshot_to(&path, &key)?;
+        // The count and size of what the copy holds, not of the table a moment before.
+        let copy = Db::open(&path, &key)?;
+        let stats: Stats = match copy.get(STATS, b"stats")? {
+            Some(b) => serde_json::from_slice(&b).unwrap_or_default(),
+            None => Stats::default(),
+        };
+        let backup = BackupMeta {
+            size_bytes: stats.bytes,
+            item_count: stats.items,
+            ..backup
+        };
         let bytes = serde_json::to_vec(&backup)
             .map_err(|e| DdbError::new(DdbErrorKind::Internal, e.to_string()))?;
         self.catalog.put(BACKUPS, backup.arn.as_bytes(), &bytes)?;
@@ -735,5 +808,161 @@ impl Tables {
             .unwrap_or_else(|p| p.into_inner())
             .remove(&(meta.region.clone(), meta.name.clone()));
         Ok(meta)
+    }
+}
+
+impl Tables {
+    fn pitr_paths(&self, id: &str) -> (PathBuf, PathBuf) {
+        let dir = self.dir.join("pitr");
+        (
+            dir.join(format!("{id}.db")),
+            dir.join(format!("{id}.dbkey")),
+        )
+    }
+
+    /// Turns point-in-time recovery on (or changes its period): logging
+    /// starts, then a base snapshot is taken; the earliest restorable time is
+    /// when that snapshot is complete.
+    pub fn enable_pitr(&self, region: &str, name: &str, days: u32) -> Result<TableMeta, DdbError> {
+        let current = self.meta(region, name)?;
+        if let Some(p) = &current.pitr {
+            let days_changed = p.recovery_days != days;
+            return if days_changed {
+                self.update_meta(region, name, |m| {
+                    if let Some(p) = &mut m.pitr {
+                        p.recovery_days = days;
+                    }
+                    Ok(())
+                })
+            } else {
+                Ok(current)
+            };
+        }
+        let logging_since = now_micros();
+        let base = format!("{}-{logging_since}", current.id);
+        let meta = self.update_meta(region, name, |m| {
+            m.pitr = Some(Pitr {
+                recovery_days: days,
+                logging_since,
+                earliest: u64::MAX,
+                base: base.clone(),
+            });
+            Ok(())
+        })?;
+        let table = self.table(region, name)?;
+        let (path, key_path) = self.pitr_paths(&base);
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| DdbError::new(DdbErrorKind::Internal, e.to_string()))?;
+        }
+        let resource = format!("{}/pitr/{base}", meta.arn);
+        let key = self
+            .keys
+            .database_key(&resource, &key_path)
+            .map_err(|e| DdbError::new(DdbErrorKind::Internal, e))?;
+        table.db.snapshot_to(&path, &key)?;
+        let earliest = now_micros();
+        self.update_meta(region, name, |m| {
+            if let Some(p) = &mut m.pitr {
+                p.earliest = earliest;
+            }
+            Ok(())
+        })
+    }
+
+    pub fn disable_pitr(&self, region: &str, name: &str) -> Result<TableMeta, DdbError> {
+        self.update_meta(region, name, |m| {
+            m.pitr = None;
+            Ok(())
+        })
+    }
+
+    /// Creates `target` with the source table's items as they were at `at`
+    /// (microseconds): the base snapshot, then every logged change up to `at`.
+    pub fn restore_to_point_in_time(
+        &self,
+        source_region: &str,
+        source: &str,
+        at: u64,
+        target: TableMeta,
+    ) -> Result<TableMeta, DdbError> {
+        let meta = self.meta(source_region, source)?;
+        let pitr = meta.pitr.clone().ok_or_else(|| {
+            DdbError::new(
+                DdbErrorKind::PitrNotEnabled,
+                format!("Point in time recovery is not enabled for table '{source}'"),
+            )
+        })?;
+        let now = now_micros();
+        if at < pitr.earliest || at > now {
+            return Err(DdbError::new(
+                DdbErrorKind::InvalidRestoreTime,
+                "Restore time is outside the restorable window: it must be between EarliestRestorableDateTime and LatestRestorableDateTime",
+            ));
+        }
+        let source_table = self.table(source_region, source)?;
+        let (base_path, base_key_path) = self.pitr_paths(&pitr.base);
+        let resource = format!("{}/pitr/{}", meta.arn, pitr.base);
+        let base_key = self
+            .keys
+            .database_key(&resource, &base_key_path)
+            .map_err(|e| DdbError::new(DdbErrorKind::Internal, e))?;
+        let base = Db::open(&base_path, &base_key)?;
+        let created = self.create(target)?;
+        let (db_path, db_key_path) = self.paths(&created);
+        let table_key = self
+            .keys
+            .database_key(&created.arn, &db_key_path)
+            .map_err(|e| DdbError::new(DdbErrorKind::Internal, e))?;
+        let _ = std::fs::remove_file(&db_path);
+        let _ = std::fs::remove_file(format!("{}-wal", db_path.display()));
+        let _ = std::fs::remove_file(format!("{}-shm", db_path.display()));
+        base.snapshot_to(&db_path, &table_key)?;
+        self.open
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&(created.region.clone(), created.name.clone()));
+        let restored = self.table(&created.region, &created.name)?;
+        // Replay, in commit order, every change from the start of logging to `at`.
+        let mut cursor = Bound::Included(pitr.logging_since.to_be_bytes().to_vec());
+        let end = (at + 1).to_be_bytes().to_vec();
+        loop {
+            let lower = match &cursor {
+                Bound::Included(v) => Bound::Included(v.as_slice()),
+                Bound::Excluded(v) => Bound::Excluded(v.as_slice()),
+                Bound::Unbounded => Bound::Unbounded,
+            };
+            let chunk = source_table
+                .db
+                .scan(CHANGELOG, lower, Bound::Excluded(&end), 512)?;
+            let Some(last) = chunk.last().map(|(k, _)| k.clone()) else {
+                break;
+            };
+            for (_, entry) in chunk {
+                let entry: serde_json::Value = serde_json::from_slice(&entry)
+                    .map_err(|e| DdbError::new(DdbErrorKind::Internal, e.to_string()))?;
+                let storage: Vec<u8> = entry["k"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .as_bytes()
+                    .chunks(2)
+                    .filter_map(|p| u8::from_str_radix(std::str::from_utf8(p).ok()?, 16).ok())
+                    .collect();
+                let item = match entry["i"].as_object() {
+                    Some(map) => Some(
+                        item_from_json(map)
+                            .map_err(|e| DdbError::new(DdbErrorKind::Internal, e.0))?,
+                    ),
+                    None => None,
+                };
+                let key = ItemKey {
+                    storage,
+                    attributes: Item::new(),
+                };
+                restored.write(&key, |_| Ok(item))?;
+            }
+            cursor = Bound::Excluded(last);
+        }
+        Ok(created)
     }
 }

@@ -363,6 +363,9 @@ operations! {
     ListBackups => DynamoDb, "dynamodb", action;
     DeleteBackup => DynamoDb, "dynamodb", action;
     RestoreTableFromBackup => DynamoDb, "dynamodb", action;
+    UpdateContinuousBackups => DynamoDb, "dynamodb", action;
+    DescribeContinuousBackups => DynamoDb, "dynamodb", action;
+    RestoreTableToPointInTime => DynamoDb, "dynamodb", action;
     BatchGetItem => DynamoDb, "dynamodb", handler;
     BatchWriteItem => DynamoDb, "dynamodb", handler;
 }
