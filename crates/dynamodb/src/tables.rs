@@ -130,18 +130,41 @@ pub struct TableMeta {
     pub pitr: Option<Pitr>,
 }
 
-/// Point-in-time recovery of a table: a base snapshot and, from the moment
-/// it was enabled, every committed change logged in the same transaction as
-/// the change itself.
+/// Point-in-time recovery of a table: base snapshots and, from the moment it
+/// was enabled, every committed change logged in the same transaction as the
+/// change itself. New bases are taken periodically, so a restore replays at
+/// most one base period of changes, and what is older than the recovery
+/// period is pruned.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Pitr {
     pub recovery_days: u32,
-    /// Writes are logged from this moment (microseconds since the epoch).
+    /// Oldest first.
+    pub bases: Vec<PitrBase>,
+}
+
+/// One base snapshot: changes logged from `logging_since` on, replayed onto
+/// it, give the table at any time from `complete` on.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PitrBase {
+    /// A file under `dynamodb/pitr/`.
+    pub id: String,
+    /// Microseconds since the epoch.
     pub logging_since: u64,
-    /// The earliest restorable time: when the base snapshot was complete.
-    pub earliest: u64,
-    /// The base snapshot's id (a file under `dynamodb/pitr/`).
-    pub base: String,
+    pub complete: u64,
+}
+
+impl Pitr {
+    /// The earliest restorable time at `now` (microseconds).
+    pub fn earliest(&self, now: u64) -> u64 {
+        let window = now.saturating_sub(u64::from(self.recovery_days) * 86_400 * 1_000_000);
+        let first = self
+            .bases
+            .iter()
+            .map(|b| b.complete)
+            .min()
+            .unwrap_or(u64::MAX);
+        first.max(window)
+    }
 }
 
 /// An open table.
@@ -825,49 +848,131 @@ impl Tables {
     /// when that snapshot is complete.
     pub fn enable_pitr(&self, region: &str, name: &str, days: u32) -> Result<TableMeta, DdbError> {
         let current = self.meta(region, name)?;
-        if let Some(p) = &current.pitr {
-            let days_changed = p.recovery_days != days;
-            return if days_changed {
-                self.update_meta(region, name, |m| {
-                    if let Some(p) = &mut m.pitr {
-                        p.recovery_days = days;
-                    }
-                    Ok(())
-                })
-            } else {
-                Ok(current)
-            };
+        if current.pitr.is_some() {
+            return self.update_meta(region, name, |m| {
+                if let Some(p) = &mut m.pitr {
+                    p.recovery_days = days;
+                }
+                Ok(())
+            });
         }
-        let logging_since = now_micros();
-        let base = format!("{}-{logging_since}", current.id);
-        let meta = self.update_meta(region, name, |m| {
+        self.update_meta(region, name, |m| {
             m.pitr = Some(Pitr {
                 recovery_days: days,
-                logging_since,
-                earliest: u64::MAX,
-                base: base.clone(),
+                bases: Vec::new(),
             });
             Ok(())
         })?;
+        self.take_base(region, name)
+    }
+
+    /// Takes a new base snapshot of a table with point-in-time recovery.
+    /// Logging is already on, so changes made while the copy is taken are
+    /// both in it and in the log; replaying them again is harmless, because
+    /// each log entry holds an item's whole state after the change.
+    fn take_base(&self, region: &str, name: &str) -> Result<TableMeta, DdbError> {
         let table = self.table(region, name)?;
-        let (path, key_path) = self.pitr_paths(&base);
+        let logging_since = now_micros();
+        let id = format!("{}-{logging_since}", table.meta.id);
+        let (path, key_path) = self.pitr_paths(&id);
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir)
                 .map_err(|e| DdbError::new(DdbErrorKind::Internal, e.to_string()))?;
         }
-        let resource = format!("{}/pitr/{base}", meta.arn);
+        let resource = format!("{}/pitr/{id}", table.meta.arn);
         let key = self
             .keys
             .database_key(&resource, &key_path)
             .map_err(|e| DdbError::new(DdbErrorKind::Internal, e))?;
         table.db.snapshot_to(&path, &key)?;
-        let earliest = now_micros();
+        let complete = now_micros();
         self.update_meta(region, name, |m| {
             if let Some(p) = &mut m.pitr {
-                p.earliest = earliest;
+                p.bases.push(PitrBase {
+                    id: id.clone(),
+                    logging_since,
+                    complete,
+                });
             }
             Ok(())
         })
+    }
+
+    /// Periodic work for every table with point-in-time recovery: a new base
+    /// when the newest is older than `rebase_after`, then bases and log
+    /// entries no restore inside the recovery period needs are deleted.
+    pub fn maintain_pitr(&self, rebase_after: std::time::Duration) -> Result<(), DdbError> {
+        let metas: Vec<TableMeta> = self
+            .catalog
+            .scan(CATALOG, Bound::Unbounded, Bound::Unbounded, usize::MAX)?
+            .into_iter()
+            .filter_map(|(_, v)| serde_json::from_slice(&v).ok())
+            .collect();
+        for meta in metas {
+            let Some(pitr) = &meta.pitr else { continue };
+            let now = now_micros();
+            let newest = pitr.bases.last().map(|b| b.complete).unwrap_or(0);
+            let meta = if now.saturating_sub(newest) > rebase_after.as_micros() as u64 {
+                self.take_base(&meta.region, &meta.name)?
+            } else {
+                meta
+            };
+            let Some(pitr) = meta.pitr.clone() else {
+                continue;
+            };
+            let window =
+                now_micros().saturating_sub(u64::from(pitr.recovery_days) * 86_400 * 1_000_000);
+            // The newest base complete before the window opens serves every
+            // restore inside the window; everything older can go.
+            let Some(keep) = pitr.bases.iter().rposition(|b| b.complete <= window) else {
+                continue;
+            };
+            if keep == 0 {
+                continue;
+            }
+            let (dropped, kept) = pitr.bases.split_at(keep);
+            let cut = kept[0].logging_since;
+            let table = self.table(&meta.region, &meta.name)?;
+            let old: Vec<Vec<u8>> = table
+                .db
+                .scan(
+                    CHANGELOG,
+                    Bound::Unbounded,
+                    Bound::Excluded(&cut.to_be_bytes()),
+                    usize::MAX,
+                )?
+                .into_iter()
+                .map(|(k, _)| k)
+                .collect();
+            table.db.transaction(|tx: &Tx<'_>| {
+                for k in &old {
+                    tx.delete(CHANGELOG, k)?;
+                }
+                Ok::<(), DdbError>(())
+            })?;
+            let kept = kept.to_vec();
+            self.update_meta(&meta.region, &meta.name, |m| {
+                if let Some(p) = &mut m.pitr {
+                    p.bases = kept.clone();
+                }
+                Ok(())
+            })?;
+            for base in dropped {
+                let (path, key_path) = self.pitr_paths(&base.id);
+                let _ = std::fs::remove_file(path);
+                let _ = std::fs::remove_file(key_path);
+            }
+        }
+        Ok(())
+    }
+
+    /// How many changes a table's log holds (for tests and diagnostics).
+    pub fn changelog_len(&self, region: &str, name: &str) -> Result<usize, DdbError> {
+        let table = self.table(region, name)?;
+        Ok(table
+            .db
+            .scan(CHANGELOG, Bound::Unbounded, Bound::Unbounded, usize::MAX)?
+            .len())
     }
 
     pub fn disable_pitr(&self, region: &str, name: &str) -> Result<TableMeta, DdbError> {
@@ -894,15 +999,28 @@ impl Tables {
             )
         })?;
         let now = now_micros();
-        if at < pitr.earliest || at > now {
+        if at < pitr.earliest(now) || at > now {
             return Err(DdbError::new(
                 DdbErrorKind::InvalidRestoreTime,
                 "Restore time is outside the restorable window: it must be between EarliestRestorableDateTime and LatestRestorableDateTime",
             ));
         }
         let source_table = self.table(source_region, source)?;
-        let (base_path, base_key_path) = self.pitr_paths(&pitr.base);
-        let resource = format!("{}/pitr/{}", meta.arn, pitr.base);
+        // The newest base complete by `at`: replay starts from it.
+        let base_meta = pitr
+            .bases
+            .iter()
+            .rev()
+            .find(|b| b.complete <= at)
+            .cloned()
+            .ok_or_else(|| {
+                DdbError::new(
+                    DdbErrorKind::InvalidRestoreTime,
+                    "No restorable state at that time",
+                )
+            })?;
+        let (base_path, base_key_path) = self.pitr_paths(&base_meta.id);
+        let resource = format!("{}/pitr/{}", meta.arn, base_meta.id);
         let base_key = self
             .keys
             .database_key(&resource, &base_key_path)
@@ -924,7 +1042,7 @@ impl Tables {
             .remove(&(created.region.clone(), created.name.clone()));
         let restored = self.table(&created.region, &created.name)?;
         // Replay, in commit order, every change from the start of logging to `at`.
-        let mut cursor = Bound::Included(pitr.logging_since.to_be_bytes().to_vec());
+        let mut cursor = Bound::Included(base_meta.logging_since.to_be_bytes().to_vec());
         let end = (at + 1).to_be_bytes().to_vec();
         loop {
             let lower = match &cursor {

@@ -261,7 +261,8 @@ fn spawn_kms_maintenance(kms: Arc<moat_kms::Kms>, regions: Vec<String>) {
     });
 }
 
-/// DynamoDB TTL: removes expired items in the background, every minute.
+/// DynamoDB TTL (removing expired items) and point-in-time recovery upkeep,
+/// in the background every minute.
 fn spawn_ttl_sweeper(tables: Arc<moat_dynamodb::tables::Tables>) {
     tokio::spawn(async move {
         let mut every_minute = tokio::time::interval(Duration::from_secs(60));
@@ -272,7 +273,12 @@ fn spawn_ttl_sweeper(tables: Arc<moat_dynamodb::tables::Tables>) {
                 .map(|d| d.as_secs() as i64)
                 .unwrap_or(0);
             let tables = tables.clone();
-            match tokio::task::spawn_blocking(move || tables.sweep_expired(now)).await {
+            // TTL, then point-in-time recovery's daily re-basing and pruning.
+            let work = move || {
+                tables.sweep_expired(now)?;
+                tables.maintain_pitr(Duration::from_secs(24 * 3600))
+            };
+            match tokio::task::spawn_blocking(work).await {
                 Ok(Err(e)) => tracing::error!(error = %e, "removing expired items failed"),
                 Err(e) => tracing::error!(error = %e, "the TTL sweeper failed"),
                 Ok(Ok(_)) => {}

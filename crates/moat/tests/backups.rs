@@ -504,3 +504,173 @@ async fn point_in_time_recovery_returns_each_recorded_moment() {
         .unwrap();
     assert_eq!(state(&eu, "ledger-eu").await, vec!["a=2", "base=0", "c=1"]);
 }
+
+/// A DynamoDB request signed `offset` seconds from now, for a Moat whose clock is shifted.
+fn ddb_raw(
+    moat: &Moat,
+    operation: &str,
+    body: serde_json::Value,
+    offset: u64,
+) -> common::RawResponse {
+    let (id, secret) = moat.root_credentials();
+    let signer = common::Signer {
+        time: std::time::SystemTime::now() + std::time::Duration::from_secs(offset),
+        ..common::Signer::new(&id, &secret, "dynamodb")
+    };
+    common::RawRequest::dynamodb(moat.port, operation, &body.to_string())
+        .signed(&signer)
+        .send(moat.port, &moat.ca_pem())
+}
+
+fn shifted(dir: &std::path::Path, days: u64) -> Moat {
+    let shift = format!("+{days}d");
+    Moat::must_start_with(
+        dir,
+        &[],
+        &[
+            (
+                "LD_PRELOAD",
+                "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1",
+            ),
+            ("FAKETIME", shift.as_str()),
+            ("FAKETIME_DONT_FAKE_MONOTONIC", "1"),
+        ],
+    )
+}
+
+fn pitr_files(dir: &std::path::Path) -> usize {
+    std::fs::read_dir(dir.join("dynamodb/pitr"))
+        .map(|d| {
+            d.filter_map(Result::ok)
+                .filter(|e| e.path().extension().is_some_and(|x| x == "db"))
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn recovery_history_is_rebased_and_pruned_to_its_period() {
+    let dir = TempDir::new("pitr-prune");
+    let mut moat = Moat::must_start(dir.path());
+    let db = client(&moat, "us-east-1");
+    db.create_table()
+        .table_name("history")
+        .attribute_definitions(
+            AttributeDefinition::builder()
+                .attribute_name("pk")
+                .attribute_type(ScalarAttributeType::S)
+                .build()
+                .unwrap(),
+        )
+        .key_schema(
+            KeySchemaElement::builder()
+                .attribute_name("pk")
+                .key_type(KeyType::Hash)
+                .build()
+                .unwrap(),
+        )
+        .billing_mode(BillingMode::PayPerRequest)
+        .send()
+        .await
+        .unwrap();
+    db.update_continuous_backups()
+        .table_name("history")
+        .point_in_time_recovery_specification(
+            aws_sdk_dynamodb::types::PointInTimeRecoverySpecification::builder()
+                .point_in_time_recovery_enabled(true)
+                .recovery_period_in_days(1)
+                .build()
+                .unwrap(),
+        )
+        .send()
+        .await
+        .unwrap();
+    db.put_item()
+        .table_name("history")
+        .item("pk", s("x"))
+        .item("v", s("1"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(pitr_files(dir.path()), 1);
+    let first_base: std::path::PathBuf = std::fs::read_dir(dir.path().join("dynamodb/pitr"))
+        .unwrap()
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|x| x == "db"))
+        .unwrap();
+    drop(db);
+    assert!(moat.must_stop());
+
+    // Two days on: a new base is taken at start; nothing is old enough to prune yet.
+    let day = 86_400;
+    moat = shifted(dir.path(), 2);
+    for _ in 0..100 {
+        if pitr_files(dir.path()) == 2 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert_eq!(pitr_files(dir.path()), 2, "a second base after a day");
+    let put = ddb_raw(
+        &moat,
+        "PutItem",
+        serde_json::json!({"TableName": "history", "Item": {"pk": {"S": "y"}, "v": {"S": "1"}}}),
+        2 * day,
+    );
+    assert_eq!(put.status, 200, "{}", put.body);
+    assert!(moat.must_stop());
+
+    // Four days on: a third base, and the first base and the log before the
+    // second one fall out of the one-day recovery period.
+    moat = shifted(dir.path(), 4);
+    for _ in 0..100 {
+        if !first_base.exists() && pitr_files(dir.path()) == 2 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(
+        !first_base.exists(),
+        "the first base fell out of the recovery period"
+    );
+    assert_eq!(
+        pitr_files(dir.path()),
+        2,
+        "the oldest base was pruned, a new one taken"
+    );
+    let too_old = ddb_raw(
+        &moat,
+        "RestoreTableToPointInTime",
+        serde_json::json!({"SourceTableName": "history", "TargetTableName": "old", "RestoreDateTime":
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64() + day as f64}),
+        4 * day,
+    );
+    assert_eq!(too_old.error_code(), "InvalidRestoreTimeException");
+    let latest = ddb_raw(
+        &moat,
+        "RestoreTableToPointInTime",
+        serde_json::json!({"SourceTableName": "history", "TargetTableName": "latest", "UseLatestRestorableTime": true}),
+        4 * day,
+    );
+    assert_eq!(latest.status, 200, "{}", latest.body);
+    let scan = ddb_raw(
+        &moat,
+        "Scan",
+        serde_json::json!({"TableName": "latest"}),
+        4 * day,
+    );
+    let v: serde_json::Value = serde_json::from_str(&scan.body).unwrap();
+    let mut keys: Vec<&str> = v["Items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["pk"]["S"].as_str().unwrap())
+        .collect();
+    keys.sort();
+    assert_eq!(
+        keys,
+        ["x", "y"],
+        "the restore is complete from the kept base and its log"
+    );
+}

@@ -354,7 +354,7 @@ fn continuous_backups(meta: &TableMeta) -> Value {
             "PointInTimeRecoveryDescription": {
                 "PointInTimeRecoveryStatus": "ENABLED",
                 "RecoveryPeriodInDays": p.recovery_days,
-                "EarliestRestorableDateTime": p.earliest as f64 / 1e6,
+                "EarliestRestorableDateTime": p.earliest(moat_dynamodb::tables::now_micros()) as f64 / 1e6,
                 "LatestRestorableDateTime": moat_dynamodb::tables::now_micros() as f64 / 1e6,
             }
         }),
