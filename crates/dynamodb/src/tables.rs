@@ -12,7 +12,7 @@ use std::ops::Bound;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use moat_store::{Db, StoreError, Tx};
+use moat_store::{Db, Locked, StoreError, Tx};
 use serde::{Deserialize, Serialize};
 
 use crate::value::{item_from_json, item_size, item_to_json, key_bytes, AttributeValue, Item};
@@ -200,6 +200,9 @@ pub struct Tables {
     open: Mutex<HashMap<(String, String), Arc<Table>>>,
     /// Serialises catalog changes.
     catalog_lock: Mutex<()>,
+    /// `ClientRequestToken`s of recent transactions: (when, request
+    /// fingerprint, answer), kept ten minutes.
+    pub idempotency: Mutex<HashMap<String, (u64, String, serde_json::Value)>>,
 }
 
 fn catalog_key(region: &str, name: &str) -> Vec<u8> {
@@ -214,6 +217,7 @@ impl Tables {
             keys,
             open: Mutex::new(HashMap::new()),
             catalog_lock: Mutex::new(()),
+            idempotency: Mutex::new(HashMap::new()),
         }
     }
 
@@ -541,55 +545,73 @@ impl Table {
         decide: impl FnOnce(Option<&Item>) -> Result<Option<Item>, DdbError>,
     ) -> Result<(Option<Item>, Option<Item>), DdbError> {
         self.db.transaction(|tx: &Tx<'_>| {
-            let old = match tx.get(ITEMS, &key.storage)? {
-                Some(b) => Some(Self::decode(&b)?),
-                None => None,
-            };
+            let old = self.read_in(tx, key)?;
             let new = decide(old.as_ref())?;
-            let old_size = old.as_ref().map(item_size).unwrap_or(0) as i64;
-            let mut stats: Stats = match tx.get(STATS, b"stats")? {
-                Some(b) => serde_json::from_slice(&b).unwrap_or_default(),
-                None => Stats::default(),
-            };
-            match &new {
-                Some(item) => {
-                    let size = item_size(item);
-                    if size > MAX_ITEM_BYTES {
-                        return Err(DdbError::validation(
-                            "Item size has exceeded the maximum allowed size",
-                        ));
-                    }
-                    tx.put(ITEMS, &key.storage, &Self::encode(item))?;
-                    if old.is_none() {
-                        stats.items += 1;
-                    }
-                    stats.bytes += size as i64 - old_size;
-                }
-                None => {
-                    if old.is_some() {
-                        tx.delete(ITEMS, &key.storage)?;
-                        stats.items -= 1;
-                        stats.bytes -= old_size;
-                    }
-                }
-            }
-            tx.put(
-                STATS,
-                b"stats",
-                &serde_json::to_vec(&stats).unwrap_or_default(),
-            )?;
-            if self.meta.pitr.is_some() && (old.is_some() || new.is_some()) {
-                // Logged in the same transaction: a change is recoverable
-                // exactly when it is committed.
-                let at = self.next_log_time();
-                let entry = serde_json::json!({
-                    "k": key.storage.iter().map(|b| format!("{b:02x}")).collect::<String>(),
-                    "i": new.as_ref().map(item_to_json),
-                });
-                tx.put(CHANGELOG, &at.to_be_bytes(), entry.to_string().as_bytes())?;
-            }
+            self.apply_in(tx, key, old.as_ref(), new.as_ref())?;
             Ok((old, new))
         })
+    }
+
+    /// The item under `key`, inside a transaction.
+    pub fn read_in(&self, tx: &Tx<'_>, key: &ItemKey) -> Result<Option<Item>, DdbError> {
+        match tx.get(ITEMS, &key.storage)? {
+            Some(b) => Ok(Some(Self::decode(&b)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Replaces `old` by `new` inside a transaction: the item, the table's
+    /// count and size, and (with point-in-time recovery) the change log.
+    pub fn apply_in(
+        &self,
+        tx: &Tx<'_>,
+        key: &ItemKey,
+        old: Option<&Item>,
+        new: Option<&Item>,
+    ) -> Result<(), DdbError> {
+        let old_size = old.map(item_size).unwrap_or(0) as i64;
+        let mut stats: Stats = match tx.get(STATS, b"stats")? {
+            Some(b) => serde_json::from_slice(&b).unwrap_or_default(),
+            None => Stats::default(),
+        };
+        match new {
+            Some(item) => {
+                let size = item_size(item);
+                if size > MAX_ITEM_BYTES {
+                    return Err(DdbError::validation(
+                        "Item size has exceeded the maximum allowed size",
+                    ));
+                }
+                tx.put(ITEMS, &key.storage, &Self::encode(item))?;
+                if old.is_none() {
+                    stats.items += 1;
+                }
+                stats.bytes += size as i64 - old_size;
+            }
+            None => {
+                if old.is_some() {
+                    tx.delete(ITEMS, &key.storage)?;
+                    stats.items -= 1;
+                    stats.bytes -= old_size;
+                }
+            }
+        }
+        tx.put(
+            STATS,
+            b"stats",
+            &serde_json::to_vec(&stats).unwrap_or_default(),
+        )?;
+        if self.meta.pitr.is_some() && (old.is_some() || new.is_some()) {
+            // Logged in the same transaction: a change is recoverable
+            // exactly when it is committed.
+            let at = self.next_log_time();
+            let entry = serde_json::json!({
+                "k": key.storage.iter().map(|b| format!("{b:02x}")).collect::<String>(),
+                "i": new.map(item_to_json),
+            });
+            tx.put(CHANGELOG, &at.to_be_bytes(), entry.to_string().as_bytes())?;
+        }
+        Ok(())
     }
 
     fn next_log_time(&self) -> u64 {
@@ -1082,5 +1104,186 @@ impl Tables {
             cursor = Bound::Excluded(last);
         }
         Ok(created)
+    }
+}
+
+/// What one action of a transaction does once its condition holds.
+pub enum TxEffect {
+    /// Write the item (`None`: delete it).
+    Write(Option<Item>),
+    /// Only a condition check.
+    Check,
+}
+
+/// Decides an action of a transaction from the current item.
+pub type Decide = Box<dyn FnOnce(Option<&Item>) -> Result<TxEffect, DdbError> + Send>;
+
+/// One action of `TransactWriteItems`.
+pub struct TxAction {
+    pub table: Arc<Table>,
+    pub key: ItemKey,
+    /// Decides from the current item: the effect, or the refusal (a failed
+    /// condition is a `ConditionalCheckFailed` error).
+    pub decide: Decide,
+}
+
+/// Why a transaction was cancelled: one entry per action, in request order
+/// (`None` where that action was fine).
+#[derive(Debug)]
+pub struct Cancelled {
+    pub reasons: Vec<Option<DdbError>>,
+}
+
+const INTENTS: &str = "ddb-intents";
+
+impl Tables {
+    /// Locks every table of a transaction, in one global order (by store
+    /// path) so that two transactions never wait on each other.
+    fn lock_all<'t>(tables: &'t [Arc<Table>]) -> (Vec<usize>, Vec<Locked<'t>>) {
+        let mut order: Vec<usize> = (0..tables.len()).collect();
+        order.sort_by(|a, b| tables[*a].db.path().cmp(tables[*b].db.path()));
+        order.dedup_by(|a, b| tables[*a].db.path() == tables[*b].db.path());
+        let locks = order.iter().map(|i| tables[*i].db.lock()).collect();
+        (order, locks)
+    }
+
+    /// `TransactWriteItems`: every action's condition is checked and every
+    /// write made, or none is.
+    ///
+    /// All the tables involved are held for the whole decision, so the
+    /// transaction is serialisable with single-item writes. Before any table
+    /// commits, the writes are recorded durably as an intent in the system
+    /// store; [`Tables::recover`] finishes an intent a crash interrupted.
+    pub fn transact_write(
+        &self,
+        actions: Vec<TxAction>,
+    ) -> Result<(), Result<Cancelled, DdbError>> {
+        let tables: Vec<Arc<Table>> = actions.iter().map(|a| a.table.clone()).collect();
+        let (order, mut locks) = Self::lock_all(&tables);
+        let mut txs = Vec::with_capacity(locks.len());
+        for l in locks.iter_mut() {
+            txs.push(l.begin().map_err(|e| Err(e.into()))?);
+        }
+        let tx_of = |t: &Arc<Table>| -> usize {
+            order
+                .iter()
+                .position(|i| tables[*i].db.path() == t.db.path())
+                .unwrap_or(0)
+        };
+        // Decide every action first.
+        let mut reasons = Vec::with_capacity(actions.len());
+        let mut writes = Vec::new();
+        let mut failed = false;
+        for action in actions {
+            let tx = &txs[tx_of(&action.table)];
+            let old = action.table.read_in(tx, &action.key).map_err(Err)?;
+            match (action.decide)(old.as_ref()) {
+                Ok(TxEffect::Write(new)) => {
+                    reasons.push(None);
+                    writes.push((action.table, action.key, old, new));
+                }
+                Ok(TxEffect::Check) => reasons.push(None),
+                Err(e) if e.kind == DdbErrorKind::ConditionalCheckFailed => {
+                    failed = true;
+                    reasons.push(Some(e));
+                }
+                Err(e) => return Err(Err(e)),
+            }
+        }
+        if failed {
+            return Err(Ok(Cancelled { reasons }));
+        }
+        // The intent: enough to finish the writes after a crash.
+        let intent_id = format!("{:020}-{}", now_micros(), std::process::id());
+        let intent: Vec<serde_json::Value> = writes
+            .iter()
+            .map(|(t, k, _, new)| {
+                serde_json::json!({
+                    "region": t.meta.region, "table": t.meta.name,
+                    "key": item_to_json(&k.attributes),
+                    "whole": new.as_ref().map(item_to_json),
+                })
+            })
+            .collect();
+        self.catalog
+            .put(
+                INTENTS,
+                intent_id.as_bytes(),
+                serde_json::Value::Array(intent).to_string().as_bytes(),
+            )
+            .map_err(|e| Err(e.into()))?;
+        for (table, key, old, new) in &writes {
+            table
+                .apply_in(&txs[tx_of(table)], key, old.as_ref(), new.as_ref())
+                .map_err(Err)?;
+        }
+        for tx in txs {
+            tx.commit().map_err(|e| Err(e.into()))?;
+        }
+        self.catalog
+            .delete(INTENTS, intent_id.as_bytes())
+            .map_err(|e| Err(e.into()))?;
+        Ok(())
+    }
+
+    /// `TransactGetItems`: the items as they all were at one moment.
+    pub fn transact_get(
+        &self,
+        reads: &[(Arc<Table>, ItemKey)],
+    ) -> Result<Vec<Option<Item>>, DdbError> {
+        let tables: Vec<Arc<Table>> = reads.iter().map(|(t, _)| t.clone()).collect();
+        let (order, mut locks) = Self::lock_all(&tables);
+        let mut txs = Vec::with_capacity(locks.len());
+        for l in locks.iter_mut() {
+            txs.push(l.begin()?);
+        }
+        reads
+            .iter()
+            .map(|(t, k)| {
+                let i = order
+                    .iter()
+                    .position(|i| tables[*i].db.path() == t.db.path())
+                    .unwrap_or(0);
+                t.read_in(&txs[i], k)
+            })
+            .collect()
+    }
+
+    /// Finishes the transactions a crash interrupted after they were decided
+    /// (run at start, before serving). Each write holds the item's whole new
+    /// state, so finishing twice changes nothing.
+    pub fn recover(&self) -> Result<usize, DdbError> {
+        let intents = self
+            .catalog
+            .scan(INTENTS, Bound::Unbounded, Bound::Unbounded, usize::MAX)?;
+        let n = intents.len();
+        for (id, body) in intents {
+            let writes: Vec<serde_json::Value> = serde_json::from_slice(&body).unwrap_or_default();
+            for w in writes {
+                let (Some(region), Some(name), Some(key)) = (
+                    w["region"].as_str(),
+                    w["table"].as_str(),
+                    w["key"].as_object(),
+                ) else {
+                    continue;
+                };
+                let Ok(table) = self.table(region, name) else {
+                    continue;
+                };
+                let key_item =
+                    item_from_json(key).map_err(|e| DdbError::new(DdbErrorKind::Internal, e.0))?;
+                let key = table.key_of(&key_item, false)?;
+                let new = match w["whole"].as_object() {
+                    Some(m) => Some(
+                        item_from_json(m)
+                            .map_err(|e| DdbError::new(DdbErrorKind::Internal, e.0))?,
+                    ),
+                    None => None,
+                };
+                table.write(&key, |_| Ok(new))?;
+            }
+            self.catalog.delete(INTENTS, &id)?;
+        }
+        Ok(n)
     }
 }

@@ -366,6 +366,8 @@ operations! {
     UpdateContinuousBackups => DynamoDb, "dynamodb", action;
     DescribeContinuousBackups => DynamoDb, "dynamodb", action;
     RestoreTableToPointInTime => DynamoDb, "dynamodb", action;
+    TransactWriteItems => DynamoDb, "dynamodb", handler;
+    TransactGetItems => DynamoDb, "dynamodb", handler;
     BatchGetItem => DynamoDb, "dynamodb", handler;
     BatchWriteItem => DynamoDb, "dynamodb", handler;
 }

@@ -152,6 +152,13 @@ async fn serve(settings: Settings) -> Result<(), String> {
         system_db.clone(),
         Arc::new(vault::TableKeyring(keys.clone())),
     ));
+    // Transactions a crash interrupted after they were decided are finished first.
+    let finished = tables
+        .recover()
+        .map_err(|e| format!("cannot finish interrupted transactions: {e}"))?;
+    if finished > 0 {
+        tracing::info!(finished, "finished interrupted DynamoDB transactions");
+    }
     spawn_ttl_sweeper(tables.clone());
     let edge = Arc::new(Edge::new(
         EdgeConfig {

@@ -1208,3 +1208,276 @@ async fn batch_get_hands_back_what_does_not_fit_in_16_mb() {
         .unwrap();
     assert_eq!(second.responses().unwrap()["large"].len(), left);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn transactions_are_all_or_nothing() {
+    use aws_sdk_dynamodb::types::{
+        ConditionCheck, Get, Put, TransactGetItem, TransactWriteItem, Update,
+    };
+    let dir = TempDir::new("ddb-txn");
+    let moat = Moat::must_start(dir.path());
+    let db = client(&moat);
+    must_create(&db, "accounts", false).await;
+    must_create(&db, "audit", false).await;
+    db.put_item()
+        .table_name("accounts")
+        .item("pk", s("alice"))
+        .item("balance", n(100))
+        .send()
+        .await
+        .unwrap();
+    db.put_item()
+        .table_name("accounts")
+        .item("pk", s("bob"))
+        .item("balance", n(100))
+        .send()
+        .await
+        .unwrap();
+
+    let transfer = |from: &str, to: &str, amount: i64, note: &str| {
+        vec![
+            TransactWriteItem::builder()
+                .update(
+                    Update::builder()
+                        .table_name("accounts")
+                        .key("pk", s(from))
+                        .update_expression("SET balance = balance - :a")
+                        .condition_expression("balance >= :a")
+                        .expression_attribute_values(":a", n(amount))
+                        .return_values_on_condition_check_failure(
+                            aws_sdk_dynamodb::types::ReturnValuesOnConditionCheckFailure::AllOld,
+                        )
+                        .build()
+                        .unwrap(),
+                )
+                .build(),
+            TransactWriteItem::builder()
+                .update(
+                    Update::builder()
+                        .table_name("accounts")
+                        .key("pk", s(to))
+                        .update_expression("SET balance = balance + :a")
+                        .expression_attribute_values(":a", n(amount))
+                        .build()
+                        .unwrap(),
+                )
+                .build(),
+            TransactWriteItem::builder()
+                .put(
+                    Put::builder()
+                        .table_name("audit")
+                        .item("pk", s(note))
+                        .item("amount", n(amount))
+                        .build()
+                        .unwrap(),
+                )
+                .build(),
+        ]
+    };
+    db.transact_write_items()
+        .set_transact_items(Some(transfer("alice", "bob", 30, "t1")))
+        .send()
+        .await
+        .unwrap();
+    let balance = |who: &'static str| {
+        let db = db.clone();
+        async move {
+            let r = db
+                .get_item()
+                .table_name("accounts")
+                .key("pk", s(who))
+                .consistent_read(true)
+                .send()
+                .await
+                .unwrap();
+            r.item().unwrap()["balance"]
+                .as_n()
+                .unwrap()
+                .parse::<i64>()
+                .unwrap()
+        }
+    };
+    assert_eq!((balance("alice").await, balance("bob").await), (70, 130));
+
+    // A failed condition cancels everything, with reasons in action order.
+    let refused = db
+        .transact_write_items()
+        .set_transact_items(Some(transfer("alice", "bob", 500, "t2")))
+        .send()
+        .await;
+    let err = refused.expect_err("insufficient funds");
+    assert_eq!(err.code(), Some("TransactionCanceledException"));
+    let reasons: Vec<String> = match err.as_service_error() {
+        Some(aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError::TransactionCanceledException(e)) => e
+            .cancellation_reasons()
+            .iter()
+            .map(|r| r.code().unwrap_or("").to_owned())
+            .collect(),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(reasons, ["ConditionalCheckFailed", "None", "None"]);
+    assert_eq!((balance("alice").await, balance("bob").await), (70, 130));
+    assert!(db
+        .get_item()
+        .table_name("audit")
+        .key("pk", s("t2"))
+        .send()
+        .await
+        .unwrap()
+        .item()
+        .is_none());
+
+    // One item twice is refused; a condition check alone works across tables.
+    let twice = vec![
+        TransactWriteItem::builder()
+            .put(
+                Put::builder()
+                    .table_name("audit")
+                    .item("pk", s("x"))
+                    .build()
+                    .unwrap(),
+            )
+            .build(),
+        TransactWriteItem::builder()
+            .put(
+                Put::builder()
+                    .table_name("audit")
+                    .item("pk", s("x"))
+                    .build()
+                    .unwrap(),
+            )
+            .build(),
+    ];
+    assert_eq!(
+        code(
+            db.transact_write_items()
+                .set_transact_items(Some(twice))
+                .send()
+                .await
+        ),
+        "ValidationException"
+    );
+    let checked = vec![
+        TransactWriteItem::builder()
+            .condition_check(
+                ConditionCheck::builder()
+                    .table_name("accounts")
+                    .key("pk", s("alice"))
+                    .condition_expression("balance = :b")
+                    .expression_attribute_values(":b", n(70))
+                    .build()
+                    .unwrap(),
+            )
+            .build(),
+        TransactWriteItem::builder()
+            .put(
+                Put::builder()
+                    .table_name("audit")
+                    .item("pk", s("checked"))
+                    .build()
+                    .unwrap(),
+            )
+            .build(),
+    ];
+    db.transact_write_items()
+        .set_transact_items(Some(checked))
+        .send()
+        .await
+        .unwrap();
+
+    // Idempotency: the same token and request do it once; another request with it is refused.
+    let once = || {
+        vec![TransactWriteItem::builder()
+            .update(
+                Update::builder()
+                    .table_name("audit")
+                    .key("pk", s("counter"))
+                    .update_expression("ADD hits :one")
+                    .expression_attribute_values(":one", n(1))
+                    .build()
+                    .unwrap(),
+            )
+            .build()]
+    };
+    for _ in 0..2 {
+        db.transact_write_items()
+            .set_transact_items(Some(once()))
+            .client_request_token("token-1")
+            .send()
+            .await
+            .unwrap();
+    }
+    let hits = db
+        .get_item()
+        .table_name("audit")
+        .key("pk", s("counter"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(hits.item().unwrap()["hits"], n(1));
+    assert_eq!(
+        code(
+            db.transact_write_items()
+                .set_transact_items(Some(transfer("bob", "alice", 1, "t3")))
+                .client_request_token("token-1")
+                .send()
+                .await
+        ),
+        "IdempotentParameterMismatchException"
+    );
+
+    // Concurrent transfers keep the total exact.
+    let mut tasks = Vec::new();
+    for t in 0..6 {
+        let db = db.clone();
+        tasks.push(tokio::spawn(async move {
+            for i in 0..10 {
+                let (from, to) = if (t + i) % 2 == 0 {
+                    ("alice", "bob")
+                } else {
+                    ("bob", "alice")
+                };
+                let _ = db
+                    .transact_write_items()
+                    .set_transact_items(Some(transfer(from, to, 7, &format!("c{t}-{i}"))))
+                    .send()
+                    .await;
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    assert_eq!(balance("alice").await + balance("bob").await, 200);
+
+    // TransactGetItems reads across tables at one moment.
+    let got = db
+        .transact_get_items()
+        .transact_items(
+            TransactGetItem::builder()
+                .get(
+                    Get::builder()
+                        .table_name("accounts")
+                        .key("pk", s("alice"))
+                        .build()
+                        .unwrap(),
+                )
+                .build(),
+        )
+        .transact_items(
+            TransactGetItem::builder()
+                .get(
+                    Get::builder()
+                        .table_name("audit")
+                        .key("pk", s("t1"))
+                        .build()
+                        .unwrap(),
+                )
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(got.responses().len(), 2);
+    assert_eq!(got.responses()[1].item().unwrap()["amount"], n(30));
+}

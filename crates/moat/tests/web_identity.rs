@@ -564,6 +564,62 @@ mod fgac {
                 .send()
                 .await,
         );
+        // TransactWriteItems: each action is authorised as itself, with the
+        // transaction as its enclosing operation.
+        let tput = |u: &str| {
+            aws_sdk_dynamodb::types::TransactWriteItem::builder()
+                .put(
+                    aws_sdk_dynamodb::types::Put::builder()
+                        .table_name("GameScores")
+                        .set_item(Some(key(u, "tx")))
+                        .build()
+                        .unwrap(),
+                )
+                .build()
+        };
+        alice
+            .transact_write_items()
+            .transact_items(tput("alice"))
+            .send()
+            .await
+            .unwrap();
+        denied(
+            alice
+                .transact_write_items()
+                .transact_items(tput("alice"))
+                .transact_items(tput("bob"))
+                .send()
+                .await,
+        );
+        let tget = |u: &str| {
+            aws_sdk_dynamodb::types::TransactGetItem::builder()
+                .get(
+                    aws_sdk_dynamodb::types::Get::builder()
+                        .table_name("GameScores")
+                        .set_key(Some(key(u, "tx")))
+                        .build()
+                        .unwrap(),
+                )
+                .build()
+        };
+        assert_eq!(
+            alice
+                .transact_get_items()
+                .transact_items(tget("alice"))
+                .send()
+                .await
+                .unwrap()
+                .responses()
+                .len(),
+            1
+        );
+        denied(
+            alice
+                .transact_get_items()
+                .transact_items(tget("bob"))
+                .send()
+                .await,
+        );
         // DeleteItem.
         denied(
             alice

@@ -144,6 +144,16 @@ impl Db {
         self.transaction(|tx| tx.delete(tree, key))
     }
 
+    /// Holds the store for a caller that needs several stores in one
+    /// decision (a transaction across tables): lock them in one global order,
+    /// `begin` on each, then `commit` each. Dropping a `Tx` rolls it back.
+    pub fn lock(&self) -> Locked<'_> {
+        Locked {
+            conn: self.conn.lock().unwrap_or_else(|p| p.into_inner()),
+            path: &self.path,
+        }
+    }
+
     /// Runs `f` in one transaction; commits (durably) if it returns `Ok`.
     pub fn transaction<T, E: From<StoreError>>(
         &self,
@@ -219,7 +229,33 @@ impl Db {
     }
 }
 
+/// A store held by one caller (see [`Db::lock`]).
+pub struct Locked<'a> {
+    conn: std::sync::MutexGuard<'a, Connection>,
+    path: &'a Path,
+}
+
+impl Locked<'_> {
+    /// Begins a write transaction on the held store.
+    pub fn begin(&mut self) -> Result<Tx<'_>, StoreError> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(|e| engine_error(self.path, e))?;
+        Ok(Tx {
+            tx,
+            path: self.path,
+        })
+    }
+}
+
 impl Tx<'_> {
+    /// Commits durably.
+    pub fn commit(self) -> Result<(), StoreError> {
+        let path = self.path;
+        self.tx.commit().map_err(|e| engine_error(path, e))
+    }
+
     pub fn get(&self, tree: &str, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
         get(&self.tx, self.path, tree, key)
     }

@@ -1276,6 +1276,8 @@ pub fn handle(
         Operation::Scan => read_many(ctx, tables, input, false),
         Operation::BatchGetItem => batch_get(ctx, tables, input),
         Operation::BatchWriteItem => batch_write(ctx, tables, input),
+        Operation::TransactWriteItems => transact_write(ctx, tables, input),
+        Operation::TransactGetItems => transact_get(ctx, tables, input),
         Operation::CreateBackup => {
             let table = required(input, "TableName")?;
             let name = required(input, "BackupName")?;
@@ -1750,4 +1752,255 @@ fn batch_keys(
     let empty = Map::new();
     rk.apply(&empty, &mut keys);
     keys
+}
+
+/// One `TransactItems` entry: its kind, and the request it carries.
+fn transact_entry(entry: &Value) -> Result<(&'static str, &Map<String, Value>), ApiError> {
+    for kind in ["Put", "Update", "Delete", "ConditionCheck", "Get"] {
+        if let Some(body) = entry.get(kind).and_then(Value::as_object) {
+            return Ok((kind, body));
+        }
+    }
+    Err(validation(
+        "A TransactItem must have exactly one of Put, Update, Delete or ConditionCheck",
+    ))
+}
+
+/// Authorises one action of a transaction as AWS does: its own action on
+/// its table, with `dynamodb:EnclosingOperation` naming the transaction.
+fn authorize_transact_action(
+    ctx: &Ctx<'_>,
+    tables: &Tables,
+    enclosing: &str,
+    kind: &str,
+    body: &Map<String, Value>,
+) -> Result<(), ApiError> {
+    let (action, op) = match kind {
+        "Put" => ("dynamodb:PutItem", Operation::PutItem),
+        "Update" => ("dynamodb:UpdateItem", Operation::UpdateItem),
+        "Delete" => ("dynamodb:DeleteItem", Operation::DeleteItem),
+        "Get" => ("dynamodb:GetItem", Operation::GetItem),
+        _ => ("dynamodb:ConditionCheckItem", Operation::DeleteItem),
+    };
+    let table = required(body, "TableName")?;
+    let mut keys = ctx.keys.clone();
+    add_condition_keys(op, ctx, tables, body, &mut keys);
+    if kind == "ConditionCheck" {
+        keys.remove("dynamodb:ReturnValues");
+    }
+    keys.set("dynamodb:EnclosingOperation", enclosing);
+    authorize_table(ctx, action, table, keys)
+}
+
+fn transact_write(
+    ctx: &Ctx<'_>,
+    tables: &Tables,
+    input: &Map<String, Value>,
+) -> Result<Value, ApiError> {
+    let items = input
+        .get("TransactItems")
+        .and_then(Value::as_array)
+        .ok_or_else(|| validation("1 validation error detected: Value null at 'transactItems' failed to satisfy constraint: Member must not be null"))?;
+    if items.is_empty() || items.len() > 100 {
+        return Err(validation("1 validation error detected: Value at 'transactItems' failed to satisfy constraint: Member must have length less than or equal to 100"));
+    }
+    // Idempotency: the same token with the same request answers as before,
+    // for ten minutes; with another request it is refused.
+    let token = text(input, "ClientRequestToken")?.map(str::to_owned);
+    let fingerprint = serde_json::to_string(items).unwrap_or_default();
+    let now = moat_dynamodb::tables::now_micros();
+    if let Some(t) = &token {
+        let mut seen = tables.idempotency.lock().unwrap_or_else(|p| p.into_inner());
+        seen.retain(|_, (at, _, _)| now.saturating_sub(*at) < 600_000_000);
+        if let Some((_, print, answer)) = seen.get(t) {
+            if *print == fingerprint {
+                return Ok(answer.clone());
+            }
+            return Err(ApiError::new(
+                ErrorKind::Service {
+                    code: "IdempotentParameterMismatchException",
+                    status: 400,
+                },
+                "The request uses the same client token as a previous, but non-identical request.",
+            ));
+        }
+    }
+    let mut actions = Vec::with_capacity(items.len());
+    let mut seen_items = std::collections::HashSet::new();
+    let mut return_old_on_failure = Vec::new();
+    for entry in items {
+        let (kind, body) = transact_entry(entry)?;
+        if kind == "Get" {
+            return Err(validation("TransactWriteItems cannot contain a Get"));
+        }
+        authorize_transact_action(ctx, tables, "TransactWriteItems", kind, body)?;
+        let table = tables.table(ctx.region, required(body, "TableName")?)?;
+        let (key, item) = if kind == "Put" {
+            let item = item_arg(body, "Item")?;
+            (table.key_of(&item, true)?, Some(item))
+        } else {
+            (table.key_of(&item_arg(body, "Key")?, false)?, None)
+        };
+        if !seen_items.insert((table.meta.arn.clone(), key.storage.clone())) {
+            return Err(validation(
+                "Transaction request cannot include multiple operations on one item",
+            ));
+        }
+        let ph = placeholders(body)?;
+        let condition = match text(body, "ConditionExpression")? {
+            Some(e) => Some(parse_condition(e, &ph).map_err(expr_err)?),
+            None if kind == "ConditionCheck" => {
+                return Err(validation(
+                    "A ConditionCheck must have a ConditionExpression",
+                ))
+            }
+            None => None,
+        };
+        let update = match (kind, text(body, "UpdateExpression")?) {
+            ("Update", Some(e)) => Some(parse_update(e, &ph).map_err(expr_err)?),
+            ("Update", None) => return Err(validation("An Update must have an UpdateExpression")),
+            _ => None,
+        };
+        ph.check_all_used().map_err(expr_err)?;
+        if let Some(u) = &update {
+            for n in u.top_level_names() {
+                if key.attributes.contains_key(&n) {
+                    return Err(validation(format!(
+                        "One or more parameter values were invalid: Cannot update attribute {n}. This attribute is part of the key"
+                    )));
+                }
+            }
+        }
+        return_old_on_failure.push(
+            body.get("ReturnValuesOnConditionCheckFailure")
+                .and_then(Value::as_str)
+                == Some("ALL_OLD"),
+        );
+        let key_attributes = key.attributes.clone();
+        let decide =
+            move |old: Option<&Item>| -> Result<moat_dynamodb::tables::TxEffect, DdbError> {
+                use moat_dynamodb::tables::TxEffect;
+                if let Some(c) = &condition {
+                    let empty = Item::new();
+                    if !c
+                        .eval(old.unwrap_or(&empty))
+                        .map_err(|e| DdbError::validation(e.0))?
+                    {
+                        let mut e = DdbError::new(
+                            DdbErrorKind::ConditionalCheckFailed,
+                            "The conditional request failed",
+                        );
+                        e.old_item = old.cloned();
+                        return Err(e);
+                    }
+                }
+                Ok(match kind {
+                    "Put" => TxEffect::Write(item),
+                    "Delete" => TxEffect::Write(None),
+                    "Update" => {
+                        let mut next = old.cloned().unwrap_or(key_attributes);
+                        if let Some(u) = &update {
+                            u.apply(&mut next).map_err(|e| DdbError::validation(e.0))?;
+                        }
+                        TxEffect::Write(Some(next))
+                    }
+                    _ => TxEffect::Check,
+                })
+            };
+        actions.push(moat_dynamodb::tables::TxAction {
+            table,
+            key,
+            decide: Box::new(decide),
+        });
+    }
+    match tables.transact_write(actions) {
+        Ok(()) => {
+            let answer = json!({});
+            if let Some(t) = token {
+                tables
+                    .idempotency
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(t, (now, fingerprint, answer.clone()));
+            }
+            Ok(answer)
+        }
+        Err(Ok(cancelled)) => {
+            let codes: Vec<&str> = cancelled
+                .reasons
+                .iter()
+                .map(|r| {
+                    if r.is_some() {
+                        "ConditionalCheckFailed"
+                    } else {
+                        "None"
+                    }
+                })
+                .collect();
+            let reasons: Vec<Value> = cancelled
+                .reasons
+                .iter()
+                .zip(return_old_on_failure)
+                .map(|(r, want_old)| match r {
+                    None => json!({"Code": "None"}),
+                    Some(e) => {
+                        let mut v = json!({"Code": "ConditionalCheckFailed", "Message": "The conditional request failed"});
+                        if let (true, Some(item)) = (want_old, &e.old_item) {
+                            v["Item"] = item_to_json(item);
+                        }
+                        v
+                    }
+                })
+                .collect();
+            let mut err = ApiError::new(
+                ErrorKind::Service { code: "TransactionCanceledException", status: 400 },
+                format!("Transaction cancelled, please refer cancellation reasons for specific reasons [{}]", codes.join(", ")),
+            );
+            err.extra = Some(json!({"CancellationReasons": reasons}));
+            Err(err)
+        }
+        Err(Err(e)) => Err(e.into()),
+    }
+}
+
+fn transact_get(
+    ctx: &Ctx<'_>,
+    tables: &Tables,
+    input: &Map<String, Value>,
+) -> Result<Value, ApiError> {
+    let items = input
+        .get("TransactItems")
+        .and_then(Value::as_array)
+        .ok_or_else(|| validation("1 validation error detected: Value null at 'transactItems' failed to satisfy constraint: Member must not be null"))?;
+    if items.is_empty() || items.len() > 100 {
+        return Err(validation("1 validation error detected: Value at 'transactItems' failed to satisfy constraint: Member must have length less than or equal to 100"));
+    }
+    let mut reads = Vec::new();
+    let mut projections = Vec::new();
+    for entry in items {
+        let (kind, body) = transact_entry(entry)?;
+        if kind != "Get" {
+            return Err(validation("TransactGetItems can only contain Get actions"));
+        }
+        authorize_transact_action(ctx, tables, "TransactGetItems", kind, body)?;
+        let table = tables.table(ctx.region, required(body, "TableName")?)?;
+        let key = table.key_of(&item_arg(body, "Key")?, false)?;
+        let ph = placeholders(body)?;
+        projections.push(projection_arg(body, &ph)?);
+        ph.check_all_used().map_err(expr_err)?;
+        reads.push((table, key));
+    }
+    let found = tables.transact_get(&reads)?;
+    let responses: Vec<Value> = found
+        .into_iter()
+        .zip(projections)
+        .map(|(item, projection)| match item {
+            Some(item) => json!({"Item": item_to_json(&match &projection {
+                Some(p) => p.apply(&item),
+                None => item,
+            })}),
+            None => json!({}),
+        })
+        .collect();
+    Ok(json!({"Responses": responses}))
 }
