@@ -21,6 +21,9 @@ pub struct AuditRecord {
     /// `ip:port` of the client.
     pub source: String,
     pub principal: Option<String>,
+    /// For a web-identity session: the provider and the user's subject
+    /// (`HOST:SUB`), the person behind the assumed role.
+    pub web_identity: Option<String>,
     pub access_key_id: Option<String>,
     pub service: Option<String>,
     pub operation: Option<String>,
@@ -210,6 +213,7 @@ mod tests {
             request_id: format!("req-{i}"),
             source: "127.0.0.1:1".into(),
             principal: None,
+            web_identity: None,
             access_key_id: None,
             service: Some("sts".into()),
             operation: Some("GetCallerIdentity".into()),

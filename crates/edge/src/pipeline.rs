@@ -161,6 +161,10 @@ impl Edge {
                 request_id,
                 source: remote.to_string(),
                 principal: trail.caller.as_ref().map(|c| c.principal.arn()),
+                web_identity: trail
+                    .caller
+                    .as_ref()
+                    .and_then(|c| self.iam.web_identity_of(c)),
                 access_key_id: trail.access_key_id,
                 service: trail.service.map(|s| s.signing_name().to_owned()),
                 operation: trail.operation_name,
@@ -212,6 +216,7 @@ impl Edge {
                 request_id: request_id.clone(),
                 source: remote.to_string(),
                 principal: None,
+                web_identity: None,
                 access_key_id: None,
                 service: None,
                 operation: None,

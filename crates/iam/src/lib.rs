@@ -208,6 +208,14 @@ impl Iam {
         Ok(out)
     }
 
+    /// `HOST:SUBJECT` of a web-identity session, for the audit log.
+    pub fn web_identity_of(&self, caller: &Caller) -> Option<String> {
+        let id = caller.session.as_ref()?;
+        let state = self.read();
+        let web = state.sessions.get(id)?.web_identity.as_ref()?;
+        Some(format!("{}:{}", web.key_prefix, web.subject))
+    }
+
     /// The secret and the caller of an access key, checking the session token.
     /// The token is compared in constant time.
     pub fn resolve_key(

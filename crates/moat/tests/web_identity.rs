@@ -657,6 +657,7 @@ mod fgac {
                 setup.account
             )
         );
+        assert_eq!(line["web_identity"], format!("{}:alice", setup.host));
         let why = line["decided_by"]
             .as_str()
             .expect("the failed condition is named");
@@ -728,7 +729,6 @@ mod fgac {
                 .count(),
             2 * 4 * 15
         );
-        let _ = &setup.host;
     }
 
     #[tokio::test(flavor = "multi_thread")]
