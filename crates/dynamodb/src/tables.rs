@@ -1217,8 +1217,11 @@ impl Tables {
                 .apply_in(&txs[tx_of(table)], key, old.as_ref(), new.as_ref())
                 .map_err(Err)?;
         }
-        for tx in txs {
+        for (i, tx) in txs.into_iter().enumerate() {
             tx.commit().map_err(|e| Err(e.into()))?;
+            if i == 0 {
+                fail_point("transact-after-first-commit");
+            }
         }
         self.catalog
             .delete(INTENTS, intent_id.as_bytes())
@@ -1285,5 +1288,14 @@ impl Tables {
             self.catalog.delete(INTENTS, &id)?;
         }
         Ok(n)
+    }
+}
+
+/// A deliberate crash for tests (TiKV's fail-point habit): when the
+/// environment variable `MOAT_FAIL_POINT` names this point, the process
+/// aborts here, as a power cut would stop it.
+fn fail_point(name: &str) {
+    if std::env::var("MOAT_FAIL_POINT").is_ok_and(|v| v == name) {
+        std::process::abort();
     }
 }

@@ -1481,3 +1481,73 @@ async fn transactions_are_all_or_nothing() {
     assert_eq!(got.responses().len(), 2);
     assert_eq!(got.responses()[1].item().unwrap()["amount"], n(30));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_transaction_cut_between_commits_is_finished_at_the_next_start() {
+    use aws_sdk_dynamodb::types::{Put, TransactWriteItem};
+    let dir = TempDir::new("ddb-txn-crash");
+    let mut moat = Moat::must_start(dir.path());
+    let db = client(&moat);
+    must_create(&db, "left", false).await;
+    must_create(&db, "right", false).await;
+    drop(db);
+    assert!(moat.must_stop());
+
+    // This Moat aborts right after the first of the two tables commits.
+    let moat = Moat::must_start_with(
+        dir.path(),
+        &[],
+        &[("MOAT_FAIL_POINT", "transact-after-first-commit")],
+    );
+    let db = client(&moat);
+    let both = vec![
+        TransactWriteItem::builder()
+            .put(
+                Put::builder()
+                    .table_name("left")
+                    .item("pk", s("k"))
+                    .item("v", n(1))
+                    .build()
+                    .unwrap(),
+            )
+            .build(),
+        TransactWriteItem::builder()
+            .put(
+                Put::builder()
+                    .table_name("right")
+                    .item("pk", s("k"))
+                    .item("v", n(1))
+                    .build()
+                    .unwrap(),
+            )
+            .build(),
+    ];
+    assert!(
+        db.transact_write_items()
+            .set_transact_items(Some(both))
+            .send()
+            .await
+            .is_err(),
+        "the process died mid-way"
+    );
+    drop(db);
+    drop(moat);
+
+    let moat = Moat::must_start(dir.path());
+    let db = client(&moat);
+    for table in ["left", "right"] {
+        let got = db
+            .get_item()
+            .table_name(table)
+            .key("pk", s("k"))
+            .consistent_read(true)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            got.item().map(|i| i["v"].clone()),
+            Some(n(1)),
+            "{table} holds the decided write"
+        );
+    }
+}
