@@ -128,6 +128,82 @@ pub struct TableMeta {
     /// Point-in-time recovery, when enabled.
     #[serde(default)]
     pub pitr: Option<Pitr>,
+    /// Global and local secondary indexes.
+    #[serde(default)]
+    pub indexes: Vec<IndexMeta>,
+}
+
+/// A secondary index: its key, and which attributes it keeps.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct IndexMeta {
+    pub name: String,
+    pub global: bool,
+    pub hash: KeyAttr,
+    pub range: Option<KeyAttr>,
+    /// `ALL`, `KEYS_ONLY` or `INCLUDE`.
+    pub projection: String,
+    pub non_key_attributes: Vec<String>,
+    #[serde(default)]
+    pub read_capacity: i64,
+    #[serde(default)]
+    pub write_capacity: i64,
+}
+
+impl IndexMeta {
+    fn tree(&self) -> String {
+        format!("idx:{}", self.name)
+    }
+
+    /// Whether the index keeps `attribute` (keys of the table and the index always).
+    pub fn projects(&self, table: &TableMeta, attribute: &str) -> bool {
+        self.projection == "ALL"
+            || attribute == table.hash.name
+            || table.range.as_ref().is_some_and(|r| r.name == attribute)
+            || attribute == self.hash.name
+            || self.range.as_ref().is_some_and(|r| r.name == attribute)
+            || (self.projection == "INCLUDE"
+                && self.non_key_attributes.iter().any(|a| a == attribute))
+    }
+
+    fn project(&self, table: &TableMeta, item: &Item) -> Item {
+        item.iter()
+            .filter(|(k, _)| self.projects(table, k))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    }
+
+    /// The entry's key in the index tree: the index key, then the item's
+    /// own storage key (index keys need not be unique). `None`: the item
+    /// lacks an index key attribute, so the index does not hold it (sparse).
+    fn entry_key(&self, item: &Item, base_key: &[u8]) -> Result<Option<Vec<u8>>, DdbError> {
+        let mut out = Vec::new();
+        for (i, attr) in std::iter::once(&self.hash)
+            .chain(self.range.iter())
+            .enumerate()
+        {
+            let Some(v) = item.get(&attr.name) else {
+                return Ok(None);
+            };
+            if v.type_name() != attr.kind {
+                return Err(DdbError::validation(format!(
+                    "One or more parameter values were invalid: Type mismatch for Index Key {} Expected: {} Actual: {} IndexName: {}",
+                    attr.name,
+                    attr.kind,
+                    v.type_name(),
+                    self.name
+                )));
+            }
+            let Some(encoded) = key_bytes(v) else {
+                return Ok(None);
+            };
+            if i == 0 {
+                out.extend_from_slice(&(encoded.len() as u16).to_be_bytes());
+            }
+            out.extend_from_slice(&encoded);
+        }
+        out.extend_from_slice(base_key);
+        Ok(Some(out))
+    }
 }
 
 /// Point-in-time recovery of a table: base snapshots and, from the moment it
@@ -601,6 +677,20 @@ impl Table {
             b"stats",
             &serde_json::to_vec(&stats).unwrap_or_default(),
         )?;
+        // Indexes change in the same transaction as the item.
+        for index in &self.meta.indexes {
+            let tree = index.tree();
+            if let Some(old) = old {
+                if let Some(k) = index.entry_key(old, &key.storage)? {
+                    tx.delete(&tree, &k)?;
+                }
+            }
+            if let Some(new) = new {
+                if let Some(k) = index.entry_key(new, &key.storage)? {
+                    tx.put(&tree, &k, &Self::encode(&index.project(&self.meta, new)))?;
+                }
+            }
+        }
         if self.meta.pitr.is_some() && (old.is_some() || new.is_some()) {
             // Logged in the same transaction: a change is recoverable
             // exactly when it is committed.
@@ -636,8 +726,22 @@ impl Table {
         &self,
         lower: Bound<Vec<u8>>,
         upper: Option<Vec<u8>>,
+        visit: impl FnMut(&[u8], Item) -> Result<bool, DdbError>,
+    ) -> Result<(), DdbError> {
+        self.range_in(None, lower, upper, visit)
+    }
+
+    /// As `range`, over an index's entries when `index` is given.
+    pub fn range_in(
+        &self,
+        index: Option<&IndexMeta>,
+        lower: Bound<Vec<u8>>,
+        upper: Option<Vec<u8>>,
         mut visit: impl FnMut(&[u8], Item) -> Result<bool, DdbError>,
     ) -> Result<(), DdbError> {
+        let tree = index
+            .map(IndexMeta::tree)
+            .unwrap_or_else(|| ITEMS.to_owned());
         let mut cursor = lower;
         loop {
             let lower_ref = match &cursor {
@@ -649,7 +753,7 @@ impl Table {
                 Some(u) => Bound::Excluded(u.as_slice()),
                 None => Bound::Unbounded,
             };
-            let chunk = self.db.scan(ITEMS, lower_ref, upper_ref, 256)?;
+            let chunk = self.db.scan(&tree, lower_ref, upper_ref, 256)?;
             if chunk.is_empty() {
                 return Ok(());
             }
@@ -1297,5 +1401,38 @@ impl Tables {
 fn fail_point(name: &str) {
     if std::env::var("MOAT_FAIL_POINT").is_ok_and(|v| v == name) {
         std::process::abort();
+    }
+}
+
+impl Table {
+    /// The index named `name`.
+    pub fn index(&self, name: &str) -> Result<&IndexMeta, DdbError> {
+        self.meta
+            .indexes
+            .iter()
+            .find(|i| i.name == name)
+            .ok_or_else(|| {
+                DdbError::validation(format!(
+                    "The table does not have the specified index: {name}"
+                ))
+            })
+    }
+
+    /// Where an item stands in the table, or in one of its indexes (for
+    /// `ExclusiveStartKey`, which names the table key and the index key).
+    pub fn position_of(&self, index: Option<&IndexMeta>, item: &Item) -> Result<Vec<u8>, DdbError> {
+        let mut base_item = Item::new();
+        for attr in std::iter::once(&self.meta.hash).chain(self.meta.range.iter()) {
+            if let Some(v) = item.get(&attr.name) {
+                base_item.insert(attr.name.clone(), v.clone());
+            }
+        }
+        let base = self.key_of(&base_item, false)?;
+        match index {
+            None => Ok(base.storage),
+            Some(index) => index
+                .entry_key(item, &base.storage)?
+                .ok_or_else(|| DdbError::validation("The provided starting key is invalid")),
+        }
     }
 }

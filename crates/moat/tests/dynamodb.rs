@@ -1551,3 +1551,246 @@ async fn a_transaction_cut_between_commits_is_finished_at_the_next_start() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn secondary_indexes_follow_every_write() {
+    use aws_sdk_dynamodb::types::{
+        GlobalSecondaryIndex, LocalSecondaryIndex, Projection, ProjectionType,
+    };
+    let dir = TempDir::new("ddb-gsi");
+    let moat = Moat::must_start(dir.path());
+    let db = client(&moat);
+    let def = |n: &str, t: ScalarAttributeType| {
+        AttributeDefinition::builder()
+            .attribute_name(n)
+            .attribute_type(t)
+            .build()
+            .unwrap()
+    };
+    let ks = |n: &str, t: KeyType| {
+        KeySchemaElement::builder()
+            .attribute_name(n)
+            .key_type(t)
+            .build()
+            .unwrap()
+    };
+    db.create_table()
+        .table_name("games")
+        .attribute_definitions(def("UserId", ScalarAttributeType::S))
+        .attribute_definitions(def("GameTitle", ScalarAttributeType::S))
+        .attribute_definitions(def("TopScore", ScalarAttributeType::N))
+        .attribute_definitions(def("Played", ScalarAttributeType::S))
+        .key_schema(ks("UserId", KeyType::Hash))
+        .key_schema(ks("GameTitle", KeyType::Range))
+        .global_secondary_indexes(
+            GlobalSecondaryIndex::builder()
+                .index_name("ByScore")
+                .key_schema(ks("GameTitle", KeyType::Hash))
+                .key_schema(ks("TopScore", KeyType::Range))
+                .projection(
+                    Projection::builder()
+                        .projection_type(ProjectionType::KeysOnly)
+                        .build(),
+                )
+                .build()
+                .unwrap(),
+        )
+        .local_secondary_indexes(
+            LocalSecondaryIndex::builder()
+                .index_name("ByPlayed")
+                .key_schema(ks("UserId", KeyType::Hash))
+                .key_schema(ks("Played", KeyType::Range))
+                .projection(
+                    Projection::builder()
+                        .projection_type(ProjectionType::Include)
+                        .non_key_attributes("Wins")
+                        .build(),
+                )
+                .build()
+                .unwrap(),
+        )
+        .billing_mode(BillingMode::PayPerRequest)
+        .send()
+        .await
+        .unwrap();
+    let desc = db
+        .describe_table()
+        .table_name("games")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        desc.table().unwrap().global_secondary_indexes()[0].index_name(),
+        Some("ByScore")
+    );
+    assert_eq!(
+        desc.table().unwrap().local_secondary_indexes()[0].index_name(),
+        Some("ByPlayed")
+    );
+
+    let put = |u: &str, g: &str, score: Option<i64>, played: &str| {
+        let mut r = db
+            .put_item()
+            .table_name("games")
+            .item("UserId", s(u))
+            .item("GameTitle", s(g))
+            .item("Played", s(played))
+            .item("Wins", n(1))
+            .item("Secret", s("x"));
+        if let Some(sc) = score {
+            r = r.item("TopScore", n(sc));
+        }
+        r.send()
+    };
+    put("u1", "chess", Some(10), "2026-01-03").await.unwrap();
+    put("u2", "chess", Some(30), "2026-01-01").await.unwrap();
+    put("u3", "chess", Some(20), "2026-01-02").await.unwrap();
+    put("u1", "go", Some(5), "2026-01-01").await.unwrap();
+    put("u4", "chess", None, "2026-01-04").await.unwrap();
+    assert_eq!(
+        code(
+            db.put_item()
+                .table_name("games")
+                .item("UserId", s("u9"))
+                .item("GameTitle", s("chess"))
+                .item("TopScore", s("high"))
+                .send()
+                .await
+        ),
+        "ValidationException"
+    );
+
+    let by_score = |forward: bool| {
+        db.query()
+            .table_name("games")
+            .index_name("ByScore")
+            .key_condition_expression("GameTitle = :g")
+            .expression_attribute_values(":g", s("chess"))
+            .scan_index_forward(forward)
+            .send()
+    };
+    let users = |items: &[HashMap<String, AV>]| {
+        items
+            .iter()
+            .map(|i| i["UserId"].as_s().unwrap().clone())
+            .collect::<Vec<_>>()
+    };
+    let top = by_score(false).await.unwrap();
+    assert_eq!(
+        users(top.items()),
+        ["u2", "u3", "u1"],
+        "sparse: u4 has no score"
+    );
+    assert!(!top.items()[0].contains_key("Secret"), "KEYS_ONLY");
+    assert_eq!(
+        code(
+            db.query()
+                .table_name("games")
+                .index_name("ByScore")
+                .key_condition_expression("GameTitle = :g")
+                .expression_attribute_values(":g", s("chess"))
+                .consistent_read(true)
+                .send()
+                .await
+        ),
+        "ValidationException"
+    );
+    assert_eq!(
+        code(
+            db.query()
+                .table_name("games")
+                .index_name("ByScore")
+                .key_condition_expression("GameTitle = :g")
+                .expression_attribute_values(":g", s("chess"))
+                .projection_expression("Wins")
+                .send()
+                .await
+        ),
+        "ValidationException"
+    );
+
+    // Updates and deletes move and remove index entries in the same write.
+    db.update_item()
+        .table_name("games")
+        .key("UserId", s("u1"))
+        .key("GameTitle", s("chess"))
+        .update_expression("SET TopScore = :s")
+        .expression_attribute_values(":s", n(40))
+        .send()
+        .await
+        .unwrap();
+    db.delete_item()
+        .table_name("games")
+        .key("UserId", s("u3"))
+        .key("GameTitle", s("chess"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(users(by_score(false).await.unwrap().items()), ["u1", "u2"]);
+
+    // Paging through an index.
+    let mut seen = Vec::new();
+    let mut start = None;
+    loop {
+        let page = db
+            .query()
+            .table_name("games")
+            .index_name("ByScore")
+            .key_condition_expression("GameTitle = :g")
+            .expression_attribute_values(":g", s("chess"))
+            .limit(1)
+            .set_exclusive_start_key(start.clone())
+            .send()
+            .await
+            .unwrap();
+        seen.extend(users(page.items()));
+        match page.last_evaluated_key() {
+            Some(k) => start = Some(k.clone()),
+            None => break,
+        }
+    }
+    assert_eq!(seen, ["u2", "u1"]);
+
+    // The local index orders one user's items by another key and keeps what it includes.
+    let mine = db
+        .query()
+        .table_name("games")
+        .index_name("ByPlayed")
+        .key_condition_expression("UserId = :u AND Played < :d")
+        .expression_attribute_values(":u", s("u1"))
+        .expression_attribute_values(":d", s("2026-01-02"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(mine.items().len(), 1);
+    assert_eq!(mine.items()[0]["GameTitle"], s("go"));
+    assert!(mine.items()[0].contains_key("Wins") && !mine.items()[0].contains_key("Secret"));
+
+    // Transactions keep indexes consistent too.
+    db.transact_write_items()
+        .transact_items(
+            aws_sdk_dynamodb::types::TransactWriteItem::builder()
+                .put(
+                    aws_sdk_dynamodb::types::Put::builder()
+                        .table_name("games")
+                        .item("UserId", s("u5"))
+                        .item("GameTitle", s("chess"))
+                        .item("TopScore", n(99))
+                        .build()
+                        .unwrap(),
+                )
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(users(by_score(false).await.unwrap().items())[0], "u5");
+    let scanned = db
+        .scan()
+        .table_name("games")
+        .index_name("ByScore")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(scanned.count(), 4, "every item with a score, in any game");
+}

@@ -197,11 +197,165 @@ fn describe(meta: &TableMeta, status: &str, stats: (i64, i64)) -> Value {
         "DeletionProtectionEnabled": meta.deletion_protection,
         "TableClassSummary": {"TableClass": meta.table_class},
     });
+    let index_json = |i: &moat_dynamodb::tables::IndexMeta| {
+        let mut ks = vec![json!({"AttributeName": i.hash.name, "KeyType": "HASH"})];
+        if let Some(r) = &i.range {
+            ks.push(json!({"AttributeName": r.name, "KeyType": "RANGE"}));
+        }
+        let mut projection = json!({"ProjectionType": i.projection});
+        if i.projection == "INCLUDE" {
+            projection["NonKeyAttributes"] = json!(i.non_key_attributes);
+        }
+        let mut v = json!({
+            "IndexName": i.name, "KeySchema": ks, "Projection": projection,
+            "IndexArn": format!("{}/index/{}", meta.arn, i.name),
+        });
+        if i.global {
+            v["IndexStatus"] = json!("ACTIVE");
+            v["ProvisionedThroughput"] = json!({"ReadCapacityUnits": i.read_capacity, "WriteCapacityUnits": i.write_capacity, "NumberOfDecreasesToday": 0});
+        }
+        v
+    };
+    let globals: Vec<Value> = meta
+        .indexes
+        .iter()
+        .filter(|i| i.global)
+        .map(index_json)
+        .collect();
+    let locals: Vec<Value> = meta
+        .indexes
+        .iter()
+        .filter(|i| !i.global)
+        .map(index_json)
+        .collect();
+    if !globals.is_empty() {
+        t["GlobalSecondaryIndexes"] = Value::Array(globals);
+    }
+    if !locals.is_empty() {
+        t["LocalSecondaryIndexes"] = Value::Array(locals);
+    }
     if let Some(arn) = &meta.kms_key_arn {
         t["SSEDescription"] =
             json!({"Status": "ENABLED", "SSEType": "KMS", "KMSMasterKeyArn": arn});
     }
     t
+}
+
+/// `GlobalSecondaryIndexes` and `LocalSecondaryIndexes` of a `CreateTable`.
+fn index_args(
+    input: &Map<String, Value>,
+    defs: &[KeyAttr],
+    table_hash: &KeyAttr,
+) -> Result<Vec<moat_dynamodb::tables::IndexMeta>, ApiError> {
+    let mut out: Vec<moat_dynamodb::tables::IndexMeta> = Vec::new();
+    for (param, global, max) in [
+        ("GlobalSecondaryIndexes", true, 20),
+        ("LocalSecondaryIndexes", false, 5),
+    ] {
+        let Some(list) = input.get(param).and_then(Value::as_array) else {
+            continue;
+        };
+        if list.len() > max {
+            return Err(DdbError::new(
+                DdbErrorKind::LimitExceeded,
+                format!("One or more parameter values were invalid: Number of {param} exceeds per-table limit of {max}"),
+            )
+            .into());
+        }
+        for index in list {
+            let name = index
+                .get("IndexName")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned();
+            if name.len() < 3 || name.len() > 255 {
+                return Err(validation(format!("Invalid index name: {name}")));
+            }
+            if out.iter().any(|i| i.name == name) {
+                return Err(validation(format!(
+                    "One or more parameter values were invalid: Duplicate index name: {name}"
+                )));
+            }
+            let schema = index
+                .get("KeySchema")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default();
+            let find = |n: &str| {
+                defs.iter().find(|d| d.name == n).cloned().ok_or_else(|| {
+                    validation(format!(
+                        "One or more parameter values were invalid: Some index key attributes are not defined in AttributeDefinitions. Keys: [{n}], AttributeDefinitions: [{}]",
+                        defs.iter().map(|d| d.name.as_str()).collect::<Vec<_>>().join(", ")
+                    ))
+                })
+            };
+            let mut hash = None;
+            let mut range = None;
+            for (i, k) in schema.iter().enumerate() {
+                let n = k
+                    .get("AttributeName")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default();
+                match (i, k.get("KeyType").and_then(Value::as_str)) {
+                    (0, Some("HASH")) => hash = Some(find(n)?),
+                    (1, Some("RANGE")) => range = Some(find(n)?),
+                    _ => return Err(validation(format!("Invalid KeySchema for index {name}"))),
+                }
+            }
+            let hash =
+                hash.ok_or_else(|| validation(format!("Invalid KeySchema for index {name}")))?;
+            if !global && (hash.name != table_hash.name || range.is_none()) {
+                return Err(validation(
+                    "One or more parameter values were invalid: Table KeySchema does not have a range key, which is required when specifying a LocalSecondaryIndex",
+                ));
+            }
+            let projection = index
+                .get("Projection")
+                .and_then(Value::as_object)
+                .cloned()
+                .unwrap_or_default();
+            let kind = projection
+                .get("ProjectionType")
+                .and_then(Value::as_str)
+                .unwrap_or("ALL")
+                .to_owned();
+            if !matches!(kind.as_str(), "ALL" | "KEYS_ONLY" | "INCLUDE") {
+                return Err(validation(format!("Invalid ProjectionType {kind}")));
+            }
+            let non_key: Vec<String> = projection
+                .get("NonKeyAttributes")
+                .and_then(Value::as_array)
+                .map(|a| {
+                    a.iter()
+                        .filter_map(Value::as_str)
+                        .map(str::to_owned)
+                        .collect()
+                })
+                .unwrap_or_default();
+            let throughput = index.get("ProvisionedThroughput");
+            out.push(moat_dynamodb::tables::IndexMeta {
+                name,
+                global,
+                hash,
+                range,
+                projection: kind,
+                non_key_attributes: non_key,
+                read_capacity: throughput
+                    .and_then(|t| t.get("ReadCapacityUnits"))
+                    .and_then(Value::as_i64)
+                    .unwrap_or(0),
+                write_capacity: throughput
+                    .and_then(|t| t.get("WriteCapacityUnits"))
+                    .and_then(Value::as_i64)
+                    .unwrap_or(0),
+            });
+        }
+    }
+    let projected: usize = out.iter().map(|i| i.non_key_attributes.len()).sum();
+    if projected > 100 {
+        return Err(validation("One or more parameter values were invalid: Number of projected attributes in all indexes exceeds limit of 100"));
+    }
+    Ok(out)
 }
 
 fn key_attr_type(t: &str) -> Result<String, ApiError> {
@@ -280,7 +434,16 @@ fn create_table(
     let hash = hash.ok_or_else(|| {
         validation("Invalid KeySchema: The first KeySchemaElement is not a HASH key type")
     })?;
-    if defs.len() != 1 + usize::from(range.is_some()) {
+    let indexes = index_args(input, &defs, &hash)?;
+    let mut key_names: Vec<&str> = vec![hash.name.as_str()];
+    key_names.extend(range.iter().map(|r| r.name.as_str()));
+    for i in &indexes {
+        key_names.push(&i.hash.name);
+        key_names.extend(i.range.iter().map(|r| r.name.as_str()));
+    }
+    key_names.sort();
+    key_names.dedup();
+    if defs.len() != key_names.len() {
         return Err(validation(
             "One or more parameter values were invalid: Number of attributes in KeySchema does not exactly match number of attributes defined in AttributeDefinitions",
         ));
@@ -342,6 +505,7 @@ fn create_table(
         tags,
         ttl_attribute: None,
         pitr: None,
+        indexes,
     };
     let meta = tables.create(meta)?;
     Ok(json!({"TableDescription": describe(&meta, "CREATING", (0, 0))}))
@@ -719,14 +883,19 @@ fn update_item(
 }
 
 /// The key attributes of an item, as `LastEvaluatedKey`.
-fn key_json(table: &Table, item: &Item) -> Value {
+/// The key attributes of an item, as `LastEvaluatedKey`: the table's, and
+/// the index's when reading one.
+fn key_json(table: &Table, index: Option<&moat_dynamodb::tables::IndexMeta>, item: &Item) -> Value {
     let mut key = Item::new();
-    if let Some(v) = item.get(&table.meta.hash.name) {
-        key.insert(table.meta.hash.name.clone(), v.clone());
-    }
-    if let Some(r) = &table.meta.range {
-        if let Some(v) = item.get(&r.name) {
-            key.insert(r.name.clone(), v.clone());
+    let index_keys = index
+        .into_iter()
+        .flat_map(|i| std::iter::once(&i.hash).chain(i.range.iter()));
+    for attr in std::iter::once(&table.meta.hash)
+        .chain(table.meta.range.iter())
+        .chain(index_keys)
+    {
+        if let Some(v) = item.get(&attr.name) {
+            key.insert(attr.name.clone(), v.clone());
         }
     }
     item_to_json(&key)
@@ -749,6 +918,21 @@ fn read_many(
 ) -> Result<Value, ApiError> {
     let name = required(input, "TableName")?;
     let table = tables.table(ctx.region, name)?;
+    let index = match text(input, "IndexName")? {
+        Some(n) => Some(table.index(n)?.clone()),
+        None => None,
+    };
+    let (hash_attr, range_attr) = match &index {
+        Some(i) => (i.hash.clone(), i.range.clone()),
+        None => (table.meta.hash.clone(), table.meta.range.clone()),
+    };
+    if let Some(i) = &index {
+        if i.global && input.get("ConsistentRead").and_then(Value::as_bool) == Some(true) {
+            return Err(validation(
+                "Consistent reads are not supported on global secondary indexes",
+            ));
+        }
+    }
     let legacy_filter = if query { "QueryFilter" } else { "ScanFilter" };
     legacy::check_not_mixed(
         input,
@@ -762,12 +946,12 @@ fn read_many(
     )?;
     let ph = placeholders(input)?;
     let key_condition = if query {
-        match (text(input, "KeyConditionExpression")?, legacy::key_conditions(input, &table.meta.hash.name)?) {
-            (Some(e), _) => Some(parse_key_condition(e, &ph).map_err(expr_err)?.for_schema(&table.meta.hash.name)),
+        match (text(input, "KeyConditionExpression")?, legacy::key_conditions(input, &hash_attr.name)?) {
+            (Some(e), _) => Some(parse_key_condition(e, &ph).map_err(expr_err)?.for_schema(&hash_attr.name)),
             (None, Some(t)) => Some(
                 parse_key_condition(&t.expression, &t.placeholders)
                     .map_err(expr_err)?
-                    .for_schema(&table.meta.hash.name),
+                    .for_schema(&hash_attr.name),
             ),
             (None, None) => {
                 return Err(validation(
@@ -802,19 +986,19 @@ fn read_many(
     // The storage range to read.
     let (mut lower, upper, sort) = match &key_condition {
         Some(kc) => {
-            if kc.partition_name != table.meta.hash.name {
+            if kc.partition_name != hash_attr.name {
                 return Err(validation(format!(
                     "Query condition missed key schema element: {}",
-                    table.meta.hash.name
+                    hash_attr.name
                 )));
             }
-            if kc.partition_value.type_name() != table.meta.hash.kind {
+            if kc.partition_value.type_name() != hash_attr.kind {
                 return Err(validation("One or more parameter values were invalid: Condition parameter type does not match schema type"));
             }
             let (prefix, end) = table
                 .partition_bounds(&kc.partition_value)
                 .ok_or_else(|| validation("One or more parameter values were invalid: Condition parameter type does not match schema type"))?;
-            let sort = match (&kc.sort, &table.meta.range) {
+            let sort = match (&kc.sort, &range_attr) {
                 (Some((n, _)), Some(r)) if *n != r.name => {
                     return Err(validation(format!(
                         "Query condition missed key schema element: {}",
@@ -830,10 +1014,32 @@ fn read_many(
     };
     if let Some(start) = object(input, "ExclusiveStartKey")? {
         let start_item = item_from_json(start).map_err(|e| validation(e.0))?;
-        let key = table.key_of(&start_item, false)?;
-        lower = Bound::Excluded(key.storage);
+        lower = Bound::Excluded(table.position_of(index.as_ref(), &start_item)?);
     }
-    let sort_name = table.meta.range.as_ref().map(|r| r.name.clone());
+    let sort_name = range_attr.as_ref().map(|r| r.name.clone());
+    // An index that does not keep every attribute cannot answer for others.
+    if let Some(i) = &index {
+        if i.projection != "ALL" {
+            if input.get("Select").and_then(Value::as_str) == Some("ALL_ATTRIBUTES") {
+                return Err(validation(format!(
+                    "One or more parameter values were invalid: Select type ALL_ATTRIBUTES is not supported for global secondary index {} because its projection type is not ALL",
+                    i.name
+                )));
+            }
+            if let Some(p) = &projection {
+                if let Some(missing) = p
+                    .top_level_names()
+                    .into_iter()
+                    .find(|n| !i.projects(&table.meta, n))
+                {
+                    return Err(validation(format!(
+                        "One or more parameter values were invalid: Index {} does not project attribute {missing}",
+                        i.name
+                    )));
+                }
+            }
+        }
+    }
     let in_sort_range = |item: &Item, cond: &Option<SortCondition>| -> bool {
         let (Some(cond), Some(n)) = (cond, &sort_name) else {
             return true;
@@ -857,7 +1063,7 @@ fn read_many(
     let mut truncated = false;
     let sort_cond = sort.as_ref().and_then(|(_, c)| c.clone());
     if forward {
-        table.range(lower, upper, |k, item| {
+        table.range_in(index.as_ref(), lower, upper, |k, item| {
             if total_segments > 1 {
                 let pk_len = u16::from_be_bytes([k[0], k[1]]) as usize;
                 let h = k[..2 + pk_len].iter().fold(0u64, |h, b| {
@@ -889,7 +1095,7 @@ fn read_many(
             Some((prefix, _)) => Bound::Included(prefix.clone()),
             None => Bound::Unbounded,
         };
-        table.range(whole_lower, upper, |k, item| {
+        table.range_in(index.as_ref(), whole_lower, upper, |k, item| {
             if start_excl.as_ref().is_some_and(|s| k >= s.as_slice()) {
                 return Ok(false);
             }
@@ -928,7 +1134,7 @@ fn read_many(
     }
     if truncated {
         if let Some((_, last)) = evaluated.last() {
-            out["LastEvaluatedKey"] = key_json(&table, last);
+            out["LastEvaluatedKey"] = key_json(&table, index.as_ref(), last);
         }
     }
     let consistent = input
