@@ -147,6 +147,9 @@ pub struct IndexMeta {
     pub read_capacity: i64,
     #[serde(default)]
     pub write_capacity: i64,
+    /// True while a global index added to a table with data is filled in.
+    #[serde(default)]
+    pub backfilling: bool,
 }
 
 impl IndexMeta {
@@ -1434,5 +1437,160 @@ impl Table {
                 .entry_key(item, &base.storage)?
                 .ok_or_else(|| DdbError::validation("The provided starting key is invalid")),
         }
+    }
+}
+
+impl Tables {
+    /// Adds a global index to a table that may hold data. Writes maintain it
+    /// from now on; the items already there are filled in by a thread of its
+    /// own, a chunk per transaction, so writes are never blocked for long.
+    /// The index reads as `CREATING` (backfilling) until then.
+    pub fn add_index(
+        self: &Arc<Self>,
+        region: &str,
+        name: &str,
+        index: IndexMeta,
+        defs: Vec<KeyAttr>,
+    ) -> Result<TableMeta, DdbError> {
+        let index_name = index.name.clone();
+        let meta = self.update_meta(region, name, |m| {
+            if m.indexes.iter().any(|i| i.name == index.name) {
+                return Err(DdbError::validation(format!(
+                    "One or more parameter values were invalid: Index {} already exists",
+                    index.name
+                )));
+            }
+            if m.indexes.iter().filter(|i| i.global).count() >= 20 {
+                return Err(DdbError::new(DdbErrorKind::LimitExceeded, "Subscriber limit exceeded: the number of global secondary indexes per table is 20"));
+            }
+            for d in defs {
+                if !m.attribute_definitions.iter().any(|a| a.name == d.name) {
+                    m.attribute_definitions.push(d);
+                }
+            }
+            m.indexes.push(IndexMeta {
+                backfilling: true,
+                ..index
+            });
+            Ok(())
+        })?;
+        let tables = self.clone();
+        let (region, name) = (region.to_owned(), name.to_owned());
+        std::thread::Builder::new()
+            .name("moat-backfill".into())
+            .spawn(move || {
+                if let Err(e) = tables.backfill(&region, &name, &index_name) {
+                    tracing::error!(index = %index_name, table = %name, error = %e, "backfilling an index failed");
+                }
+            })
+            .map_err(|e| DdbError::new(DdbErrorKind::Internal, e.to_string()))?;
+        Ok(meta)
+    }
+
+    fn backfill(&self, region: &str, name: &str, index_name: &str) -> Result<(), DdbError> {
+        let table = self.table(region, name)?;
+        let index = table.index(index_name)?.clone();
+        let tree = index.tree();
+        let mut cursor: Bound<Vec<u8>> = Bound::Unbounded;
+        loop {
+            let lower = match &cursor {
+                Bound::Included(v) => Bound::Included(v.as_slice()),
+                Bound::Excluded(v) => Bound::Excluded(v.as_slice()),
+                Bound::Unbounded => Bound::Unbounded,
+            };
+            let keys: Vec<Vec<u8>> = table
+                .db
+                .scan(ITEMS, lower, Bound::Unbounded, 256)?
+                .into_iter()
+                .map(|(k, _)| k)
+                .collect();
+            let Some(last) = keys.last().cloned() else {
+                break;
+            };
+            // Each chunk reads the items again inside its transaction: what a
+            // concurrent write changed is indexed as it now is.
+            table.db.transaction(|tx: &Tx<'_>| {
+                for k in &keys {
+                    if let Some(bytes) = tx.get(ITEMS, k)? {
+                        let item = Table::decode(&bytes)?;
+                        if let Some(entry) = index.entry_key(&item, k).ok().flatten() {
+                            tx.put(
+                                &tree,
+                                &entry,
+                                &Table::encode(&index.project(&table.meta, &item)),
+                            )?;
+                        }
+                    }
+                }
+                Ok::<(), DdbError>(())
+            })?;
+            cursor = Bound::Excluded(last);
+        }
+        self.update_meta(region, name, |m| {
+            if let Some(i) = m.indexes.iter_mut().find(|i| i.name == index_name) {
+                i.backfilling = false;
+            }
+            Ok(())
+        })?;
+        Ok(())
+    }
+
+    /// Removes a global index and its entries.
+    pub fn delete_index(
+        &self,
+        region: &str,
+        name: &str,
+        index_name: &str,
+    ) -> Result<TableMeta, DdbError> {
+        let table = self.table(region, name)?;
+        let index = table.index(index_name)?.clone();
+        if !index.global {
+            return Err(DdbError::validation(
+                "Local secondary indexes cannot be deleted",
+            ));
+        }
+        // The backfill thread writes into the index's tree until it is done.
+        if index.backfilling {
+            return Err(DdbError::new(
+                DdbErrorKind::ResourceInUse,
+                format!("Attempt to change a resource which is still in use: Index {index_name} is being created"),
+            ));
+        }
+        let meta = self.update_meta(region, name, |m| {
+            m.indexes.retain(|i| i.name != index_name);
+            Ok(())
+        })?;
+        let tree = index.tree();
+        let keys: Vec<Vec<u8>> = table
+            .db
+            .scan(&tree, Bound::Unbounded, Bound::Unbounded, usize::MAX)?
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect();
+        table.db.transaction(|tx: &Tx<'_>| {
+            for k in &keys {
+                tx.delete(&tree, k)?;
+            }
+            Ok::<(), DdbError>(())
+        })?;
+        Ok(meta)
+    }
+
+    /// An index's item count and size (read from the index itself).
+    pub fn index_stats(
+        &self,
+        region: &str,
+        name: &str,
+        index_name: &str,
+    ) -> Result<Stats, DdbError> {
+        let table = self.table(region, name)?;
+        let index = table.index(index_name)?;
+        let mut stats = Stats::default();
+        table.range_in(Some(index), Bound::Unbounded, None, |_, item| {
+            stats.items += 1;
+            stats.bytes += item_size(&item) as i64;
+            Ok(true)
+        })?;
+        Ok(stats)
     }
 }

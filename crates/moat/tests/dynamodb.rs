@@ -1793,4 +1793,140 @@ async fn secondary_indexes_follow_every_write() {
         .await
         .unwrap();
     assert_eq!(scanned.count(), 4, "every item with a score, in any game");
+
+    // An index added to a table that holds data is filled in behind the
+    // scenes (more items than one backfill chunk), then queried like any other.
+    for i in 0..300 {
+        put(&format!("bulk{i}"), "bulk", None, "2026-02-01")
+            .await
+            .unwrap();
+    }
+    use aws_sdk_dynamodb::types::{
+        CreateGlobalSecondaryIndexAction, DeleteGlobalSecondaryIndexAction,
+        GlobalSecondaryIndexUpdate, IndexStatus,
+    };
+    let create_by_day = || {
+        db.update_table()
+            .table_name("games")
+            .attribute_definitions(def("Played", ScalarAttributeType::S))
+            .global_secondary_index_updates(
+                GlobalSecondaryIndexUpdate::builder()
+                    .create(
+                        CreateGlobalSecondaryIndexAction::builder()
+                            .index_name("ByDay")
+                            .key_schema(ks("Played", KeyType::Hash))
+                            .projection(
+                                Projection::builder()
+                                    .projection_type(ProjectionType::All)
+                                    .build(),
+                            )
+                            .build()
+                            .unwrap(),
+                    )
+                    .build(),
+            )
+            .send()
+    };
+    create_by_day().await.unwrap();
+    assert_eq!(code(create_by_day().await), "ValidationException");
+    let mut status = None;
+    for _ in 0..200 {
+        let desc = db
+            .describe_table()
+            .table_name("games")
+            .send()
+            .await
+            .unwrap();
+        let index = desc
+            .table()
+            .unwrap()
+            .global_secondary_indexes()
+            .iter()
+            .find(|i| i.index_name() == Some("ByDay"))
+            .cloned()
+            .unwrap();
+        if index.index_status() == Some(&IndexStatus::Active) {
+            status = Some(index);
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let by_day = status.expect("the new index becomes ACTIVE");
+    let all = db.scan().table_name("games").send().await.unwrap();
+    let dated = all
+        .items()
+        .iter()
+        .filter(|i| i.contains_key("Played"))
+        .count();
+    assert_eq!(
+        by_day.item_count(),
+        Some(dated as i64),
+        "the index holds every item with a Played date and no other"
+    );
+    assert!(dated > 300 && dated < all.items().len());
+    let day = |d: &str| {
+        db.query()
+            .table_name("games")
+            .index_name("ByDay")
+            .key_condition_expression("Played = :d")
+            .expression_attribute_values(":d", s(d))
+            .send()
+    };
+    assert_eq!(day("2026-02-01").await.unwrap().count(), 300);
+    let first = day("2026-01-01").await.unwrap();
+    let mut on_first = users(first.items());
+    on_first.sort();
+    let mut expected: Vec<String> = all
+        .items()
+        .iter()
+        .filter(|i| {
+            i.get("Played")
+                .and_then(|p| p.as_s().ok())
+                .map(String::as_str)
+                == Some("2026-01-01")
+        })
+        .map(|i| i["UserId"].as_s().unwrap().clone())
+        .collect();
+    expected.sort();
+    assert_eq!(on_first, expected);
+    assert!(
+        first.items().iter().all(|i| i.contains_key("Secret")),
+        "ALL projects every attribute"
+    );
+    put("u7", "go", None, "2026-03-03").await.unwrap();
+    assert_eq!(users(day("2026-03-03").await.unwrap().items()), ["u7"]);
+
+    db.update_table()
+        .table_name("games")
+        .global_secondary_index_updates(
+            GlobalSecondaryIndexUpdate::builder()
+                .delete(
+                    DeleteGlobalSecondaryIndexAction::builder()
+                        .index_name("ByDay")
+                        .build()
+                        .unwrap(),
+                )
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        day("2026-03-03").await.is_err(),
+        "a deleted index cannot be queried"
+    );
+    let desc = db
+        .describe_table()
+        .table_name("games")
+        .send()
+        .await
+        .unwrap();
+    let names: Vec<_> = desc
+        .table()
+        .unwrap()
+        .global_secondary_indexes()
+        .iter()
+        .filter_map(|i| i.index_name())
+        .collect();
+    assert_eq!(names, ["ByScore"]);
 }

@@ -211,7 +211,12 @@ fn describe(meta: &TableMeta, status: &str, stats: (i64, i64)) -> Value {
             "IndexArn": format!("{}/index/{}", meta.arn, i.name),
         });
         if i.global {
-            v["IndexStatus"] = json!("ACTIVE");
+            if i.backfilling {
+                v["IndexStatus"] = json!("CREATING");
+                v["Backfilling"] = json!(true);
+            } else {
+                v["IndexStatus"] = json!("ACTIVE");
+            }
             v["ProvisionedThroughput"] = json!({"ReadCapacityUnits": i.read_capacity, "WriteCapacityUnits": i.write_capacity, "NumberOfDecreasesToday": 0});
         }
         v
@@ -239,6 +244,109 @@ fn describe(meta: &TableMeta, status: &str, stats: (i64, i64)) -> Value {
             json!({"Status": "ENABLED", "SSEType": "KMS", "KMSMasterKeyArn": arn});
     }
     t
+}
+
+/// `UpdateTable` with `GlobalSecondaryIndexUpdates`: AWS takes one index
+/// creation or deletion per call.
+fn update_global_indexes(
+    ctx: &Ctx<'_>,
+    tables: &std::sync::Arc<Tables>,
+    name: &str,
+    input: &Map<String, Value>,
+    updates: &Value,
+) -> Result<Value, ApiError> {
+    let updates = updates
+        .as_array()
+        .ok_or_else(|| validation("GlobalSecondaryIndexUpdates must be a list"))?;
+    if updates.len() != 1 {
+        return Err(DdbError::new(
+            DdbErrorKind::LimitExceeded,
+            "Subscriber limit exceeded: Only 1 online index can be created or deleted simultaneously per table",
+        )
+        .into());
+    }
+    let update = &updates[0];
+    let meta = tables.meta(ctx.region, name)?;
+    let meta = if let Some(create) = update.get("Create") {
+        let mut defs = meta.attribute_definitions.clone();
+        if let Some(list) = input.get("AttributeDefinitions").and_then(Value::as_array) {
+            for d in list {
+                let n = d
+                    .get("AttributeName")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default();
+                let t = key_attr_type(
+                    d.get("AttributeType")
+                        .and_then(Value::as_str)
+                        .unwrap_or_default(),
+                )?;
+                match defs.iter().find(|e| e.name == n) {
+                    Some(e) if e.kind != t => {
+                        return Err(validation(format!("One or more parameter values were invalid: Attribute {n} is already defined with a different type")));
+                    }
+                    Some(_) => {}
+                    None => defs.push(KeyAttr {
+                        name: n.to_owned(),
+                        kind: t,
+                    }),
+                }
+            }
+        }
+        let mut wrapped = Map::new();
+        wrapped.insert("GlobalSecondaryIndexes".into(), json!([create]));
+        let index = index_args(&wrapped, &defs, &meta.hash)?
+            .pop()
+            .ok_or_else(|| validation("Create must name an index"))?;
+        if meta.billing_mode == "PROVISIONED"
+            && (index.read_capacity < 1 || index.write_capacity < 1)
+        {
+            return Err(validation("One or more parameter values were invalid: ProvisionedThroughput should not be null for index: ".to_owned() + &index.name));
+        }
+        tables.add_index(ctx.region, name, index, defs)?
+    } else if let Some(delete) = update.get("Delete") {
+        let index_name = delete
+            .get("IndexName")
+            .and_then(Value::as_str)
+            .ok_or_else(|| validation("Delete must name an IndexName"))?;
+        tables.delete_index(ctx.region, name, index_name)?
+    } else if let Some(change) = update.get("Update") {
+        let index_name = change
+            .get("IndexName")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned();
+        let t = change
+            .get("ProvisionedThroughput")
+            .cloned()
+            .unwrap_or(Value::Null);
+        tables.update_meta(ctx.region, name, |m| {
+            let i = m
+                .indexes
+                .iter_mut()
+                .find(|i| i.global && i.name == index_name)
+                .ok_or_else(|| {
+                    DdbError::new(
+                        DdbErrorKind::ResourceNotFound,
+                        format!("Requested resource not found: Index: {index_name}"),
+                    )
+                })?;
+            i.read_capacity = t
+                .get("ReadCapacityUnits")
+                .and_then(Value::as_i64)
+                .unwrap_or(i.read_capacity);
+            i.write_capacity = t
+                .get("WriteCapacityUnits")
+                .and_then(Value::as_i64)
+                .unwrap_or(i.write_capacity);
+            Ok(())
+        })?
+    } else {
+        return Err(validation(
+            "A GlobalSecondaryIndexUpdate must contain Create, Update or Delete",
+        ));
+    };
+    let stats = tables.stats(ctx.region, name)?;
+    Ok(json!({"TableDescription": describe(&meta, "UPDATING", (stats.items, stats.bytes))}))
 }
 
 /// `GlobalSecondaryIndexes` and `LocalSecondaryIndexes` of a `CreateTable`.
@@ -336,6 +444,7 @@ fn index_args(
             out.push(moat_dynamodb::tables::IndexMeta {
                 name,
                 global,
+                backfilling: false,
                 hash,
                 range,
                 projection: kind,
@@ -927,6 +1036,12 @@ fn read_many(
         None => (table.meta.hash.clone(), table.meta.range.clone()),
     };
     if let Some(i) = &index {
+        if i.backfilling {
+            return Err(validation(format!(
+                "Cannot read from backfilling global secondary index: {}",
+                i.name
+            )));
+        }
         if i.global && input.get("ConsistentRead").and_then(Value::as_bool) == Some(true) {
             return Err(validation(
                 "Consistent reads are not supported on global secondary indexes",
@@ -1322,7 +1437,7 @@ fn batch_write(
 pub fn handle(
     op: Operation,
     ctx: &Ctx<'_>,
-    tables: &Tables,
+    tables: &std::sync::Arc<Tables>,
     input: &Map<String, Value>,
 ) -> Result<Value, ApiError> {
     match op {
@@ -1331,7 +1446,18 @@ pub fn handle(
             let name = required(input, "TableName")?;
             let meta = tables.meta(ctx.region, name)?;
             let stats = tables.stats(ctx.region, name)?;
-            Ok(json!({"Table": describe(&meta, "ACTIVE", (stats.items, stats.bytes))}))
+            let mut table = describe(&meta, "ACTIVE", (stats.items, stats.bytes));
+            for kind in ["GlobalSecondaryIndexes", "LocalSecondaryIndexes"] {
+                if let Some(list) = table.get_mut(kind).and_then(Value::as_array_mut) {
+                    for index in list {
+                        let index_name = index["IndexName"].as_str().unwrap_or_default().to_owned();
+                        let s = tables.index_stats(ctx.region, name, &index_name)?;
+                        index["ItemCount"] = json!(s.items);
+                        index["IndexSizeBytes"] = json!(s.bytes);
+                    }
+                }
+            }
+            Ok(json!({ "Table": table }))
         }
         Operation::ListTables => {
             let limit = input
@@ -1358,6 +1484,9 @@ pub fn handle(
         }
         Operation::UpdateTable => {
             let name = required(input, "TableName")?;
+            if let Some(updates) = input.get("GlobalSecondaryIndexUpdates") {
+                return update_global_indexes(ctx, tables, name, input, updates);
+            }
             let billing = text(input, "BillingMode")?.map(str::to_owned);
             let throughput = object(input, "ProvisionedThroughput")?.cloned();
             let protection = input
