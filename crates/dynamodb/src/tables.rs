@@ -344,6 +344,17 @@ impl Tables {
         {
             return Ok(t.clone());
         }
+        // Opening under the catalog lock means a handle is never built from
+        // a description that `update_meta` is replacing at the same moment.
+        let _guard = self.catalog_lock.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(t) = self
+            .open
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&key)
+        {
+            return Ok(t.clone());
+        }
         let meta = self.meta(region, name)?;
         let (db_path, key_path) = self.paths(&meta);
         let db_key = self.keys.database_key(&meta.arn, &key_path).map_err(|e| {
@@ -403,19 +414,28 @@ impl Tables {
         name: &str,
         change: impl FnOnce(&mut TableMeta) -> Result<(), DdbError>,
     ) -> Result<TableMeta, DdbError> {
+        Ok(self.replace_meta(region, name, change)?.0)
+    }
+
+    /// Saves a changed description and retires the open handle built from
+    /// the old one, which it returns: requests already holding it finish
+    /// with the old description.
+    fn replace_meta(
+        &self,
+        region: &str,
+        name: &str,
+        change: impl FnOnce(&mut TableMeta) -> Result<(), DdbError>,
+    ) -> Result<(TableMeta, Option<Arc<Table>>), DdbError> {
         let _guard = self.catalog_lock.lock().unwrap_or_else(|p| p.into_inner());
         let mut meta = self.meta(region, name)?;
         change(&mut meta)?;
         self.save_meta(&meta)?;
-        if let Some(t) = self
+        let retired = self
             .open
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .remove(&(region.to_owned(), name.to_owned()))
-        {
-            drop(t);
-        }
-        Ok(meta)
+            .remove(&(region.to_owned(), name.to_owned()));
+        Ok((meta, retired))
     }
 
     pub fn delete(&self, region: &str, name: &str) -> Result<TableMeta, DdbError> {
@@ -1453,7 +1473,7 @@ impl Tables {
         defs: Vec<KeyAttr>,
     ) -> Result<TableMeta, DdbError> {
         let index_name = index.name.clone();
-        let meta = self.update_meta(region, name, |m| {
+        let (meta, retired) = self.replace_meta(region, name, |m| {
             if m.indexes.iter().any(|i| i.name == index.name) {
                 return Err(DdbError::validation(format!(
                     "One or more parameter values were invalid: Index {} already exists",
@@ -1474,11 +1494,23 @@ impl Tables {
             });
             Ok(())
         })?;
+        // A write still running on the retired handle does not know the new
+        // index, so it would not update an entry the backfill had already
+        // made. The backfill starts once every such write is over.
+        let retired = retired.as_ref().map(Arc::downgrade);
         let tables = self.clone();
         let (region, name) = (region.to_owned(), name.to_owned());
         std::thread::Builder::new()
             .name("moat-backfill".into())
             .spawn(move || {
+                let since = std::time::Instant::now();
+                while retired.as_ref().is_some_and(|w| w.strong_count() > 0) {
+                    if since.elapsed() > std::time::Duration::from_secs(60) {
+                        tracing::warn!(table = %name, "an old table handle is still held; backfilling anyway");
+                        break;
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(5));
+                }
                 if let Err(e) = tables.backfill(&region, &name, &index_name) {
                     tracing::error!(index = %index_name, table = %name, error = %e, "backfilling an index failed");
                 }

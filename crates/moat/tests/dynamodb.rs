@@ -1930,3 +1930,214 @@ async fn secondary_indexes_follow_every_write() {
         .collect();
     assert_eq!(names, ["ByScore"]);
 }
+
+/// Every page of a `Scan`, on the table or on one of its indexes.
+async fn scan_all(db: &Client, table: &str, index: Option<&str>) -> Vec<HashMap<String, AV>> {
+    let mut items = Vec::new();
+    let mut start = None;
+    loop {
+        let page = db
+            .scan()
+            .table_name(table)
+            .set_index_name(index.map(str::to_owned))
+            .set_exclusive_start_key(start)
+            .send()
+            .await
+            .unwrap();
+        items.extend(page.items().iter().cloned());
+        start = page.last_evaluated_key().cloned();
+        if start.is_none() {
+            return items;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_index_added_to_10000_items_backfills_while_writes_go_on() {
+    use aws_sdk_dynamodb::types::{
+        CreateGlobalSecondaryIndexAction, GlobalSecondaryIndexUpdate, IndexStatus, Projection,
+        ProjectionType, PutRequest, WriteRequest,
+    };
+    let dir = TempDir::new("ddb-backfill");
+    let moat = Moat::must_start(dir.path());
+    let db = client(&moat);
+    must_create(&db, "events", false).await;
+    // Every seventh item has no group, so the index is sparse.
+    let item = |i: usize, group: Option<usize>| {
+        let mut item = HashMap::from([
+            ("pk".to_owned(), s(&format!("e{i:05}"))),
+            ("n".to_owned(), n(i)),
+        ]);
+        if let Some(g) = group {
+            item.insert("grp".to_owned(), s(&format!("g{g:02}")));
+        }
+        item
+    };
+    for chunk in (0..10_000).collect::<Vec<_>>().chunks(25) {
+        let writes: Vec<WriteRequest> = chunk
+            .iter()
+            .map(|&i| {
+                WriteRequest::builder()
+                    .put_request(
+                        PutRequest::builder()
+                            .set_item(Some(item(i, (i % 7 != 0).then_some(i % 40))))
+                            .build()
+                            .unwrap(),
+                    )
+                    .build()
+            })
+            .collect();
+        let out = db
+            .batch_write_item()
+            .request_items("events", writes)
+            .send()
+            .await
+            .unwrap();
+        assert!(out
+            .unprocessed_items()
+            .unwrap_or(&HashMap::new())
+            .is_empty());
+    }
+
+    db.update_table()
+        .table_name("events")
+        .attribute_definitions(
+            AttributeDefinition::builder()
+                .attribute_name("grp")
+                .attribute_type(ScalarAttributeType::S)
+                .build()
+                .unwrap(),
+        )
+        .global_secondary_index_updates(
+            GlobalSecondaryIndexUpdate::builder()
+                .create(
+                    CreateGlobalSecondaryIndexAction::builder()
+                        .index_name("ByGroup")
+                        .key_schema(
+                            KeySchemaElement::builder()
+                                .attribute_name("grp")
+                                .key_type(KeyType::Hash)
+                                .build()
+                                .unwrap(),
+                        )
+                        .projection(
+                            Projection::builder()
+                                .projection_type(ProjectionType::KeysOnly)
+                                .build(),
+                        )
+                        .build()
+                        .unwrap(),
+                )
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+
+    // Writes while the index fills in: moves between groups, groups taken
+    // away and given, deletions and new items.
+    let writer = {
+        let db = db.clone();
+        tokio::spawn(async move {
+            let mut seen_creating = false;
+            let mut i = 0usize;
+            loop {
+                let k = (i * 7919) % 10_000;
+                match i % 4 {
+                    0 => {
+                        db.put_item()
+                            .table_name("events")
+                            .set_item(Some(item(k, Some(99))))
+                            .send()
+                            .await
+                            .unwrap();
+                    }
+                    1 => {
+                        db.update_item()
+                            .table_name("events")
+                            .key("pk", s(&format!("e{k:05}")))
+                            .update_expression("REMOVE grp")
+                            .send()
+                            .await
+                            .unwrap();
+                    }
+                    2 => {
+                        db.delete_item()
+                            .table_name("events")
+                            .key("pk", s(&format!("e{k:05}")))
+                            .send()
+                            .await
+                            .unwrap();
+                    }
+                    _ => {
+                        db.put_item()
+                            .table_name("events")
+                            .set_item(Some(item(10_000 + i, Some(98))))
+                            .send()
+                            .await
+                            .unwrap();
+                    }
+                }
+                i += 1;
+                let desc = db
+                    .describe_table()
+                    .table_name("events")
+                    .send()
+                    .await
+                    .unwrap();
+                let index = &desc.table().unwrap().global_secondary_indexes()[0];
+                if index.index_status() == Some(&IndexStatus::Creating) {
+                    assert_eq!(index.backfilling(), Some(true));
+                    seen_creating = true;
+                } else if index.index_status() == Some(&IndexStatus::Active) && i >= 40 {
+                    return (seen_creating, i);
+                }
+            }
+        })
+    };
+    let (seen_creating, writes) = writer.await.unwrap();
+    assert!(
+        seen_creating,
+        "the index read as CREATING while it filled in"
+    );
+    assert!(writes >= 40);
+
+    let table = scan_all(&db, "events", None).await;
+    let mut expected: Vec<(String, String)> = table
+        .iter()
+        .filter_map(|i| {
+            Some((
+                i["pk"].as_s().unwrap().clone(),
+                i.get("grp")?.as_s().unwrap().clone(),
+            ))
+        })
+        .collect();
+    let mut indexed: Vec<(String, String)> = scan_all(&db, "events", Some("ByGroup"))
+        .await
+        .iter()
+        .map(|i| {
+            (
+                i["pk"].as_s().unwrap().clone(),
+                i["grp"].as_s().unwrap().clone(),
+            )
+        })
+        .collect();
+    expected.sort();
+    indexed.sort();
+    assert!(expected.len() > 8_000);
+    assert_eq!(indexed.len(), expected.len());
+    assert!(
+        indexed == expected,
+        "the index equals the table filtered by its key"
+    );
+    let described = db
+        .describe_table()
+        .table_name("events")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        described.table().unwrap().global_secondary_indexes()[0].item_count(),
+        Some(expected.len() as i64)
+    );
+}
