@@ -25,6 +25,21 @@ pub const MAX_SORT_KEY_BYTES: usize = 1024;
 const CATALOG: &str = "ddb-tables";
 const ITEMS: &str = "items";
 const STATS: &str = "stats";
+/// Bytes per item collection (partition prefix -> i64), kept only for tables
+/// with local indexes, where DynamoDB limits a collection to 10 GB.
+const COLLECTIONS: &str = "collections";
+
+/// DynamoDB's item-collection limit: 10 GB. `MOAT_ITEM_COLLECTION_LIMIT_BYTES`
+/// lowers it, so that tests can reach it without writing 10 GB.
+pub fn item_collection_limit() -> i64 {
+    static LIMIT: std::sync::OnceLock<i64> = std::sync::OnceLock::new();
+    *LIMIT.get_or_init(|| {
+        std::env::var("MOAT_ITEM_COLLECTION_LIMIT_BYTES")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(10 * 1024 * 1024 * 1024)
+    })
+}
 
 /// Where a table's database key comes from (the key hierarchy, in the binary).
 pub trait TableKeys: Send + Sync {
@@ -42,6 +57,7 @@ pub enum DdbErrorKind {
     TableAlreadyExists,
     PitrNotEnabled,
     InvalidRestoreTime,
+    ItemCollectionSizeLimitExceeded,
     Internal,
 }
 
@@ -57,6 +73,9 @@ impl DdbErrorKind {
             DdbErrorKind::TableAlreadyExists => "TableAlreadyExistsException",
             DdbErrorKind::PitrNotEnabled => "PointInTimeRecoveryUnavailableException",
             DdbErrorKind::InvalidRestoreTime => "InvalidRestoreTimeException",
+            DdbErrorKind::ItemCollectionSizeLimitExceeded => {
+                "ItemCollectionSizeLimitExceededException"
+            }
             DdbErrorKind::Internal => "InternalServerError",
         }
     }
@@ -700,6 +719,7 @@ impl Table {
             b"stats",
             &serde_json::to_vec(&stats).unwrap_or_default(),
         )?;
+        self.track_collection(tx, key, old, new)?;
         // Indexes change in the same transaction as the item.
         for index in &self.meta.indexes {
             let tree = index.tree();
@@ -725,6 +745,78 @@ impl Table {
             tx.put(CHANGELOG, &at.to_be_bytes(), entry.to_string().as_bytes())?;
         }
         Ok(())
+    }
+
+    /// The bytes an item takes in its item collection: the item and its
+    /// entries in the local indexes.
+    fn collection_share(&self, item: &Item) -> i64 {
+        let mut bytes = item_size(item) as i64;
+        for index in self.meta.indexes.iter().filter(|i| !i.global) {
+            if index
+                .range
+                .as_ref()
+                .is_some_and(|r| item.contains_key(&r.name))
+            {
+                bytes += item_size(&index.project(&self.meta, item)) as i64;
+            }
+        }
+        bytes
+    }
+
+    fn collection_of(key: &ItemKey) -> &[u8] {
+        let len = key
+            .storage
+            .get(..2)
+            .map(|b| u16::from_be_bytes([b[0], b[1]]) as usize)
+            .unwrap_or(0);
+        &key.storage[..(2 + len).min(key.storage.len())]
+    }
+
+    /// Keeps the item collection's size, refusing a write that would take it
+    /// over the limit (tables with local indexes only, as in DynamoDB).
+    fn track_collection(
+        &self,
+        tx: &Tx<'_>,
+        key: &ItemKey,
+        old: Option<&Item>,
+        new: Option<&Item>,
+    ) -> Result<(), DdbError> {
+        if !self.meta.indexes.iter().any(|i| !i.global) {
+            return Ok(());
+        }
+        let delta = new.map(|i| self.collection_share(i)).unwrap_or(0)
+            - old.map(|i| self.collection_share(i)).unwrap_or(0);
+        if delta == 0 {
+            return Ok(());
+        }
+        let collection = Self::collection_of(key);
+        let before = tx
+            .get(COLLECTIONS, collection)?
+            .and_then(|b| b.try_into().ok().map(i64::from_be_bytes))
+            .unwrap_or(0);
+        let after = before + delta;
+        if delta > 0 && after > item_collection_limit() {
+            return Err(DdbError::new(
+                DdbErrorKind::ItemCollectionSizeLimitExceeded,
+                "Collection size exceeded",
+            ));
+        }
+        if after <= 0 {
+            tx.delete(COLLECTIONS, collection)?;
+        } else {
+            tx.put(COLLECTIONS, collection, &after.to_be_bytes())?;
+        }
+        Ok(())
+    }
+
+    /// The size in bytes of the item collection `key` belongs to (tables with
+    /// local indexes).
+    pub fn collection_bytes(&self, key: &ItemKey) -> Result<i64, DdbError> {
+        Ok(self
+            .db
+            .get(COLLECTIONS, Self::collection_of(key))?
+            .and_then(|b| b.try_into().ok().map(i64::from_be_bytes))
+            .unwrap_or(0))
     }
 
     fn next_log_time(&self) -> u64 {
@@ -1284,7 +1376,7 @@ impl Tables {
     pub fn transact_write(
         &self,
         actions: Vec<TxAction>,
-    ) -> Result<(), Result<Cancelled, DdbError>> {
+    ) -> Result<Vec<(String, usize)>, Result<Cancelled, DdbError>> {
         let tables: Vec<Arc<Table>> = actions.iter().map(|a| a.table.clone()).collect();
         let (order, mut locks) = Self::lock_all(&tables);
         let mut txs = Vec::with_capacity(locks.len());
@@ -1301,15 +1393,23 @@ impl Tables {
         let mut reasons = Vec::with_capacity(actions.len());
         let mut writes = Vec::new();
         let mut failed = false;
+        // What each action touched, for its consumed capacity.
+        let mut sizes = Vec::with_capacity(actions.len());
         for action in actions {
             let tx = &txs[tx_of(&action.table)];
             let old = action.table.read_in(tx, &action.key).map_err(Err)?;
+            let old_size = old.as_ref().map(item_size).unwrap_or(0);
             match (action.decide)(old.as_ref()) {
                 Ok(TxEffect::Write(new)) => {
                     reasons.push(None);
+                    let size = old_size.max(new.as_ref().map(item_size).unwrap_or(0));
+                    sizes.push((action.table.meta.name.clone(), size));
                     writes.push((action.table, action.key, old, new));
                 }
-                Ok(TxEffect::Check) => reasons.push(None),
+                Ok(TxEffect::Check) => {
+                    reasons.push(None);
+                    sizes.push((action.table.meta.name.clone(), old_size));
+                }
                 Err(e) if e.kind == DdbErrorKind::ConditionalCheckFailed => {
                     failed = true;
                     reasons.push(Some(e));
@@ -1319,6 +1419,14 @@ impl Tables {
         }
         if failed {
             return Err(Ok(Cancelled { reasons }));
+        }
+        // Applied before the intent is recorded: a write refused here (too
+        // large, over its collection's limit) leaves no intent behind for
+        // `recover` to finish. Nothing is visible until the commits.
+        for (table, key, old, new) in &writes {
+            table
+                .apply_in(&txs[tx_of(table)], key, old.as_ref(), new.as_ref())
+                .map_err(Err)?;
         }
         // The intent: enough to finish the writes after a crash.
         let intent_id = format!("{:020}-{}", now_micros(), std::process::id());
@@ -1339,11 +1447,6 @@ impl Tables {
                 serde_json::Value::Array(intent).to_string().as_bytes(),
             )
             .map_err(|e| Err(e.into()))?;
-        for (table, key, old, new) in &writes {
-            table
-                .apply_in(&txs[tx_of(table)], key, old.as_ref(), new.as_ref())
-                .map_err(Err)?;
-        }
         for (i, tx) in txs.into_iter().enumerate() {
             tx.commit().map_err(|e| Err(e.into()))?;
             if i == 0 {
@@ -1353,7 +1456,7 @@ impl Tables {
         self.catalog
             .delete(INTENTS, intent_id.as_bytes())
             .map_err(|e| Err(e.into()))?;
-        Ok(())
+        Ok(sizes)
     }
 
     /// `TransactGetItems`: the items as they all were at one moment.

@@ -1274,11 +1274,46 @@ async fn transactions_are_all_or_nothing() {
                 .build(),
         ]
     };
-    db.transact_write_items()
+    let done = db
+        .transact_write_items()
         .set_transact_items(Some(transfer("alice", "bob", 30, "t1")))
+        .return_consumed_capacity(aws_sdk_dynamodb::types::ReturnConsumedCapacity::Total)
         .send()
         .await
         .unwrap();
+    // Every item in a transaction costs twice: two write units per KB.
+    let charged: Vec<(String, f64)> = done
+        .consumed_capacity()
+        .iter()
+        .map(|c| {
+            (
+                c.table_name().unwrap().to_owned(),
+                c.capacity_units().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        charged,
+        [("accounts".to_owned(), 4.0), ("audit".to_owned(), 2.0)]
+    );
+    let read = db
+        .transact_get_items()
+        .transact_items(
+            aws_sdk_dynamodb::types::TransactGetItem::builder()
+                .get(
+                    aws_sdk_dynamodb::types::Get::builder()
+                        .table_name("accounts")
+                        .key("pk", s("alice"))
+                        .build()
+                        .unwrap(),
+                )
+                .build(),
+        )
+        .return_consumed_capacity(aws_sdk_dynamodb::types::ReturnConsumedCapacity::Total)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(read.consumed_capacity()[0].capacity_units(), Some(2.0));
     let balance = |who: &'static str| {
         let db = db.clone();
         async move {
@@ -2140,4 +2175,109 @@ async fn an_index_added_to_10000_items_backfills_while_writes_go_on() {
         described.table().unwrap().global_secondary_indexes()[0].item_count(),
         Some(expected.len() as i64)
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn local_indexes_limit_and_report_item_collections() {
+    use aws_sdk_dynamodb::types::{
+        LocalSecondaryIndex, Projection, ProjectionType, ReturnItemCollectionMetrics,
+    };
+    let dir = TempDir::new("ddb-lsi-limit");
+    // 10 GB cannot be written here; the limit is lowered to 300 KB.
+    let moat = Moat::must_start_with(
+        dir.path(),
+        &[],
+        &[("MOAT_ITEM_COLLECTION_LIMIT_BYTES", "300000")],
+    );
+    let db = client(&moat);
+    let attr = |n: &str, t: ScalarAttributeType| {
+        AttributeDefinition::builder()
+            .attribute_name(n)
+            .attribute_type(t)
+            .build()
+            .unwrap()
+    };
+    let key = |n: &str, t: KeyType| {
+        KeySchemaElement::builder()
+            .attribute_name(n)
+            .key_type(t)
+            .build()
+            .unwrap()
+    };
+    db.create_table()
+        .table_name("threads")
+        .attribute_definitions(attr("forum", ScalarAttributeType::S))
+        .attribute_definitions(attr("id", ScalarAttributeType::N))
+        .attribute_definitions(attr("posted", ScalarAttributeType::S))
+        .key_schema(key("forum", KeyType::Hash))
+        .key_schema(key("id", KeyType::Range))
+        .local_secondary_indexes(
+            LocalSecondaryIndex::builder()
+                .index_name("ByPosted")
+                .key_schema(key("forum", KeyType::Hash))
+                .key_schema(key("posted", KeyType::Range))
+                .projection(
+                    Projection::builder()
+                        .projection_type(ProjectionType::All)
+                        .build(),
+                )
+                .build()
+                .unwrap(),
+        )
+        .billing_mode(BillingMode::PayPerRequest)
+        .send()
+        .await
+        .unwrap();
+    let body = "x".repeat(50_000);
+    let post = |forum: &str, id: i64| {
+        db.put_item()
+            .table_name("threads")
+            .item("forum", s(forum))
+            .item("id", n(id))
+            .item("posted", s(&format!("2026-01-{id:02}")))
+            .item("body", s(&body))
+            .return_item_collection_metrics(ReturnItemCollectionMetrics::Size)
+            .send()
+    };
+    // Each post counts twice (the item and its ALL-projected index entry):
+    // about 100 KB, so the third post in a forum goes over 300 KB.
+    let first = post("rust", 1).await.unwrap();
+    let metrics = first.item_collection_metrics().unwrap();
+    assert_eq!(metrics.item_collection_key().unwrap()["forum"], s("rust"));
+    assert_eq!(metrics.size_estimate_range_gb(), [0.0, 1.0]);
+    post("rust", 2).await.unwrap();
+    assert_eq!(
+        code(post("rust", 3).await),
+        "ItemCollectionSizeLimitExceededException"
+    );
+    let got = db
+        .get_item()
+        .table_name("threads")
+        .key("forum", s("rust"))
+        .key("id", n(3))
+        .send()
+        .await
+        .unwrap();
+    assert!(got.item().is_none(), "the refused write changed nothing");
+    // Another collection is not affected, and freeing space makes room.
+    post("go", 1).await.unwrap();
+    db.delete_item()
+        .table_name("threads")
+        .key("forum", s("rust"))
+        .key("id", n(1))
+        .send()
+        .await
+        .unwrap();
+    post("rust", 3).await.unwrap();
+    // Without local indexes there are no collection metrics.
+    must_create(&db, "plain", false).await;
+    let plain = db
+        .put_item()
+        .table_name("plain")
+        .item("pk", s("a"))
+        .return_item_collection_metrics(ReturnItemCollectionMetrics::Size)
+        .send()
+        .await
+        .unwrap();
+    assert!(plain.item_collection_metrics().is_none());
 }

@@ -734,6 +734,26 @@ fn consumed(input: &Map<String, Value>, table: &str, units: f64) -> Option<Value
     }
 }
 
+/// `ConsumedCapacity` of a request over several tables: a list with one
+/// entry per table, in the order the tables first appear.
+fn consumed_per_table<'a>(
+    input: &Map<String, Value>,
+    units: impl Iterator<Item = (&'a str, f64)>,
+) -> Option<Value> {
+    let mut totals: Vec<(&str, f64)> = Vec::new();
+    for (table, u) in units {
+        match totals.iter_mut().find(|(t, _)| *t == table) {
+            Some((_, total)) => *total += u,
+            None => totals.push((table, u)),
+        }
+    }
+    let list: Vec<Value> = totals
+        .into_iter()
+        .filter_map(|(t, u)| consumed(input, t, u))
+        .collect();
+    (!list.is_empty()).then(|| json!(list))
+}
+
 fn projection_arg(
     input: &Map<String, Value>,
     ph: &Placeholders,
@@ -831,7 +851,39 @@ fn put_item(ctx: &Ctx<'_>, tables: &Tables, input: &Map<String, Value>) -> Resul
     if let Some(c) = consumed(input, name, write_units(size)) {
         out["ConsumedCapacity"] = c;
     }
+    if let Some(m) = collection_metrics(input, &table, &key)? {
+        out["ItemCollectionMetrics"] = m;
+    }
     Ok(out)
+}
+
+/// `ReturnItemCollectionMetrics`: DynamoDB reports an item collection's
+/// size only for tables with local indexes, as a range in GB.
+fn collection_metrics(
+    input: &Map<String, Value>,
+    table: &Table,
+    key: &moat_dynamodb::tables::ItemKey,
+) -> Result<Option<Value>, ApiError> {
+    match text(input, "ReturnItemCollectionMetrics")? {
+        None | Some("NONE") => return Ok(None),
+        Some("SIZE") => {}
+        Some(other) => {
+            return Err(validation(format!("1 validation error detected: Value '{other}' at 'returnItemCollectionMetrics' failed to satisfy constraint: Member must satisfy enum value set: [SIZE, NONE]")));
+        }
+    }
+    if !table.meta.indexes.iter().any(|i| !i.global) {
+        return Ok(None);
+    }
+    let hash = &table.meta.hash.name;
+    let Some(value) = key.attributes.get(hash) else {
+        return Ok(None);
+    };
+    let gb = table.collection_bytes(key)? as f64 / (1024.0 * 1024.0 * 1024.0);
+    let lower = gb.floor();
+    Ok(Some(json!({
+        "ItemCollectionKey": {hash.clone(): item_to_json(&Item::from([(hash.clone(), value.clone())]))[hash].clone()},
+        "SizeEstimateRangeGB": [lower, lower + 1.0],
+    })))
 }
 
 /// A `ConditionalCheckFailedException` carries the old item when asked.
@@ -907,6 +959,9 @@ fn delete_item(
     }
     if let Some(c) = consumed(input, name, write_units(size)) {
         out["ConsumedCapacity"] = c;
+    }
+    if let Some(m) = collection_metrics(input, &table, &key)? {
+        out["ItemCollectionMetrics"] = m;
     }
     Ok(out)
 }
@@ -987,6 +1042,9 @@ fn update_item(
         .max(old.as_ref().map(item_size).unwrap_or(0));
     if let Some(c) = consumed(input, name, write_units(size)) {
         out["ConsumedCapacity"] = c;
+    }
+    if let Some(m) = collection_metrics(input, &table, &key)? {
+        out["ItemCollectionMetrics"] = m;
     }
     Ok(out)
 }
@@ -2249,7 +2307,7 @@ fn transact_write(
         });
     }
     match tables.transact_write(actions) {
-        Ok(()) => {
+        Ok(sizes) => {
             let answer = json!({});
             if let Some(t) = token {
                 tables
@@ -2257,6 +2315,15 @@ fn transact_write(
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
                     .insert(t, (now, fingerprint, answer.clone()));
+            }
+            let mut answer = answer;
+            // A transaction reads and writes every item twice, and is
+            // charged so: two write units per KB.
+            let units = sizes
+                .iter()
+                .map(|(t, size)| (t.as_str(), 2.0 * write_units(*size)));
+            if let Some(c) = consumed_per_table(input, units) {
+                answer["ConsumedCapacity"] = c;
             }
             Ok(answer)
         }
@@ -2326,6 +2393,16 @@ fn transact_get(
         reads.push((table, key));
     }
     let found = tables.transact_get(&reads)?;
+    // Two read units per 4 KB of each item, as for every transactional read.
+    let units: Vec<(String, f64)> = reads
+        .iter()
+        .zip(&found)
+        .map(|((table, _), item)| {
+            let size = item.as_ref().map(item_size).unwrap_or(0);
+            (table.meta.name.clone(), 2.0 * read_units(size, true))
+        })
+        .collect();
+    let capacity = consumed_per_table(input, units.iter().map(|(t, u)| (t.as_str(), *u)));
     let responses: Vec<Value> = found
         .into_iter()
         .zip(projections)
@@ -2337,5 +2414,9 @@ fn transact_get(
             None => json!({}),
         })
         .collect();
-    Ok(json!({"Responses": responses}))
+    let mut out = json!({ "Responses": responses });
+    if let Some(c) = capacity {
+        out["ConsumedCapacity"] = c;
+    }
+    Ok(out)
 }
