@@ -2281,3 +2281,324 @@ async fn local_indexes_limit_and_report_item_collections() {
         .unwrap();
     assert!(plain.item_collection_metrics().is_none());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_single_table_design_end_to_end() {
+    use aws_sdk_dynamodb::types::{
+        GlobalSecondaryIndex, Projection, ProjectionType, Put, TransactWriteItem, Update,
+    };
+    let dir = TempDir::new("ddb-single-table");
+    let moat = Moat::must_start(dir.path());
+    let db = client(&moat);
+    let attr = |n: &str| {
+        AttributeDefinition::builder()
+            .attribute_name(n)
+            .attribute_type(ScalarAttributeType::S)
+            .build()
+            .unwrap()
+    };
+    let key = |n: &str, t: KeyType| {
+        KeySchemaElement::builder()
+            .attribute_name(n)
+            .key_type(t)
+            .build()
+            .unwrap()
+    };
+    let gsi = |name: &str, hash: &str, range: &str| {
+        GlobalSecondaryIndex::builder()
+            .index_name(name)
+            .key_schema(key(hash, KeyType::Hash))
+            .key_schema(key(range, KeyType::Range))
+            .projection(
+                Projection::builder()
+                    .projection_type(ProjectionType::All)
+                    .build(),
+            )
+            .build()
+            .unwrap()
+    };
+    db.create_table()
+        .table_name("shop")
+        .attribute_definitions(attr("PK"))
+        .attribute_definitions(attr("SK"))
+        .attribute_definitions(attr("GSI1PK"))
+        .attribute_definitions(attr("GSI1SK"))
+        .key_schema(key("PK", KeyType::Hash))
+        .key_schema(key("SK", KeyType::Range))
+        .global_secondary_indexes(gsi("GSI1", "GSI1PK", "GSI1SK"))
+        // The inverted index: the table's keys swapped, so a line item is
+        // found from its product.
+        .global_secondary_indexes(gsi("Inverted", "SK", "PK"))
+        .billing_mode(BillingMode::PayPerRequest)
+        .send()
+        .await
+        .unwrap();
+
+    let put = |pairs: &[(&str, &str)]| {
+        let mut p = Put::builder().table_name("shop");
+        for (k, v) in pairs {
+            p = p.item(*k, s(v));
+        }
+        TransactWriteItem::builder().put(p.build().unwrap()).build()
+    };
+    for (c, email) in [("c1", "ann@example.com"), ("c2", "bo@example.com")] {
+        db.put_item()
+            .table_name("shop")
+            .item("PK", s(&format!("CUST#{c}")))
+            .item("SK", s("PROFILE"))
+            .item("GSI1PK", s(&format!("EMAIL#{email}")))
+            .item("GSI1SK", s(&format!("CUST#{c}")))
+            .item("orders", n(0))
+            .send()
+            .await
+            .unwrap();
+    }
+    // Placing an order is one transaction: the order, its line items and the
+    // customer's order count.
+    let place = |customer: &str, order: &str, date: &str, products: &[&str]| {
+        let mut items = vec![put(&[
+            ("PK", &format!("CUST#{customer}")),
+            ("SK", &format!("ORDER#{order}")),
+            ("GSI1PK", "STATUS#PLACED"),
+            ("GSI1SK", date),
+        ])];
+        for p in products {
+            items.push(put(&[
+                ("PK", &format!("ORDER#{order}")),
+                ("SK", &format!("PRODUCT#{p}")),
+                ("customer", customer),
+            ]));
+        }
+        items.push(
+            TransactWriteItem::builder()
+                .update(
+                    Update::builder()
+                        .table_name("shop")
+                        .key("PK", s(&format!("CUST#{customer}")))
+                        .key("SK", s("PROFILE"))
+                        .update_expression("ADD orders :one")
+                        .expression_attribute_values(":one", n(1))
+                        .build()
+                        .unwrap(),
+                )
+                .build(),
+        );
+        db.transact_write_items()
+            .set_transact_items(Some(items))
+            .send()
+    };
+    place("c1", "o1", "2026-11-01", &["p1", "p2"])
+        .await
+        .unwrap();
+    place("c1", "o2", "2026-11-03", &["p2"]).await.unwrap();
+    place("c2", "o3", "2026-11-02", &["p1", "p3"])
+        .await
+        .unwrap();
+
+    let query = |index: Option<&str>, hash: (&str, &str)| {
+        db.query()
+            .table_name("shop")
+            .set_index_name(index.map(str::to_owned))
+            .key_condition_expression("#h = :h")
+            .expression_attribute_names("#h", hash.0)
+            .expression_attribute_values(":h", s(hash.1))
+    };
+    let field = |items: &[HashMap<String, AV>], f: &str| {
+        items
+            .iter()
+            .map(|i| i[f].as_s().unwrap().clone())
+            .collect::<Vec<_>>()
+    };
+    // A customer and their orders in one query; the orders alone by prefix.
+    let c1 = query(None, ("PK", "CUST#c1")).send().await.unwrap();
+    assert_eq!(field(c1.items(), "SK"), ["ORDER#o1", "ORDER#o2", "PROFILE"]);
+    assert_eq!(c1.items()[2]["orders"], n(2));
+    let orders = db
+        .query()
+        .table_name("shop")
+        .key_condition_expression("PK = :c AND begins_with(SK, :o)")
+        .expression_attribute_values(":c", s("CUST#c1"))
+        .expression_attribute_values(":o", s("ORDER#"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(orders.count(), 2);
+    // A customer by email, through the overloaded GSI1.
+    let by_email = query(Some("GSI1"), ("GSI1PK", "EMAIL#bo@example.com"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(field(by_email.items(), "PK"), ["CUST#c2"]);
+    // Placed orders, newest first.
+    let placed = query(Some("GSI1"), ("GSI1PK", "STATUS#PLACED"))
+        .scan_index_forward(false)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        field(placed.items(), "SK"),
+        ["ORDER#o2", "ORDER#o3", "ORDER#o1"]
+    );
+    // An order's line items, and the orders that contain a product.
+    let lines = query(None, ("PK", "ORDER#o3")).send().await.unwrap();
+    assert_eq!(field(lines.items(), "SK"), ["PRODUCT#p1", "PRODUCT#p3"]);
+    let with_p1 = query(Some("Inverted"), ("SK", "PRODUCT#p1"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(field(with_p1.items(), "PK"), ["ORDER#o1", "ORDER#o3"]);
+    assert_eq!(field(with_p1.items(), "customer"), ["c1", "c2"]);
+
+    // Shipping an order moves it between partitions of GSI1.
+    db.update_item()
+        .table_name("shop")
+        .key("PK", s("CUST#c1"))
+        .key("SK", s("ORDER#o1"))
+        .update_expression("SET GSI1PK = :s")
+        .expression_attribute_values(":s", s("STATUS#SHIPPED"))
+        .send()
+        .await
+        .unwrap();
+    let placed = query(Some("GSI1"), ("GSI1PK", "STATUS#PLACED"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(field(placed.items(), "SK"), ["ORDER#o3", "ORDER#o2"]);
+    let shipped = query(Some("GSI1"), ("GSI1PK", "STATUS#SHIPPED"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(field(shipped.items(), "SK"), ["ORDER#o1"]);
+
+    // A failed placement (the customer's profile must exist) leaves no trace
+    // in the table or either index.
+    let mut bad = vec![put(&[
+        ("PK", "CUST#c9"),
+        ("SK", "ORDER#o9"),
+        ("GSI1PK", "STATUS#PLACED"),
+        ("GSI1SK", "2026-11-09"),
+    ])];
+    bad.push(put(&[
+        ("PK", "ORDER#o9"),
+        ("SK", "PRODUCT#p1"),
+        ("customer", "c9"),
+    ]));
+    bad.push(
+        TransactWriteItem::builder()
+            .condition_check(
+                aws_sdk_dynamodb::types::ConditionCheck::builder()
+                    .table_name("shop")
+                    .key("PK", s("CUST#c9"))
+                    .key("SK", s("PROFILE"))
+                    .condition_expression("attribute_exists(PK)")
+                    .build()
+                    .unwrap(),
+            )
+            .build(),
+    );
+    assert_eq!(
+        code(
+            db.transact_write_items()
+                .set_transact_items(Some(bad))
+                .send()
+                .await
+        ),
+        "TransactionCanceledException"
+    );
+    let with_p1 = query(Some("Inverted"), ("SK", "PRODUCT#p1"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(with_p1.count(), 2);
+    let placed = query(Some("GSI1"), ("GSI1PK", "STATUS#PLACED"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(placed.count(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigkill_under_transaction_load_leaves_whole_transactions() {
+    use aws_sdk_dynamodb::types::{Put, TransactWriteItem};
+    use std::collections::BTreeSet;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Mutex};
+    let dir = TempDir::new("ddb-crash-tx");
+    let mut acknowledged: Vec<String> = Vec::new();
+    // Every transaction puts the same key into two tables (two stores, two
+    // commits): after a crash, a key is in both or in neither.
+    let keys_in = |db: Client, table: &'static str| async move {
+        scan_all(&db, table, None)
+            .await
+            .iter()
+            .map(|i| i["pk"].as_s().unwrap().clone())
+            .collect::<BTreeSet<String>>()
+    };
+    for cycle in 0..3u64 {
+        let moat = Moat::must_start(dir.path());
+        let db = client(&moat);
+        if cycle == 0 {
+            must_create(&db, "orders", false).await;
+            must_create(&db, "ledger", false).await;
+        }
+        let orders = keys_in(db.clone(), "orders").await;
+        let ledger = keys_in(db.clone(), "ledger").await;
+        assert_eq!(orders, ledger, "cycle {cycle}: a transaction is half there");
+        for pk in &acknowledged {
+            assert!(orders.contains(pk), "cycle {cycle}: acknowledged {pk} lost");
+        }
+        let done = Arc::new(AtomicBool::new(false));
+        let acked = Arc::new(Mutex::new(Vec::new()));
+        let mut writers = Vec::new();
+        for w in 0..4 {
+            let (db, done, acked) = (db.clone(), done.clone(), acked.clone());
+            writers.push(tokio::spawn(async move {
+                let mut i = 0;
+                while !done.load(Ordering::Relaxed) {
+                    let pk = format!("c{cycle}-w{w}-{i}");
+                    let put = |table: &str| {
+                        TransactWriteItem::builder()
+                            .put(
+                                Put::builder()
+                                    .table_name(table)
+                                    .item("pk", s(&pk))
+                                    .build()
+                                    .unwrap(),
+                            )
+                            .build()
+                    };
+                    if db
+                        .transact_write_items()
+                        .transact_items(put("orders"))
+                        .transact_items(put("ledger"))
+                        .send()
+                        .await
+                        .is_ok()
+                    {
+                        acked.lock().unwrap().push(pk);
+                    }
+                    i += 1;
+                }
+            }));
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(300 + 200 * cycle)).await;
+        common::signal(moat.pid(), "KILL");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        done.store(true, Ordering::Relaxed);
+        for w in writers {
+            let _ = w.await;
+        }
+        let acked = acked.lock().unwrap().clone();
+        assert!(
+            !acked.is_empty(),
+            "cycle {cycle}: no transaction was acknowledged"
+        );
+        acknowledged.extend(acked);
+        drop(moat);
+    }
+    let moat = Moat::must_start(dir.path());
+    let db = client(&moat);
+    let orders = keys_in(db.clone(), "orders").await;
+    assert_eq!(orders, keys_in(db.clone(), "ledger").await);
+    assert!(acknowledged.iter().all(|pk| orders.contains(pk)));
+}
