@@ -1395,7 +1395,7 @@ impl Tables {
         let mut failed = false;
         // What each action touched, for its consumed capacity.
         let mut sizes = Vec::with_capacity(actions.len());
-        for action in actions {
+        for (position, action) in actions.into_iter().enumerate() {
             let tx = &txs[tx_of(&action.table)];
             let old = action.table.read_in(tx, &action.key).map_err(Err)?;
             let old_size = old.as_ref().map(item_size).unwrap_or(0);
@@ -1404,13 +1404,21 @@ impl Tables {
                     reasons.push(None);
                     let size = old_size.max(new.as_ref().map(item_size).unwrap_or(0));
                     sizes.push((action.table.meta.name.clone(), size));
-                    writes.push((action.table, action.key, old, new));
+                    writes.push((position, action.table, action.key, old, new));
                 }
                 Ok(TxEffect::Check) => {
                     reasons.push(None);
                     sizes.push((action.table.meta.name.clone(), old_size));
                 }
-                Err(e) if e.kind == DdbErrorKind::ConditionalCheckFailed => {
+                // As in DynamoDB, an action that fails its condition or
+                // cannot be applied (a type error in its update) cancels the
+                // transaction with its reason.
+                Err(e)
+                    if matches!(
+                        e.kind,
+                        DdbErrorKind::ConditionalCheckFailed | DdbErrorKind::Validation
+                    ) =>
+                {
                     failed = true;
                     reasons.push(Some(e));
                 }
@@ -1423,16 +1431,27 @@ impl Tables {
         // Applied before the intent is recorded: a write refused here (too
         // large, over its collection's limit) leaves no intent behind for
         // `recover` to finish. Nothing is visible until the commits.
-        for (table, key, old, new) in &writes {
-            table
-                .apply_in(&txs[tx_of(table)], key, old.as_ref(), new.as_ref())
-                .map_err(Err)?;
+        for (position, table, key, old, new) in &writes {
+            match table.apply_in(&txs[tx_of(table)], key, old.as_ref(), new.as_ref()) {
+                Ok(()) => {}
+                Err(e)
+                    if matches!(
+                        e.kind,
+                        DdbErrorKind::Validation | DdbErrorKind::ItemCollectionSizeLimitExceeded
+                    ) =>
+                {
+                    let mut reasons: Vec<Option<DdbError>> = reasons.iter().map(|_| None).collect();
+                    reasons[*position] = Some(e);
+                    return Err(Ok(Cancelled { reasons }));
+                }
+                Err(e) => return Err(Err(e)),
+            }
         }
         // The intent: enough to finish the writes after a crash.
         let intent_id = format!("{:020}-{}", now_micros(), std::process::id());
         let intent: Vec<serde_json::Value> = writes
             .iter()
-            .map(|(t, k, _, new)| {
+            .map(|(_, t, k, _, new)| {
                 serde_json::json!({
                     "region": t.meta.region, "table": t.meta.name,
                     "key": item_to_json(&k.attributes),

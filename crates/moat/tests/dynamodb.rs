@@ -1352,6 +1352,38 @@ async fn transactions_are_all_or_nothing() {
     };
     assert_eq!(reasons, ["ConditionalCheckFailed", "None", "None"]);
     assert_eq!((balance("alice").await, balance("bob").await), (70, 130));
+
+    // An update that cannot apply (it adds to an attribute the item lacks)
+    // cancels with a
+    // ValidationError reason at its place, and changes nothing.
+    let mut typed = transfer("alice", "bob", 5, "t2b");
+    typed[1] = TransactWriteItem::builder()
+        .update(
+            Update::builder()
+                .table_name("accounts")
+                .key("pk", s("bob"))
+                .update_expression("SET balance = overdraft + :a")
+                .expression_attribute_values(":a", n(5))
+                .build()
+                .unwrap(),
+        )
+        .build();
+    let err = db
+        .transact_write_items()
+        .set_transact_items(Some(typed))
+        .send()
+        .await
+        .expect_err("a type error");
+    let reasons: Vec<String> = match err.as_service_error() {
+        Some(aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError::TransactionCanceledException(e)) => e
+            .cancellation_reasons()
+            .iter()
+            .map(|r| r.code().unwrap_or("").to_owned())
+            .collect(),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(reasons, ["None", "ValidationError", "None"]);
+    assert_eq!((balance("alice").await, balance("bob").await), (70, 130));
     assert!(db
         .get_item()
         .table_name("audit")
@@ -2259,6 +2291,34 @@ async fn local_indexes_limit_and_report_item_collections() {
         .await
         .unwrap();
     assert!(got.item().is_none(), "the refused write changed nothing");
+    let in_transaction = db
+        .transact_write_items()
+        .transact_items(
+            aws_sdk_dynamodb::types::TransactWriteItem::builder()
+                .put(
+                    aws_sdk_dynamodb::types::Put::builder()
+                        .table_name("threads")
+                        .item("forum", s("rust"))
+                        .item("id", n(4))
+                        .item("posted", s("2026-01-04"))
+                        .item("body", s(&body))
+                        .build()
+                        .unwrap(),
+                )
+                .build(),
+        )
+        .send()
+        .await
+        .expect_err("over the collection limit");
+    let reasons: Vec<String> = match in_transaction.as_service_error() {
+        Some(aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError::TransactionCanceledException(e)) => e
+            .cancellation_reasons()
+            .iter()
+            .map(|r| r.code().unwrap_or("").to_owned())
+            .collect(),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(reasons, ["ItemCollectionSizeLimitExceeded"]);
     // Another collection is not affected, and freeing space makes room.
     post("go", 1).await.unwrap();
     db.delete_item()

@@ -734,6 +734,15 @@ fn consumed(input: &Map<String, Value>, table: &str, units: f64) -> Option<Value
     }
 }
 
+/// The `CancellationReasons` code of an action's failure.
+fn cancellation_code(e: &DdbError) -> &'static str {
+    match e.kind {
+        DdbErrorKind::ConditionalCheckFailed => "ConditionalCheckFailed",
+        DdbErrorKind::ItemCollectionSizeLimitExceeded => "ItemCollectionSizeLimitExceeded",
+        _ => "ValidationError",
+    }
+}
+
 /// `ConsumedCapacity` of a request over several tables: a list with one
 /// entry per table, in the order the tables first appear.
 fn consumed_per_table<'a>(
@@ -2331,13 +2340,7 @@ fn transact_write(
             let codes: Vec<&str> = cancelled
                 .reasons
                 .iter()
-                .map(|r| {
-                    if r.is_some() {
-                        "ConditionalCheckFailed"
-                    } else {
-                        "None"
-                    }
-                })
+                .map(|r| r.as_ref().map(cancellation_code).unwrap_or("None"))
                 .collect();
             let reasons: Vec<Value> = cancelled
                 .reasons
@@ -2346,7 +2349,7 @@ fn transact_write(
                 .map(|(r, want_old)| match r {
                     None => json!({"Code": "None"}),
                     Some(e) => {
-                        let mut v = json!({"Code": "ConditionalCheckFailed", "Message": "The conditional request failed"});
+                        let mut v = json!({"Code": cancellation_code(e), "Message": e.message});
                         if let (true, Some(item)) = (want_old, &e.old_item) {
                             v["Item"] = item_to_json(item);
                         }
