@@ -1512,9 +1512,53 @@ async fn transactions_are_all_or_nothing() {
             }
         }));
     }
+    // Meanwhile, TransactGetItems snapshots never see a transfer half done.
+    let finished = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let checker = {
+        let (db, finished) = (db.clone(), finished.clone());
+        tokio::spawn(async move {
+            let get = |who: &str| {
+                TransactGetItem::builder()
+                    .get(
+                        Get::builder()
+                            .table_name("accounts")
+                            .key("pk", s(who))
+                            .build()
+                            .unwrap(),
+                    )
+                    .build()
+            };
+            let mut snapshots = 0;
+            while !finished.load(std::sync::atomic::Ordering::Relaxed) || snapshots == 0 {
+                let got = db
+                    .transact_get_items()
+                    .transact_items(get("alice"))
+                    .transact_items(get("bob"))
+                    .send()
+                    .await
+                    .unwrap();
+                let total: i64 = got
+                    .responses()
+                    .iter()
+                    .map(|r| {
+                        r.item().unwrap()["balance"]
+                            .as_n()
+                            .unwrap()
+                            .parse::<i64>()
+                            .unwrap()
+                    })
+                    .sum();
+                assert_eq!(total, 200, "a snapshot saw a transfer half done");
+                snapshots += 1;
+            }
+            snapshots
+        })
+    };
     for t in tasks {
         t.await.unwrap();
     }
+    finished.store(true, std::sync::atomic::Ordering::Relaxed);
+    assert!(checker.await.unwrap() > 0);
     assert_eq!(balance("alice").await + balance("bob").await, 200);
 
     // TransactGetItems reads across tables at one moment.
