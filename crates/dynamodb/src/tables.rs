@@ -58,6 +58,7 @@ pub enum DdbErrorKind {
     PitrNotEnabled,
     InvalidRestoreTime,
     ItemCollectionSizeLimitExceeded,
+    TransactionConflict,
     Internal,
 }
 
@@ -76,6 +77,7 @@ impl DdbErrorKind {
             DdbErrorKind::ItemCollectionSizeLimitExceeded => {
                 "ItemCollectionSizeLimitExceededException"
             }
+            DdbErrorKind::TransactionConflict => "TransactionConflictException",
             DdbErrorKind::Internal => "InternalServerError",
         }
     }
@@ -266,9 +268,15 @@ impl Pitr {
 }
 
 /// An open table.
+/// Items a transaction is deciding and committing: (store path, storage key).
+type InFlight = Arc<Mutex<std::collections::HashSet<(PathBuf, Vec<u8>)>>>;
+
 pub struct Table {
     pub meta: TableMeta,
     db: Db,
+    /// Shared by every table: a single write to an item held here is
+    /// refused with TransactionConflictException, as in DynamoDB.
+    in_flight: InFlight,
     /// The last change-log time handed out, so log keys strictly increase.
     last_logged: std::sync::atomic::AtomicU64,
 }
@@ -298,6 +306,7 @@ pub struct Tables {
     open: Mutex<HashMap<(String, String), Arc<Table>>>,
     /// Serialises catalog changes.
     catalog_lock: Mutex<()>,
+    in_flight: InFlight,
     /// `ClientRequestToken`s of recent transactions: (when, request
     /// fingerprint, answer), kept ten minutes.
     pub idempotency: Mutex<HashMap<String, (u64, String, serde_json::Value)>>,
@@ -315,6 +324,7 @@ impl Tables {
             keys,
             open: Mutex::new(HashMap::new()),
             catalog_lock: Mutex::new(()),
+            in_flight: InFlight::default(),
             idempotency: Mutex::new(HashMap::new()),
         }
     }
@@ -392,6 +402,7 @@ impl Tables {
         let table = Arc::new(Table {
             meta,
             db,
+            in_flight: self.in_flight.clone(),
             last_logged: std::sync::atomic::AtomicU64::new(0),
         });
         self.open
@@ -662,6 +673,17 @@ impl Table {
         key: &ItemKey,
         decide: impl FnOnce(Option<&Item>) -> Result<Option<Item>, DdbError>,
     ) -> Result<(Option<Item>, Option<Item>), DdbError> {
+        if self
+            .in_flight
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(&(self.db.path().to_path_buf(), key.storage.clone()))
+        {
+            return Err(DdbError::new(
+                DdbErrorKind::TransactionConflict,
+                "Transaction is ongoing for the item",
+            ));
+        }
         self.db.transaction(|tx: &Tx<'_>| {
             let old = self.read_in(tx, key)?;
             let new = decide(old.as_ref())?;
@@ -1377,6 +1399,29 @@ impl Tables {
         &self,
         actions: Vec<TxAction>,
     ) -> Result<Vec<(String, usize)>, Result<Cancelled, DdbError>> {
+        // Claim the items first: one another transaction holds cancels this
+        // one with TransactionConflict at its place.
+        let claimed: Vec<(PathBuf, Vec<u8>)> = actions
+            .iter()
+            .map(|a| (a.table.db.path().to_path_buf(), a.key.storage.clone()))
+            .collect();
+        {
+            let mut held = self.in_flight.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(position) = claimed.iter().position(|c| held.contains(c)) {
+                let mut reasons: Vec<Option<DdbError>> = claimed.iter().map(|_| None).collect();
+                reasons[position] = Some(DdbError::new(
+                    DdbErrorKind::TransactionConflict,
+                    "Transaction is ongoing for the item",
+                ));
+                return Err(Ok(Cancelled { reasons }));
+            }
+            held.extend(claimed.iter().cloned());
+        }
+        let _release = Release {
+            held: &self.in_flight,
+            claimed: &claimed,
+        };
+        fail_point_hold("transact-hold");
         let tables: Vec<Arc<Table>> = actions.iter().map(|a| a.table.clone()).collect();
         let (order, mut locks) = Self::lock_all(&tables);
         let mut txs = Vec::with_capacity(locks.len());
@@ -1543,6 +1588,29 @@ impl Tables {
 /// A deliberate crash for tests (TiKV's fail-point habit): when the
 /// environment variable `MOAT_FAIL_POINT` names this point, the process
 /// aborts here, as a power cut would stop it.
+/// Gives back a transaction's claimed items however it ends.
+struct Release<'a> {
+    held: &'a InFlight,
+    claimed: &'a [(PathBuf, Vec<u8>)],
+}
+
+impl Drop for Release<'_> {
+    fn drop(&mut self) {
+        let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
+        for c in self.claimed {
+            held.remove(c);
+        }
+    }
+}
+
+/// Test hook: holds a transaction for two seconds once it has claimed its
+/// items, so that tests can meet it in flight.
+fn fail_point_hold(name: &str) {
+    if std::env::var("MOAT_FAIL_POINT").is_ok_and(|v| v == name) {
+        std::thread::sleep(std::time::Duration::from_secs(2));
+    }
+}
+
 fn fail_point(name: &str) {
     if std::env::var("MOAT_FAIL_POINT").is_ok_and(|v| v == name) {
         std::process::abort();

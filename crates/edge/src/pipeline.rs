@@ -446,7 +446,18 @@ impl Edge {
                 return Ok(codec::json_response(service.protocol(), &value, request_id));
             }
             Service::DynamoDb => {
-                let value = api::dynamodb::handle(operation, &ctx, &self.tables, &json_input)?;
+                // A table operation blocks on its store (fsync, a lock held by
+                // a transaction); on the multi-threaded runtime the worker's
+                // other tasks move elsewhere meanwhile.
+                let run = || api::dynamodb::handle(operation, &ctx, &self.tables, &json_input);
+                let multi_thread = tokio::runtime::Handle::try_current().is_ok_and(|h| {
+                    h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread
+                });
+                let value = if multi_thread {
+                    tokio::task::block_in_place(run)?
+                } else {
+                    run()?
+                };
                 return Ok(codec::json_response(service.protocol(), &value, request_id));
             }
             _ => {

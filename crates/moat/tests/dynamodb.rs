@@ -2706,3 +2706,87 @@ async fn sigkill_under_transaction_load_leaves_whole_transactions() {
     assert_eq!(orders, keys_in(db.clone(), "ledger").await);
     assert!(acknowledged.iter().all(|pk| orders.contains(pk)));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_item_in_a_transaction_in_flight_conflicts() {
+    use aws_sdk_dynamodb::types::{Put, TransactWriteItem};
+    let dir = TempDir::new("ddb-txn-conflict");
+    // Every transaction is held two seconds once it has claimed its items.
+    let moat = Moat::must_start_with(dir.path(), &[], &[("MOAT_FAIL_POINT", "transact-hold")]);
+    let db = client(&moat);
+    must_create(&db, "stock", false).await;
+    let put = |pk: &str, v: &str| {
+        TransactWriteItem::builder()
+            .put(
+                Put::builder()
+                    .table_name("stock")
+                    .item("pk", s(pk))
+                    .item("v", s(v))
+                    .build()
+                    .unwrap(),
+            )
+            .build()
+    };
+    let slow = {
+        let db = db.clone();
+        let items = vec![put("apple", "tx")];
+        tokio::spawn(async move {
+            db.transact_write_items()
+                .set_transact_items(Some(items))
+                .send()
+                .await
+        })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let single = db
+        .put_item()
+        .table_name("stock")
+        .item("pk", s("apple"))
+        .item("v", s("single"))
+        .customize()
+        // The SDK retries a conflict; one attempt shows the answer itself.
+        .config_override(
+            aws_sdk_dynamodb::config::Builder::default()
+                .retry_config(aws_smithy_types::retry::RetryConfig::disabled()),
+        )
+        .send()
+        .await;
+    assert_eq!(code(single), "TransactionConflictException");
+    let other = db
+        .transact_write_items()
+        .transact_items(put("pear", "tx2"))
+        .transact_items(put("apple", "tx2"))
+        .send()
+        .await
+        .expect_err("apple is held");
+    let reasons: Vec<String> = match other.as_service_error() {
+        Some(aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError::TransactionCanceledException(e)) => e
+            .cancellation_reasons()
+            .iter()
+            .map(|r| r.code().unwrap_or("").to_owned())
+            .collect(),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(reasons, ["None", "TransactionConflict"]);
+    slow.await.unwrap().unwrap();
+    // Once the first transaction is done, the item is free again.
+    let get = |pk: &str| {
+        db.get_item()
+            .table_name("stock")
+            .key("pk", s(pk))
+            .consistent_read(true)
+            .send()
+    };
+    assert_eq!(get("apple").await.unwrap().item().unwrap()["v"], s("tx"));
+    assert!(
+        get("pear").await.unwrap().item().is_none(),
+        "the cancelled transaction wrote nothing"
+    );
+    db.put_item()
+        .table_name("stock")
+        .item("pk", s("apple"))
+        .item("v", s("single"))
+        .send()
+        .await
+        .unwrap();
+}

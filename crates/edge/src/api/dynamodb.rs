@@ -739,6 +739,7 @@ fn cancellation_code(e: &DdbError) -> &'static str {
     match e.kind {
         DdbErrorKind::ConditionalCheckFailed => "ConditionalCheckFailed",
         DdbErrorKind::ItemCollectionSizeLimitExceeded => "ItemCollectionSizeLimitExceeded",
+        DdbErrorKind::TransactionConflict => "TransactionConflict",
         _ => "ValidationError",
     }
 }

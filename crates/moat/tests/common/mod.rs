@@ -144,7 +144,13 @@ impl Moat {
     pub fn audit_lines(&self) -> Vec<serde_json::Value> {
         let text =
             std::fs::read_to_string(self.data_dir.join("audit/audit.log")).unwrap_or_default();
-        text.lines()
+        // The writer may be in the middle of a line: only whole lines count.
+        let whole = match text.rfind('\n') {
+            Some(end) => &text[..end],
+            None => "",
+        };
+        whole
+            .lines()
             .map(|l| serde_json::from_str(l).unwrap())
             .collect()
     }
