@@ -1421,7 +1421,11 @@ impl Tables {
             held: &self.in_flight,
             claimed: &claimed,
         };
-        fail_point_hold("transact-hold");
+        // Holds the transaction once it has claimed its items, so that tests
+        // can meet it in flight.
+        if fail_point("transact-hold") {
+            std::thread::sleep(std::time::Duration::from_secs(2));
+        }
         let tables: Vec<Arc<Table>> = actions.iter().map(|a| a.table.clone()).collect();
         let (order, mut locks) = Self::lock_all(&tables);
         let mut txs = Vec::with_capacity(locks.len());
@@ -1513,8 +1517,8 @@ impl Tables {
             .map_err(|e| Err(e.into()))?;
         for (i, tx) in txs.into_iter().enumerate() {
             tx.commit().map_err(|e| Err(e.into()))?;
-            if i == 0 {
-                fail_point("transact-after-first-commit");
+            if i == 0 && fail_point("transact-after-first-commit") {
+                std::process::abort();
             }
         }
         self.catalog
@@ -1603,18 +1607,9 @@ impl Drop for Release<'_> {
     }
 }
 
-/// Test hook: holds a transaction for two seconds once it has claimed its
-/// items, so that tests can meet it in flight.
-fn fail_point_hold(name: &str) {
-    if std::env::var("MOAT_FAIL_POINT").is_ok_and(|v| v == name) {
-        std::thread::sleep(std::time::Duration::from_secs(2));
-    }
-}
-
-fn fail_point(name: &str) {
-    if std::env::var("MOAT_FAIL_POINT").is_ok_and(|v| v == name) {
-        std::process::abort();
-    }
+/// Test hook: whether `MOAT_FAIL_POINT` names this point.
+fn fail_point(name: &str) -> bool {
+    std::env::var("MOAT_FAIL_POINT").is_ok_and(|v| v == name)
 }
 
 impl Table {

@@ -33,6 +33,24 @@ fn message<T, E: ProvideErrorMetadata>(result: Result<T, E>) -> String {
     }
 }
 
+/// The `CancellationReasons` codes of a cancelled `TransactWriteItems`.
+fn cancellation_codes<R: std::fmt::Debug>(
+    err: &aws_sdk_dynamodb::error::SdkError<
+        aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError,
+        R,
+    >,
+) -> Vec<String> {
+    use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
+    match err.as_service_error() {
+        Some(TransactWriteItemsError::TransactionCanceledException(e)) => e
+            .cancellation_reasons()
+            .iter()
+            .map(|r| r.code().unwrap_or("").to_owned())
+            .collect(),
+        other => panic!("not a cancellation: {other:?}"),
+    }
+}
+
 fn client(moat: &Moat) -> Client {
     let (id, secret) = moat.root_credentials();
     dynamodb_client(moat, Credentials::new(id, secret, None, None, "root"))
@@ -1342,14 +1360,7 @@ async fn transactions_are_all_or_nothing() {
         .await;
     let err = refused.expect_err("insufficient funds");
     assert_eq!(err.code(), Some("TransactionCanceledException"));
-    let reasons: Vec<String> = match err.as_service_error() {
-        Some(aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError::TransactionCanceledException(e)) => e
-            .cancellation_reasons()
-            .iter()
-            .map(|r| r.code().unwrap_or("").to_owned())
-            .collect(),
-        other => panic!("{other:?}"),
-    };
+    let reasons = cancellation_codes(&err);
     assert_eq!(reasons, ["ConditionalCheckFailed", "None", "None"]);
     assert_eq!((balance("alice").await, balance("bob").await), (70, 130));
 
@@ -1374,14 +1385,7 @@ async fn transactions_are_all_or_nothing() {
         .send()
         .await
         .expect_err("a type error");
-    let reasons: Vec<String> = match err.as_service_error() {
-        Some(aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError::TransactionCanceledException(e)) => e
-            .cancellation_reasons()
-            .iter()
-            .map(|r| r.code().unwrap_or("").to_owned())
-            .collect(),
-        other => panic!("{other:?}"),
-    };
+    let reasons = cancellation_codes(&err);
     assert_eq!(reasons, ["None", "ValidationError", "None"]);
     assert_eq!((balance("alice").await, balance("bob").await), (70, 130));
     assert!(db
@@ -2354,14 +2358,7 @@ async fn local_indexes_limit_and_report_item_collections() {
         .send()
         .await
         .expect_err("over the collection limit");
-    let reasons: Vec<String> = match in_transaction.as_service_error() {
-        Some(aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError::TransactionCanceledException(e)) => e
-            .cancellation_reasons()
-            .iter()
-            .map(|r| r.code().unwrap_or("").to_owned())
-            .collect(),
-        other => panic!("{other:?}"),
-    };
+    let reasons = cancellation_codes(&in_transaction);
     assert_eq!(reasons, ["ItemCollectionSizeLimitExceeded"]);
     // Another collection is not affected, and freeing space makes room.
     post("go", 1).await.unwrap();
@@ -2373,6 +2370,25 @@ async fn local_indexes_limit_and_report_item_collections() {
         .await
         .unwrap();
     post("rust", 3).await.unwrap();
+    // A bad ReturnItemCollectionMetrics is refused before anything is written.
+    let bogus = db
+        .put_item()
+        .table_name("threads")
+        .item("forum", s("go"))
+        .item("id", n(9))
+        .return_item_collection_metrics(ReturnItemCollectionMetrics::from("BOGUS"))
+        .send()
+        .await;
+    assert_eq!(code(bogus), "ValidationException");
+    let got = db
+        .get_item()
+        .table_name("threads")
+        .key("forum", s("go"))
+        .key("id", n(9))
+        .send()
+        .await
+        .unwrap();
+    assert!(got.item().is_none(), "the refused request wrote nothing");
     // Without local indexes there are no collection metrics.
     must_create(&db, "plain", false).await;
     let plain = db
@@ -2759,14 +2775,7 @@ async fn an_item_in_a_transaction_in_flight_conflicts() {
         .send()
         .await
         .expect_err("apple is held");
-    let reasons: Vec<String> = match other.as_service_error() {
-        Some(aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError::TransactionCanceledException(e)) => e
-            .cancellation_reasons()
-            .iter()
-            .map(|r| r.code().unwrap_or("").to_owned())
-            .collect(),
-        other => panic!("{other:?}"),
-    };
+    let reasons = cancellation_codes(&other);
     assert_eq!(reasons, ["None", "TransactionConflict"]);
     slow.await.unwrap().unwrap();
     // Once the first transaction is done, the item is free again.

@@ -246,6 +246,29 @@ fn describe(meta: &TableMeta, status: &str, stats: (i64, i64)) -> Value {
     t
 }
 
+/// `AttributeDefinitions`, when the request has them.
+fn attribute_definitions(input: &Map<String, Value>) -> Result<Option<Vec<KeyAttr>>, ApiError> {
+    let Some(list) = input.get("AttributeDefinitions").and_then(Value::as_array) else {
+        return Ok(None);
+    };
+    list.iter()
+        .map(|d| {
+            let name = d
+                .get("AttributeName")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned();
+            let kind = key_attr_type(
+                d.get("AttributeType")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default(),
+            )?;
+            Ok(KeyAttr { name, kind })
+        })
+        .collect::<Result<_, ApiError>>()
+        .map(Some)
+}
+
 /// `UpdateTable` with `GlobalSecondaryIndexUpdates`: AWS takes one index
 /// creation or deletion per call.
 fn update_global_indexes(
@@ -269,27 +292,13 @@ fn update_global_indexes(
     let meta = tables.meta(ctx.region, name)?;
     let meta = if let Some(create) = update.get("Create") {
         let mut defs = meta.attribute_definitions.clone();
-        if let Some(list) = input.get("AttributeDefinitions").and_then(Value::as_array) {
-            for d in list {
-                let n = d
-                    .get("AttributeName")
-                    .and_then(Value::as_str)
-                    .unwrap_or_default();
-                let t = key_attr_type(
-                    d.get("AttributeType")
-                        .and_then(Value::as_str)
-                        .unwrap_or_default(),
-                )?;
-                match defs.iter().find(|e| e.name == n) {
-                    Some(e) if e.kind != t => {
-                        return Err(validation(format!("One or more parameter values were invalid: Attribute {n} is already defined with a different type")));
-                    }
-                    Some(_) => {}
-                    None => defs.push(KeyAttr {
-                        name: n.to_owned(),
-                        kind: t,
-                    }),
+        for d in attribute_definitions(input)?.unwrap_or_default() {
+            match defs.iter().find(|e| e.name == d.name) {
+                Some(e) if e.kind != d.kind => {
+                    return Err(validation(format!("One or more parameter values were invalid: Attribute {} is already defined with a different type", d.name)));
                 }
+                Some(_) => {}
+                None => defs.push(d),
             }
         }
         let mut wrapped = Map::new();
@@ -497,17 +506,7 @@ fn create_table(
             "1 validation error detected: Value '{name}' at 'tableName' failed to satisfy constraint: Member must satisfy regular expression pattern: [a-zA-Z0-9_.-]+"
         )));
     }
-    let defs: Vec<KeyAttr> = input
-        .get("AttributeDefinitions")
-        .and_then(Value::as_array)
-        .ok_or_else(|| validation("1 validation error detected: Value null at 'attributeDefinitions' failed to satisfy constraint: Member must not be null"))?
-        .iter()
-        .map(|d| {
-            let n = d.get("AttributeName").and_then(Value::as_str).unwrap_or_default().to_owned();
-            let t = key_attr_type(d.get("AttributeType").and_then(Value::as_str).unwrap_or_default())?;
-            Ok(KeyAttr { name: n, kind: t })
-        })
-        .collect::<Result<_, ApiError>>()?;
+    let defs = attribute_definitions(input)?.ok_or_else(|| validation("1 validation error detected: Value null at 'attributeDefinitions' failed to satisfy constraint: Member must not be null"))?;
     let schema = input
         .get("KeySchema")
         .and_then(Value::as_array)
@@ -842,6 +841,7 @@ fn put_item(ctx: &Ctx<'_>, tables: &Tables, input: &Map<String, Value>) -> Resul
     let condition = condition_or_legacy(input, &ph, "ConditionExpression", "Expected", false)?;
     ph.check_all_used().map_err(expr_err)?;
     let return_values = text(input, "ReturnValues")?.unwrap_or("NONE");
+    let metrics = wants_collection_metrics(input)?;
     if !matches!(return_values, "NONE" | "ALL_OLD") {
         return Err(validation("Return values set to invalid value"));
     }
@@ -858,42 +858,45 @@ fn put_item(ctx: &Ctx<'_>, tables: &Tables, input: &Map<String, Value>) -> Resul
             out["Attributes"] = item_to_json(&old);
         }
     }
-    if let Some(c) = consumed(input, name, write_units(size)) {
-        out["ConsumedCapacity"] = c;
-    }
-    if let Some(m) = collection_metrics(input, &table, &key)? {
-        out["ItemCollectionMetrics"] = m;
-    }
-    Ok(out)
+    finish_write(out, input, &table, &key, size, metrics)
 }
 
-/// `ReturnItemCollectionMetrics`: DynamoDB reports an item collection's
-/// size only for tables with local indexes, as a range in GB.
-fn collection_metrics(
+/// `ReturnItemCollectionMetrics`, checked before anything is written.
+fn wants_collection_metrics(input: &Map<String, Value>) -> Result<bool, ApiError> {
+    match text(input, "ReturnItemCollectionMetrics")? {
+        None | Some("NONE") => Ok(false),
+        Some("SIZE") => Ok(true),
+        Some(other) => Err(validation(format!("1 validation error detected: Value '{other}' at 'returnItemCollectionMetrics' failed to satisfy constraint: Member must satisfy enum value set: [SIZE, NONE]"))),
+    }
+}
+
+/// What every single-item write answers besides its attributes: consumed
+/// capacity, and (for tables with local indexes, as DynamoDB) the item
+/// collection's size as a range in GB.
+fn finish_write(
+    mut out: Value,
     input: &Map<String, Value>,
     table: &Table,
     key: &moat_dynamodb::tables::ItemKey,
-) -> Result<Option<Value>, ApiError> {
-    match text(input, "ReturnItemCollectionMetrics")? {
-        None | Some("NONE") => return Ok(None),
-        Some("SIZE") => {}
-        Some(other) => {
-            return Err(validation(format!("1 validation error detected: Value '{other}' at 'returnItemCollectionMetrics' failed to satisfy constraint: Member must satisfy enum value set: [SIZE, NONE]")));
-        }
-    }
-    if !table.meta.indexes.iter().any(|i| !i.global) {
-        return Ok(None);
+    size: usize,
+    metrics: bool,
+) -> Result<Value, ApiError> {
+    if let Some(c) = consumed(input, &table.meta.name, write_units(size)) {
+        out["ConsumedCapacity"] = c;
     }
     let hash = &table.meta.hash.name;
-    let Some(value) = key.attributes.get(hash) else {
-        return Ok(None);
-    };
-    let gb = table.collection_bytes(key)? as f64 / (1024.0 * 1024.0 * 1024.0);
-    let lower = gb.floor();
-    Ok(Some(json!({
-        "ItemCollectionKey": {hash.clone(): item_to_json(&Item::from([(hash.clone(), value.clone())]))[hash].clone()},
-        "SizeEstimateRangeGB": [lower, lower + 1.0],
-    })))
+    if metrics && table.meta.indexes.iter().any(|i| !i.global) {
+        if let Some(value) = key.attributes.get(hash) {
+            let gb = table.collection_bytes(key)? as f64 / (1024.0 * 1024.0 * 1024.0);
+            let lower = gb.floor();
+            let key_json = item_to_json(&Item::from([(hash.clone(), value.clone())]));
+            out["ItemCollectionMetrics"] = json!({
+                "ItemCollectionKey": key_json,
+                "SizeEstimateRangeGB": [lower, lower + 1.0],
+            });
+        }
+    }
+    Ok(out)
 }
 
 /// A `ConditionalCheckFailedException` carries the old item when asked.
@@ -951,6 +954,7 @@ fn delete_item(
     let condition = condition_or_legacy(input, &ph, "ConditionExpression", "Expected", false)?;
     ph.check_all_used().map_err(expr_err)?;
     let return_values = text(input, "ReturnValues")?.unwrap_or("NONE");
+    let metrics = wants_collection_metrics(input)?;
     if !matches!(return_values, "NONE" | "ALL_OLD") {
         return Err(validation("Return values set to invalid value"));
     }
@@ -967,13 +971,7 @@ fn delete_item(
             out["Attributes"] = item_to_json(&old);
         }
     }
-    if let Some(c) = consumed(input, name, write_units(size)) {
-        out["ConsumedCapacity"] = c;
-    }
-    if let Some(m) = collection_metrics(input, &table, &key)? {
-        out["ItemCollectionMetrics"] = m;
-    }
-    Ok(out)
+    finish_write(out, input, &table, &key, size, metrics)
 }
 
 fn update_item(
@@ -1011,6 +1009,7 @@ fn update_item(
         }
     }
     let return_values = text(input, "ReturnValues")?.unwrap_or("NONE").to_owned();
+    let metrics = wants_collection_metrics(input)?;
     if !matches!(
         return_values.as_str(),
         "NONE" | "ALL_OLD" | "UPDATED_OLD" | "ALL_NEW" | "UPDATED_NEW"
@@ -1050,13 +1049,7 @@ fn update_item(
         .map(item_size)
         .unwrap_or(0)
         .max(old.as_ref().map(item_size).unwrap_or(0));
-    if let Some(c) = consumed(input, name, write_units(size)) {
-        out["ConsumedCapacity"] = c;
-    }
-    if let Some(m) = collection_metrics(input, &table, &key)? {
-        out["ItemCollectionMetrics"] = m;
-    }
-    Ok(out)
+    finish_write(out, input, &table, &key, size, metrics)
 }
 
 /// The key attributes of an item, as `LastEvaluatedKey`.
