@@ -673,12 +673,12 @@ impl Table {
         key: &ItemKey,
         decide: impl FnOnce(Option<&Item>) -> Result<Option<Item>, DdbError>,
     ) -> Result<(Option<Item>, Option<Item>), DdbError> {
-        if self
-            .in_flight
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .contains(&(self.db.path().to_path_buf(), key.storage.clone()))
-        {
+        let claimed = {
+            let held = self.in_flight.lock().unwrap_or_else(|p| p.into_inner());
+            // Usually no transaction is in flight: no key is copied then.
+            !held.is_empty() && held.contains(&(self.db.path().to_path_buf(), key.storage.clone()))
+        };
+        if claimed {
             return Err(DdbError::new(
                 DdbErrorKind::TransactionConflict,
                 "Transaction is ongoing for the item",
