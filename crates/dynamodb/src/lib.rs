@@ -6,8 +6,11 @@
 //! encrypted store per table.
 //!
 //! Architecture invariant: no HTTP; the edge decodes requests and encodes
-//! answers. Depends on `moat-store` only (keys come from the caller).
+//! answers. Depends on `moat-store`, `moat-objects` (where backups go) and
+//! `moat-keys`' sealing; the keys themselves come from the caller.
 
+pub mod backups;
+pub mod exports;
 pub mod expr;
 pub mod tables;
 pub mod value;

@@ -12,6 +12,7 @@ use std::ops::Bound;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
+use moat_objects::ObjectStore;
 use moat_store::{Db, Locked, StoreError, Tx};
 use serde::{Deserialize, Serialize};
 
@@ -23,8 +24,8 @@ pub const MAX_PARTITION_KEY_BYTES: usize = 2048;
 pub const MAX_SORT_KEY_BYTES: usize = 1024;
 
 const CATALOG: &str = "ddb-tables";
-const ITEMS: &str = "items";
-const STATS: &str = "stats";
+pub(crate) const ITEMS: &str = "items";
+pub(crate) const STATS: &str = "stats";
 /// Bytes per item collection (partition prefix -> i64), kept only for tables
 /// with local indexes, where DynamoDB limits a collection to 10 GB.
 const COLLECTIONS: &str = "collections";
@@ -44,6 +45,11 @@ pub fn item_collection_limit() -> i64 {
 /// Where a table's database key comes from (the key hierarchy, in the binary).
 pub trait TableKeys: Send + Sync {
     fn database_key(&self, table_arn: &str, key_file: &Path) -> Result<[u8; 32], String>;
+    /// A new data key of `resource`, and the same key wrapped by the master
+    /// key (backups carry it, so they restore wherever the master key is).
+    fn new_data_key(&self, resource: &str) -> Result<([u8; 32], Vec<u8>), String>;
+    /// A key [`TableKeys::new_data_key`] wrapped, unwrapped by the master key.
+    fn open_data_key(&self, resource: &str, wrapped: &[u8]) -> Result<[u8; 32], String>;
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,6 +65,9 @@ pub enum DdbErrorKind {
     InvalidRestoreTime,
     ItemCollectionSizeLimitExceeded,
     TransactionConflict,
+    InvalidExportTime,
+    ExportNotFound,
+    ImportNotFound,
     Internal,
 }
 
@@ -78,6 +87,9 @@ impl DdbErrorKind {
                 "ItemCollectionSizeLimitExceededException"
             }
             DdbErrorKind::TransactionConflict => "TransactionConflictException",
+            DdbErrorKind::InvalidExportTime => "InvalidExportTimeException",
+            DdbErrorKind::ExportNotFound => "ExportNotFoundException",
+            DdbErrorKind::ImportNotFound => "ImportNotFoundException",
             DdbErrorKind::Internal => "InternalServerError",
         }
     }
@@ -300,9 +312,13 @@ pub struct Stats {
 
 /// All tables of the deployment.
 pub struct Tables {
-    dir: PathBuf,
-    catalog: Arc<Db>,
-    keys: Arc<dyn TableKeys>,
+    pub(crate) dir: PathBuf,
+    pub(crate) catalog: Arc<Db>,
+    pub(crate) keys: Arc<dyn TableKeys>,
+    /// Where backups, exports and imports are.
+    pub(crate) objects: Arc<dyn ObjectStore>,
+    /// Serialises backups with the deletions that collect their chunks.
+    pub(crate) backup_lock: Mutex<()>,
     open: Mutex<HashMap<(String, String), Arc<Table>>>,
     /// Serialises catalog changes.
     catalog_lock: Mutex<()>,
@@ -317,11 +333,21 @@ fn catalog_key(region: &str, name: &str) -> Vec<u8> {
 }
 
 impl Tables {
-    pub fn new(dir: PathBuf, catalog: Arc<Db>, keys: Arc<dyn TableKeys>) -> Tables {
+    pub fn new(
+        dir: PathBuf,
+        catalog: Arc<Db>,
+        keys: Arc<dyn TableKeys>,
+        objects: Arc<dyn ObjectStore>,
+    ) -> Tables {
+        // Temporary copies a crash left behind (encrypted under keys that
+        // died with the process).
+        let _ = std::fs::remove_dir_all(dir.join("tmp"));
         Tables {
             dir,
             catalog,
             keys,
+            objects,
+            backup_lock: Mutex::new(()),
             open: Mutex::new(HashMap::new()),
             catalog_lock: Mutex::new(()),
             in_flight: InFlight::default(),
@@ -639,7 +665,7 @@ impl Table {
         })
     }
 
-    fn decode(bytes: &[u8]) -> Result<Item, DdbError> {
+    pub(crate) fn decode(bytes: &[u8]) -> Result<Item, DdbError> {
         let json: serde_json::Value = serde_json::from_slice(bytes)
             .map_err(|e| DdbError::new(DdbErrorKind::Internal, e.to_string()))?;
         let map = json.as_object().ok_or_else(|| {
@@ -648,8 +674,23 @@ impl Table {
         item_from_json(map).map_err(|e| DdbError::new(DdbErrorKind::Internal, e.0))
     }
 
-    fn encode(item: &Item) -> Vec<u8> {
+    pub(crate) fn encode(item: &Item) -> Vec<u8> {
         serde_json::to_vec(&item_to_json(item)).unwrap_or_default()
+    }
+
+    /// The item's key attributes (of the table's own key).
+    pub fn key_attributes(&self, item: &Item) -> Item {
+        let mut out = Item::new();
+        for attr in std::iter::once(&self.meta.hash).chain(self.meta.range.as_ref()) {
+            if let Some(v) = item.get(&attr.name) {
+                out.insert(attr.name.clone(), v.clone());
+            }
+        }
+        out
+    }
+
+    pub(crate) fn db(&self) -> &Db {
+        &self.db
     }
 
     pub fn get(&self, key: &ItemKey) -> Result<Option<Item>, DdbError> {
@@ -760,9 +801,16 @@ impl Table {
             // Logged in the same transaction: a change is recoverable
             // exactly when it is committed.
             let at = self.next_log_time();
+            // A deletion keeps the deleted item's key attributes, which
+            // incremental exports report.
+            let deleted_key = match (new, old) {
+                (None, Some(old)) => Some(item_to_json(&self.key_attributes(old))),
+                _ => None,
+            };
             let entry = serde_json::json!({
                 "k": key.storage.iter().map(|b| format!("{b:02x}")).collect::<String>(),
                 "i": new.map(item_to_json),
+                "d": deleted_key,
             });
             tx.put(CHANGELOG, &at.to_be_bytes(), entry.to_string().as_bytes())?;
         }
@@ -945,158 +993,6 @@ pub fn items_to_json(items: &[Item]) -> Vec<serde_json::Value> {
     items.iter().map(item_to_json).collect()
 }
 
-const BACKUPS: &str = "ddb-backups";
-
-/// An on-demand backup: a consistent, encrypted copy of a table's store,
-/// with the table's description as it was.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct BackupMeta {
-    pub arn: String,
-    pub name: String,
-    pub id: String,
-    pub region: String,
-    pub created: f64,
-    pub size_bytes: i64,
-    pub item_count: i64,
-    pub table: TableMeta,
-}
-
-impl Tables {
-    fn backup_paths(&self, backup: &BackupMeta) -> (PathBuf, PathBuf) {
-        let dir = self.dir.join("backups");
-        (
-            dir.join(format!("{}.db", backup.id)),
-            dir.join(format!("{}.dbkey", backup.id)),
-        )
-    }
-
-    /// Copies the table while writes go on (a snapshot on a connection of its
-    /// own), encrypted under a key of the backup's own, sealed by the
-    /// backup's resource key: the backup restores wherever the master key is.
-    pub fn create_backup(
-        &self,
-        region: &str,
-        table_name: &str,
-        backup_name: &str,
-        id: &str,
-        now: f64,
-    ) -> Result<BackupMeta, DdbError> {
-        let table = self.table(region, table_name)?;
-        let arn = format!("{}/backup/{id}", table.meta.arn);
-        let backup = BackupMeta {
-            arn,
-            name: backup_name.to_owned(),
-            id: id.to_owned(),
-            region: region.to_owned(),
-            created: now,
-            size_bytes: 0,
-            item_count: 0,
-            table: table.meta.clone(),
-        };
-        let (path, key_path) = self.backup_paths(&backup);
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir)
-                .map_err(|e| DdbError::new(DdbErrorKind::Internal, e.to_string()))?;
-        }
-        let key = self
-            .keys
-            .database_key(&backup.arn, &key_path)
-            .map_err(|e| DdbError::new(DdbErrorKind::Internal, e))?;
-        table.db.snapshot_to(&path, &key)?;
-        // The count and size of what the copy holds, not of the table a moment before.
-        let copy = Db::open(&path, &key)?;
-        let stats: Stats = match copy.get(STATS, b"stats")? {
-            Some(b) => serde_json::from_slice(&b).unwrap_or_default(),
-            None => Stats::default(),
-        };
-        let backup = BackupMeta {
-            size_bytes: stats.bytes,
-            item_count: stats.items,
-            ..backup
-        };
-        let bytes = serde_json::to_vec(&backup)
-            .map_err(|e| DdbError::new(DdbErrorKind::Internal, e.to_string()))?;
-        self.catalog.put(BACKUPS, backup.arn.as_bytes(), &bytes)?;
-        Ok(backup)
-    }
-
-    pub fn backup(&self, arn: &str) -> Result<BackupMeta, DdbError> {
-        let bytes = self.catalog.get(BACKUPS, arn.as_bytes())?.ok_or_else(|| {
-            DdbError::new(
-                DdbErrorKind::BackupNotFound,
-                format!("Backup not found: {arn}"),
-            )
-        })?;
-        serde_json::from_slice(&bytes)
-            .map_err(|e| DdbError::new(DdbErrorKind::Internal, e.to_string()))
-    }
-
-    /// Every backup, oldest first.
-    pub fn backups(&self) -> Result<Vec<BackupMeta>, DdbError> {
-        let mut out: Vec<BackupMeta> = self
-            .catalog
-            .scan(BACKUPS, Bound::Unbounded, Bound::Unbounded, usize::MAX)?
-            .into_iter()
-            .filter_map(|(_, v)| serde_json::from_slice(&v).ok())
-            .collect();
-        out.sort_by(|a, b| {
-            a.created
-                .total_cmp(&b.created)
-                .then_with(|| a.arn.cmp(&b.arn))
-        });
-        Ok(out)
-    }
-
-    pub fn delete_backup(&self, arn: &str) -> Result<BackupMeta, DdbError> {
-        let backup = self.backup(arn)?;
-        self.catalog.delete(BACKUPS, arn.as_bytes())?;
-        let (path, key_path) = self.backup_paths(&backup);
-        for p in [
-            path.clone(),
-            PathBuf::from(format!("{}-wal", path.display())),
-            key_path,
-        ] {
-            let _ = std::fs::remove_file(p);
-        }
-        Ok(backup)
-    }
-
-    /// Creates `target` (a new table, possibly in another region) with the
-    /// backup's items. A damaged backup is refused before anything is created.
-    pub fn restore_backup(&self, arn: &str, target: TableMeta) -> Result<TableMeta, DdbError> {
-        let backup = self.backup(arn)?;
-        let (path, key_path) = self.backup_paths(&backup);
-        let corrupt = || {
-            DdbError::new(
-                DdbErrorKind::Internal,
-                format!("The backup {arn} is corrupt and cannot be restored."),
-            )
-        };
-        let key = self
-            .keys
-            .database_key(&backup.arn, &key_path)
-            .map_err(|_| corrupt())?;
-        let source = Db::open(&path, &key).map_err(|_| corrupt())?;
-        source.verify().map_err(|_| corrupt())?;
-        let meta = self.create(target)?;
-        let (db_path, db_key_path) = self.paths(&meta);
-        let table_key = self
-            .keys
-            .database_key(&meta.arn, &db_key_path)
-            .map_err(|e| DdbError::new(DdbErrorKind::Internal, e))?;
-        // Replace the new, empty store with the backup's pages under the table's key.
-        let _ = std::fs::remove_file(&db_path);
-        let _ = std::fs::remove_file(format!("{}-wal", db_path.display()));
-        let _ = std::fs::remove_file(format!("{}-shm", db_path.display()));
-        source.snapshot_to(&db_path, &table_key)?;
-        self.open
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&(meta.region.clone(), meta.name.clone()));
-        Ok(meta)
-    }
-}
-
 impl Tables {
     fn pitr_paths(&self, id: &str) -> (PathBuf, PathBuf) {
         let dir = self.dir.join("pitr");
@@ -1268,10 +1164,36 @@ impl Tables {
                 "Restore time is outside the restorable window: it must be between EarliestRestorableDateTime and LatestRestorableDateTime",
             ));
         }
-        let source_table = self.table(source_region, source)?;
         // The newest base complete by `at`: replay starts from it.
-        let base_meta = pitr
-            .bases
+        let base_meta = Self::base_for(&pitr, at)?;
+        let mut target = target;
+        for index in &mut target.indexes {
+            index.backfilling = false;
+        }
+        let state = self.state_at(&meta, &base_meta, at)?;
+        let created = self.create(target)?;
+        let loaded = (|| {
+            let restored = self.table(&created.region, &created.name)?;
+            let mut batch = Vec::new();
+            crate::backups::for_each_entry(&state.db, ITEMS, |k, v| {
+                batch.push((k.to_vec(), Some(Table::decode(v)?)));
+                if batch.len() >= 1024 {
+                    restored.load(&std::mem::take(&mut batch))?;
+                }
+                Ok(())
+            })?;
+            restored.load(&batch)
+        })();
+        if let Err(e) = loaded {
+            let _ = self.delete(&created.region, &created.name);
+            return Err(e);
+        }
+        Ok(created)
+    }
+
+    /// The newest base complete by `at` (microseconds), if any.
+    pub(crate) fn base_for(pitr: &Pitr, at: u64) -> Result<PitrBase, DdbError> {
+        pitr.bases
             .iter()
             .rev()
             .find(|b| b.complete <= at)
@@ -1281,45 +1203,68 @@ impl Tables {
                     DdbErrorKind::InvalidRestoreTime,
                     "No restorable state at that time",
                 )
-            })?;
-        let (base_path, base_key_path) = self.pitr_paths(&base_meta.id);
-        let resource = format!("{}/pitr/{}", meta.arn, base_meta.id);
+            })
+    }
+
+    /// The table's store as it was at `at`, in a temporary copy: the base
+    /// snapshot, then every logged change from the start of its logging up
+    /// to `at`, in commit order. Only the items tree is brought forward.
+    pub(crate) fn state_at(
+        &self,
+        meta: &TableMeta,
+        base: &PitrBase,
+        at: u64,
+    ) -> Result<crate::backups::TempDb, DdbError> {
+        let (base_path, base_key_path) = self.pitr_paths(&base.id);
+        let resource = format!("{}/pitr/{}", meta.arn, base.id);
         let base_key = self
             .keys
             .database_key(&resource, &base_key_path)
             .map_err(|e| DdbError::new(DdbErrorKind::Internal, e))?;
-        let base = Db::open(&base_path, &base_key)?;
-        let created = self.create(target)?;
-        let (db_path, db_key_path) = self.paths(&created);
-        let table_key = self
-            .keys
-            .database_key(&created.arn, &db_key_path)
-            .map_err(|e| DdbError::new(DdbErrorKind::Internal, e))?;
-        let _ = std::fs::remove_file(&db_path);
-        let _ = std::fs::remove_file(format!("{}-wal", db_path.display()));
-        let _ = std::fs::remove_file(format!("{}-shm", db_path.display()));
-        base.snapshot_to(&db_path, &table_key)?;
-        self.open
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&(created.region.clone(), created.name.clone()));
-        let restored = self.table(&created.region, &created.name)?;
-        // Replay, in commit order, every change from the start of logging to `at`.
-        let mut cursor = Bound::Included(base_meta.logging_since.to_be_bytes().to_vec());
-        let end = (at + 1).to_be_bytes().to_vec();
+        let base_db = Db::open(&base_path, &base_key)?;
+        let state = self.temp_copy(&base_db, "pitr")?;
+        drop(base_db);
+        let source = self.table(&meta.region, &meta.name)?;
+        self.changes(&source, base.logging_since, at, |batch| {
+            state.db.transaction(|tx: &Tx<'_>| {
+                for change in batch {
+                    match &change.item {
+                        Some(item) => tx.put(ITEMS, &change.storage, &Table::encode(item))?,
+                        None => tx.delete(ITEMS, &change.storage)?,
+                    }
+                }
+                Ok::<(), DdbError>(())
+            })
+        })?;
+        Ok(state)
+    }
+
+    /// Logged changes with times in `[from, to]`, in commit order, handed
+    /// to `visit` 512 at a time.
+    pub(crate) fn changes(
+        &self,
+        table: &Table,
+        from: u64,
+        to: u64,
+        mut visit: impl FnMut(Vec<Change>) -> Result<(), DdbError>,
+    ) -> Result<(), DdbError> {
+        let mut cursor = from.to_be_bytes().to_vec();
+        let mut inclusive = true;
+        let end = to.saturating_add(1).to_be_bytes().to_vec();
         loop {
-            let lower = match &cursor {
-                Bound::Included(v) => Bound::Included(v.as_slice()),
-                Bound::Excluded(v) => Bound::Excluded(v.as_slice()),
-                Bound::Unbounded => Bound::Unbounded,
+            let lower = if inclusive {
+                Bound::Included(cursor.as_slice())
+            } else {
+                Bound::Excluded(cursor.as_slice())
             };
-            let chunk = source_table
+            let chunk = table
                 .db
                 .scan(CHANGELOG, lower, Bound::Excluded(&end), 512)?;
             let Some(last) = chunk.last().map(|(k, _)| k.clone()) else {
-                break;
+                return Ok(());
             };
-            for (_, entry) in chunk {
+            let mut batch = Vec::with_capacity(chunk.len());
+            for (time, entry) in chunk {
                 let entry: serde_json::Value = serde_json::from_slice(&entry)
                     .map_err(|e| DdbError::new(DdbErrorKind::Internal, e.to_string()))?;
                 let storage: Vec<u8> = entry["k"]
@@ -1329,23 +1274,38 @@ impl Tables {
                     .chunks(2)
                     .filter_map(|p| u8::from_str_radix(std::str::from_utf8(p).ok()?, 16).ok())
                     .collect();
-                let item = match entry["i"].as_object() {
-                    Some(map) => Some(
-                        item_from_json(map)
-                            .map_err(|e| DdbError::new(DdbErrorKind::Internal, e.0))?,
-                    ),
-                    None => None,
+                let json_item = |v: &serde_json::Value| match v.as_object() {
+                    Some(map) => item_from_json(map)
+                        .map(Some)
+                        .map_err(|e| DdbError::new(DdbErrorKind::Internal, e.0)),
+                    None => Ok(None),
                 };
-                let key = ItemKey {
+                batch.push(Change {
+                    time: time
+                        .as_slice()
+                        .try_into()
+                        .map(u64::from_be_bytes)
+                        .unwrap_or(0),
                     storage,
-                    attributes: Item::new(),
-                };
-                restored.write(&key, |_| Ok(item))?;
+                    item: json_item(&entry["i"])?,
+                    deleted_key: json_item(&entry["d"])?,
+                });
             }
-            cursor = Bound::Excluded(last);
+            visit(batch)?;
+            cursor = last;
+            inclusive = false;
         }
-        Ok(created)
     }
+}
+
+/// One logged change: the item's whole state after it.
+pub(crate) struct Change {
+    pub time: u64,
+    pub storage: Vec<u8>,
+    /// `None`: the item was deleted.
+    pub item: Option<Item>,
+    /// A deletion's key attributes (logged since exports exist).
+    pub deleted_key: Option<Item>,
 }
 
 /// What one action of a transaction does once its condition holds.

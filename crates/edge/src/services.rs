@@ -366,6 +366,12 @@ operations! {
     UpdateContinuousBackups => DynamoDb, "dynamodb", action;
     DescribeContinuousBackups => DynamoDb, "dynamodb", action;
     RestoreTableToPointInTime => DynamoDb, "dynamodb", action;
+    ExportTableToPointInTime => DynamoDb, "dynamodb", action;
+    DescribeExport => DynamoDb, "dynamodb", action;
+    ListExports => DynamoDb, "dynamodb", action;
+    ImportTable => DynamoDb, "dynamodb", action;
+    DescribeImport => DynamoDb, "dynamodb", action;
+    ListImports => DynamoDb, "dynamodb", action;
     TransactWriteItems => DynamoDb, "dynamodb", handler;
     TransactGetItems => DynamoDb, "dynamodb", handler;
     BatchGetItem => DynamoDb, "dynamodb", handler;

@@ -456,6 +456,28 @@ impl KeyRing {
         Ok(key)
     }
 
+    /// A new key of `resource` and the same key wrapped by the master key,
+    /// for data that travels (a backup carries its key wrapped this way).
+    pub fn new_wrapped_key(
+        &self,
+        resource: &str,
+        purpose: &str,
+    ) -> Result<(KeyBytes, Vec<u8>), KeyError> {
+        let key = KeyBytes::generate(&self.rng)?;
+        let wrapped = self.master.wrap(&key, resource, purpose)?;
+        Ok((key, wrapped))
+    }
+
+    /// A key [`KeyRing::new_wrapped_key`] wrapped.
+    pub fn unwrap_key(
+        &self,
+        resource: &str,
+        purpose: &str,
+        wrapped: &[u8],
+    ) -> Result<KeyBytes, KeyError> {
+        self.master.unwrap(wrapped, resource, purpose)
+    }
+
     /// A database key of `resource`, kept in `path` sealed by the resource key
     /// (created on first use).
     pub fn database_key(&self, resource: &str, path: &Path) -> Result<KeyBytes, KeyError> {

@@ -33,6 +33,28 @@ pub enum Command {
     /// must be stopped). Data is not rewritten; afterwards the old master key
     /// opens nothing, and Moat starts only with the new one.
     RotateMasterKey(RotateArgs),
+    /// Print an object of the object store (a backup's, an export's) as
+    /// plaintext: decrypted with the master key, and gunzipped if its name
+    /// ends in `.gz`. Reading an export's data files is what it is for.
+    ReadObject(ReadObjectArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ReadObjectArgs {
+    /// The data directory [default: as for `moat serve`].
+    #[arg(long, env = "MOAT_DATA_DIR", value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+
+    /// The master key file [default: DATA_DIR/keys/master.key].
+    #[arg(long, env = "MOAT_MASTER_KEY_FILE", value_name = "FILE")]
+    pub master_key_file: Option<PathBuf>,
+
+    /// The object store directory [default: DATA_DIR/objects].
+    #[arg(long, value_name = "DIR")]
+    pub object_store_dir: Option<PathBuf>,
+
+    /// The object's key, e.g. `s3/BUCKET/PREFIX/AWSDynamoDB/ID/data/00000.json.gz`.
+    pub key: String,
 }
 
 #[derive(Debug, Args)]
@@ -48,6 +70,11 @@ pub struct RotateArgs {
     /// The new master key file; created (32 random bytes, 0600) if it does not exist.
     #[arg(long, value_name = "FILE")]
     pub new_master_key_file: PathBuf,
+
+    /// The object store directory, whose backup and export keys are
+    /// re-wrapped too [default: DATA_DIR/objects].
+    #[arg(long, value_name = "DIR")]
+    pub object_store_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use moat_dynamodb::backups::BackupPlan;
+
 use crate::cli::ServeArgs;
 
 /// The AWS commercial regions, all served unless the configuration narrows them.
@@ -66,6 +68,8 @@ pub struct FileConfig {
     pub oidc_jwks_files: Option<BTreeMap<String, PathBuf>>,
     pub master_key_file: Option<PathBuf>,
     pub master_key_pkcs11: Option<Pkcs11Settings>,
+    pub object_store_dir: Option<PathBuf>,
+    pub backup_plans: Option<Vec<BackupPlan>>,
 }
 
 /// A master key inside a PKCS#11 HSM (`[master_key_pkcs11]` in the file).
@@ -125,6 +129,10 @@ pub struct Settings {
     pub oidc_jwks_files: BTreeMap<String, PathBuf>,
     pub master_key_file: Option<PathBuf>,
     pub master_key_pkcs11: Option<Pkcs11Settings>,
+    /// Where backups, exports and imports are kept (default DATA_DIR/objects).
+    pub object_store_dir: PathBuf,
+    /// Scheduled DynamoDB backups (`[[backup_plans]]` in the file).
+    pub backup_plans: Vec<BackupPlan>,
 }
 
 impl Settings {
@@ -159,6 +167,10 @@ impl Settings {
                 )));
             }
         }
+        let object_store_dir = file
+            .object_store_dir
+            .clone()
+            .unwrap_or_else(|| data_dir.join("objects"));
         let settings = Settings {
             data_dir,
             listen: args
@@ -189,7 +201,31 @@ impl Settings {
             oidc_jwks_files: file.oidc_jwks_files.unwrap_or_default(),
             master_key_file: args.master_key_file.or(file.master_key_file),
             master_key_pkcs11: file.master_key_pkcs11,
+            object_store_dir,
+            backup_plans: file.backup_plans.unwrap_or_default(),
         };
+        for plan in &settings.backup_plans {
+            if plan.every_secs == 0 || !["full", "incremental"].contains(&plan.kind.as_str()) {
+                return Err(ConfigError::Invalid(format!(
+                    "backup plan {}: every_secs must be at least 1 and kind full or incremental",
+                    plan.name
+                )));
+            }
+            if plan.copy_to_region.is_some() != plan.copy_to_table.is_some() {
+                return Err(ConfigError::Invalid(format!(
+                    "backup plan {}: copy_to_region and copy_to_table go together",
+                    plan.name
+                )));
+            }
+            for region in std::iter::once(&plan.region).chain(plan.copy_to_region.as_ref()) {
+                if !settings.regions.contains(region) {
+                    return Err(ConfigError::Invalid(format!(
+                        "backup plan {}: {region} is not a region Moat serves",
+                        plan.name
+                    )));
+                }
+            }
+        }
         if settings.tls_cert.is_some() != settings.tls_key.is_some() {
             return Err(ConfigError::Invalid(
                 "a TLS certificate needs its key, and a key its certificate".into(),

@@ -57,16 +57,36 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::ReadObject(args) => {
+            use std::io::Write;
+            let data_dir = args.data_dir.unwrap_or_else(config::default_data_dir);
+            match vault::read_object(
+                &data_dir,
+                args.master_key_file.as_deref(),
+                args.object_store_dir.as_deref(),
+                &args.key,
+            ) {
+                Ok(bytes) => {
+                    let _ = std::io::stdout().write_all(&bytes);
+                    ExitCode::SUCCESS
+                }
+                Err(message) => {
+                    eprintln!("moat: {message}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::RotateMasterKey(args) => {
             let data_dir = args.data_dir.unwrap_or_else(config::default_data_dir);
             match vault::rotate(
                 &data_dir,
                 args.master_key_file.as_deref(),
                 &args.new_master_key_file,
+                args.object_store_dir.as_deref(),
             ) {
                 Ok(n) => {
                     println!(
-                        "moat: re-wrapped {n} resource key(s) under {}; start Moat with --master-key-file {}",
+                        "moat: re-wrapped {n} key(s) under {}; start Moat with --master-key-file {}",
                         args.new_master_key_file.display(),
                         args.new_master_key_file.display()
                     );
@@ -151,6 +171,9 @@ async fn serve(settings: Settings) -> Result<(), String> {
         settings.data_dir.join("dynamodb"),
         system_db.clone(),
         Arc::new(vault::TableKeyring(keys.clone())),
+        Arc::new(moat_objects::LocalDir::new(
+            settings.object_store_dir.clone(),
+        )),
     ));
     // Transactions a crash interrupted after they were decided are finished first.
     let finished = tables
@@ -160,6 +183,7 @@ async fn serve(settings: Settings) -> Result<(), String> {
         tracing::info!(finished, "finished interrupted DynamoDB transactions");
     }
     spawn_ttl_sweeper(tables.clone());
+    spawn_backup_plans(tables.clone(), settings.backup_plans.clone());
     let edge = Arc::new(Edge::new(
         EdgeConfig {
             regions: settings.regions.clone(),
@@ -289,6 +313,47 @@ fn spawn_ttl_sweeper(tables: Arc<moat_dynamodb::tables::Tables>) {
                 Ok(Err(e)) => tracing::error!(error = %e, "removing expired items failed"),
                 Err(e) => tracing::error!(error = %e, "the TTL sweeper failed"),
                 Ok(Ok(_)) => {}
+            }
+        }
+    });
+}
+
+/// Runs the configured backup plans when they are due (checked every second).
+fn spawn_backup_plans(
+    tables: Arc<moat_dynamodb::tables::Tables>,
+    plans: Vec<moat_dynamodb::backups::BackupPlan>,
+) {
+    if plans.is_empty() {
+        return;
+    }
+    let plans = Arc::new(plans);
+    tokio::spawn(async move {
+        let mut every_second = tokio::time::interval(Duration::from_secs(1));
+        let mut run: u64 = 0;
+        loop {
+            every_second.tick().await;
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs_f64())
+                .unwrap_or(0.0);
+            let tables = tables.clone();
+            let plans = plans.clone();
+            run += 1;
+            let work = move || {
+                for plan in moat_dynamodb::backups::due_plans(&tables, &plans, now) {
+                    let id = format!("{:013}-plan{run:06}", (now * 1000.0) as u64);
+                    match tables.run_plan(plan, &id, now) {
+                        Ok(b) => {
+                            tracing::info!(plan = %plan.name, backup = %b.arn, stored_bytes = b.stored_bytes, "backup plan ran")
+                        }
+                        Err(e) => {
+                            tracing::error!(plan = %plan.name, error = %e, "backup plan failed")
+                        }
+                    }
+                }
+            };
+            if let Err(e) = tokio::task::spawn_blocking(work).await {
+                tracing::error!(error = %e, "the backup plan runner failed");
             }
         }
     });

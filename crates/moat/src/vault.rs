@@ -82,12 +82,78 @@ pub fn open(data_dir: &Path, master: Box<dyn MasterKey>) -> Result<(KeyRing, Arc
 
 /// `moat rotate-master-key`: re-wraps every resource key under a new master
 /// key (created if its file does not exist). Moat must not be running.
-pub fn rotate(data_dir: &Path, old_file: Option<&Path>, new_file: &Path) -> Result<usize, String> {
+///
+/// The data keys of backups and exports, kept wrapped by the master key in
+/// the object store, are re-wrapped first; a key already under the new
+/// master key (an earlier, interrupted rotation) is left as it is.
+pub fn rotate(
+    data_dir: &Path,
+    old_file: Option<&Path>,
+    new_file: &Path,
+    object_store_dir: Option<&Path>,
+) -> Result<usize, String> {
     let old = load_master(data_dir, old_file, None)?;
     let (mut ring, _db) = open(data_dir, old)?;
     let new = SoftwareMasterKey::from_file(new_file, true)
         .map_err(|e| format!("the new master key: {e}"))?;
-    ring.rotate_master(Box::new(new)).map_err(|e| e.to_string())
+    let store = moat_objects::LocalDir::new(
+        object_store_dir
+            .map(Path::to_owned)
+            .unwrap_or_else(|| data_dir.join("objects")),
+    );
+    let objects =
+        moat_dynamodb::backups::rewrap_key_objects(&store, |resource, wrapped| {
+            match ring.unwrap_key(resource, "data-key", wrapped) {
+                Ok(key) => new
+                    .wrap(&key, resource, "data-key")
+                    .map(Some)
+                    .map_err(|e| e.to_string()),
+                Err(_) if new.unwrap(wrapped, resource, "data-key").is_ok() => Ok(None),
+                Err(e) => Err(e.to_string()),
+            }
+        })?;
+    Ok(objects
+        + ring
+            .rotate_master(Box::new(new))
+            .map_err(|e| e.to_string())?)
+}
+
+/// The plaintext of an object of the object store (`moat read-object`).
+pub fn read_object(
+    data_dir: &Path,
+    master_file: Option<&Path>,
+    object_store_dir: Option<&Path>,
+    key: &str,
+) -> Result<Vec<u8>, String> {
+    use moat_objects::ObjectStore;
+    use std::io::Read;
+    let master = load_master(data_dir, master_file, None)?;
+    let (ring, _db) = open(data_dir, master)?;
+    let store = moat_objects::LocalDir::new(
+        object_store_dir
+            .map(Path::to_owned)
+            .unwrap_or_else(|| data_dir.join("objects")),
+    );
+    let bytes = store
+        .get(key)
+        .map_err(|e| e.to_string())?
+        .ok_or_else(|| format!("no object {key}"))?;
+    let keyring = TableKeyring(Arc::new(ring));
+    let plain = if moat_dynamodb::backups::is_sealed(&bytes) {
+        moat_dynamodb::backups::Opener::with_keys(&keyring, &store)
+            .open(key, &bytes)
+            .map_err(|e| format!("{key}: {e}"))?
+    } else {
+        bytes
+    };
+    if !key.ends_with(".gz") {
+        return Ok(plain);
+    }
+    let mut out = Vec::new();
+    flate2::read::GzDecoder::new(plain.as_slice())
+        .read_to_end(&mut out)
+        .map_err(|e| format!("{key}: not gzip: {e}"))?;
+    Ok(out)
 }
 
 /// Table database keys from the key ring: each table is a resource of the
@@ -98,6 +164,19 @@ impl moat_dynamodb::tables::TableKeys for TableKeyring {
     fn database_key(&self, table_arn: &str, key_file: &Path) -> Result<[u8; 32], String> {
         self.0
             .database_key(table_arn, key_file)
+            .map(|k| *k.expose())
+            .map_err(|e| e.to_string())
+    }
+    fn new_data_key(&self, resource: &str) -> Result<([u8; 32], Vec<u8>), String> {
+        self.0
+            .new_wrapped_key(resource, "data-key")
+            .map(|(k, w)| (*k.expose(), w))
+            .map_err(|e| e.to_string())
+    }
+
+    fn open_data_key(&self, resource: &str, wrapped: &[u8]) -> Result<[u8; 32], String> {
+        self.0
+            .unwrap_key(resource, "data-key", wrapped)
             .map(|k| *k.expose())
             .map_err(|e| e.to_string())
     }

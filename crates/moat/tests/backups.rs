@@ -287,15 +287,14 @@ async fn backup_files_are_encrypted_and_a_damaged_one_is_refused() {
         .unwrap()
         .backup_arn()
         .to_owned();
-    let backups_dir = dir.path().join("dynamodb/backups");
-    let files: Vec<_> = std::fs::read_dir(&backups_dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
-    assert!(files
+    // Every object of the backup: sealed, so no marker in any of them.
+    let objects = files_under(&dir.path().join("objects"));
+    let chunks: Vec<_> = objects
         .iter()
-        .any(|f| f.extension().is_some_and(|e| e == "db")));
-    for f in &files {
+        .filter(|f| f.parent().is_some_and(|p| p.ends_with("chunks")))
+        .collect();
+    assert!(!chunks.is_empty(), "{objects:?}");
+    for f in &objects {
         let bytes = std::fs::read(f).unwrap();
         assert!(
             !bytes.windows(8).any(|w| w == b"BKMARKER"),
@@ -303,14 +302,11 @@ async fn backup_files_are_encrypted_and_a_damaged_one_is_refused() {
             f.display()
         );
     }
-    let db_file = files
-        .iter()
-        .find(|f| f.extension().is_some_and(|e| e == "db"))
-        .unwrap();
-    let mut bytes = std::fs::read(db_file).unwrap();
-    let at = bytes.len() / 2;
+    let chunk = chunks[0];
+    let mut bytes = std::fs::read(chunk).unwrap();
+    let at = bytes.len() - 20;
     bytes[at] ^= 0x20;
-    std::fs::write(db_file, &bytes).unwrap();
+    std::fs::write(chunk, &bytes).unwrap();
     let refused = db
         .restore_table_from_backup()
         .target_table_name("from-damaged")
@@ -325,10 +321,50 @@ async fn backup_files_are_encrypted_and_a_damaged_one_is_refused() {
     );
 }
 
+fn files_under(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return out;
+    };
+    for entry in entries {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            out.extend(files_under(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out
+}
+
+fn bytes_under(dir: &std::path::Path) -> u64 {
+    files_under(dir)
+        .iter()
+        .map(|f| std::fs::metadata(f).map(|m| m.len()).unwrap_or(0))
+        .sum()
+}
+
 async fn state(db: &Client, table: &str) -> Vec<String> {
     let mut items: Vec<String> = db
         .scan()
         .table_name(table)
+        .send()
+        .await
+        .unwrap()
+        .items()
+        .iter()
+        .map(|i| format!("{}={}", i["pk"].as_s().unwrap(), i["v"].as_s().unwrap()))
+        .collect();
+    items.sort();
+    items
+}
+
+/// The `by-value` index's entries as `pk=v`, sorted.
+async fn index_state(db: &Client, table: &str) -> Vec<String> {
+    let mut items: Vec<String> = db
+        .scan()
+        .table_name(table)
+        .index_name("by-value")
         .send()
         .await
         .unwrap()
@@ -352,19 +388,21 @@ async fn point_in_time_recovery_returns_each_recorded_moment() {
     let dir = TempDir::new("pitr");
     let moat = Moat::must_start(dir.path());
     let db = client(&moat, "us-east-1");
+    // An index on the value: restores rebuild it to the same moment.
     db.create_table()
         .table_name("ledger")
-        .attribute_definitions(
-            AttributeDefinition::builder()
-                .attribute_name("pk")
-                .attribute_type(ScalarAttributeType::S)
-                .build()
-                .unwrap(),
-        )
-        .key_schema(
-            KeySchemaElement::builder()
-                .attribute_name("pk")
-                .key_type(KeyType::Hash)
+        .attribute_definitions(key_def("pk", ScalarAttributeType::S))
+        .attribute_definitions(key_def("v", ScalarAttributeType::S))
+        .key_schema(key_elem("pk", KeyType::Hash))
+        .global_secondary_indexes(
+            aws_sdk_dynamodb::types::GlobalSecondaryIndex::builder()
+                .index_name("by-value")
+                .key_schema(key_elem("v", KeyType::Hash))
+                .projection(
+                    aws_sdk_dynamodb::types::Projection::builder()
+                        .projection_type(aws_sdk_dynamodb::types::ProjectionType::KeysOnly)
+                        .build(),
+                )
                 .build()
                 .unwrap(),
         )
@@ -469,6 +507,11 @@ async fn point_in_time_recovery_returns_each_recorded_moment() {
             .await
             .unwrap();
         assert_eq!(state(&db, target).await, *want, "restored to {target}");
+        assert_eq!(
+            index_state(&db, target).await,
+            *want,
+            "the index of {target}"
+        );
     }
     db.restore_table_to_point_in_time()
         .source_table_name("ledger")
@@ -673,4 +716,295 @@ async fn recovery_history_is_rebased_and_pruned_to_its_period() {
         ["x", "y"],
         "the restore is complete from the kept base and its log"
     );
+}
+
+fn key_def(name: &str, kind: ScalarAttributeType) -> AttributeDefinition {
+    AttributeDefinition::builder()
+        .attribute_name(name)
+        .attribute_type(kind)
+        .build()
+        .unwrap()
+}
+
+fn key_elem(name: &str, kind: KeyType) -> KeySchemaElement {
+    KeySchemaElement::builder()
+        .attribute_name(name)
+        .key_type(kind)
+        .build()
+        .unwrap()
+}
+
+async fn backup_arn(db: &Client, table: &str, name: &str) -> String {
+    db.create_backup()
+        .table_name(table)
+        .backup_name(name)
+        .send()
+        .await
+        .unwrap()
+        .backup_details()
+        .unwrap()
+        .backup_arn()
+        .to_owned()
+}
+
+async fn group_count(db: &Client, table: &str, group: &str) -> usize {
+    db.query()
+        .table_name(table)
+        .index_name("by-group")
+        .key_condition_expression("g = :g")
+        .expression_attribute_values(":g", s(group))
+        .send()
+        .await
+        .unwrap()
+        .count() as usize
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn incremental_backups_store_only_changes_restore_completely_and_survive_rotation() {
+    use aws_sdk_dynamodb::types::{GlobalSecondaryIndex, Projection, ProjectionType};
+    let dir = TempDir::new("backups-incr");
+    let mut moat = Moat::must_start(dir.path());
+    let db = client(&moat, "us-east-1");
+    db.create_table()
+        .table_name("catalog")
+        .attribute_definitions(key_def("pk", ScalarAttributeType::S))
+        .attribute_definitions(key_def("g", ScalarAttributeType::S))
+        .key_schema(key_elem("pk", KeyType::Hash))
+        .global_secondary_indexes(
+            GlobalSecondaryIndex::builder()
+                .index_name("by-group")
+                .key_schema(key_elem("g", KeyType::Hash))
+                .projection(
+                    Projection::builder()
+                        .projection_type(ProjectionType::All)
+                        .build(),
+                )
+                .build()
+                .unwrap(),
+        )
+        .billing_mode(BillingMode::PayPerRequest)
+        .send()
+        .await
+        .unwrap();
+    let padding = "x".repeat(200);
+    for i in 0..640 {
+        db.put_item()
+            .table_name("catalog")
+            .item("pk", s(&format!("item{i:04}")))
+            .item("g", s(&format!("grp{}", i % 4)))
+            .item("v", s(&format!("v{i}-{padding}")))
+            .send()
+            .await
+            .unwrap();
+    }
+    let objects = dir.path().join("objects");
+    let first = backup_arn(&db, "catalog", "first").await;
+    let full_size = bytes_under(&objects);
+
+    // One item changes: the second backup adds about one chunk.
+    db.put_item()
+        .table_name("catalog")
+        .item("pk", s("item0006"))
+        .item("g", s("grp3"))
+        .item("v", s("changed"))
+        .send()
+        .await
+        .unwrap();
+    let second = backup_arn(&db, "catalog", "second").await;
+    let added = bytes_under(&objects) - full_size;
+    assert!(
+        added * 6 < full_size,
+        "the second backup stored {added} bytes, the first {full_size}"
+    );
+    // Both describe the whole table.
+    for arn in [&first, &second] {
+        let described = db.describe_backup().backup_arn(arn).send().await.unwrap();
+        let details = described.backup_description().unwrap();
+        assert_eq!(
+            details.source_table_details().unwrap().item_count(),
+            Some(640)
+        );
+    }
+    let current = all_items(&db, "catalog").await;
+
+    // The first backup goes; the second, which shares most of its chunks,
+    // still restores completely, its index rebuilt.
+    db.delete_backup().backup_arn(&first).send().await.unwrap();
+    db.restore_table_from_backup()
+        .target_table_name("catalog-restored")
+        .backup_arn(&second)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(all_items(&db, "catalog-restored").await, current);
+    assert_eq!(group_count(&db, "catalog-restored", "grp3").await, 161);
+    assert_eq!(group_count(&db, "catalog-restored", "grp2").await, 159);
+    drop(db);
+
+    // A new master key: the backup's key is re-wrapped with the rest.
+    assert!(moat.must_stop());
+    let new_key = dir.path().join("new-master.key");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_moat"))
+        .args(["rotate-master-key", "--data-dir"])
+        .arg(dir.path())
+        .arg("--new-master-key-file")
+        .arg(&new_key)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let moat = Moat::must_start_with(
+        dir.path(),
+        &["--master-key-file", new_key.to_str().unwrap()],
+        &[],
+    );
+    let db = client(&moat, "us-east-1");
+    db.restore_table_from_backup()
+        .target_table_name("after-rotation")
+        .backup_arn(&second)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(all_items(&db, "after-rotation").await, current);
+
+    // The last backup of the set goes: so do its chunks and its key.
+    db.delete_backup().backup_arn(&second).send().await.unwrap();
+    let left: Vec<_> = files_under(&objects.join("dynamodb/backups"));
+    assert!(left.is_empty(), "{left:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_scheduled_incremental_copy_converges_in_another_region() {
+    let dir = TempDir::new("backup-plan");
+    std::fs::create_dir_all(dir.path()).unwrap();
+    std::fs::write(
+        dir.path().join("moat.toml"),
+        r#"
+[[backup_plans]]
+name = "orders-copy"
+region = "us-east-1"
+table = "orders"
+every_secs = 1
+retain = 2
+copy_to_region = "eu-west-1"
+copy_to_table = "orders-replica"
+"#,
+    )
+    .unwrap();
+    let moat = Moat::must_start(dir.path());
+    let db = client(&moat, "us-east-1");
+    let eu = client(&moat, "eu-west-1");
+    db.create_table()
+        .table_name("orders")
+        .attribute_definitions(key_def("pk", ScalarAttributeType::S))
+        .key_schema(key_elem("pk", KeyType::Hash))
+        .billing_mode(BillingMode::PayPerRequest)
+        .send()
+        .await
+        .unwrap();
+    for i in 0..150 {
+        db.put_item()
+            .table_name("orders")
+            .item("pk", s(&format!("o{i:03}")))
+            .item("v", s(&format!("first{i}")))
+            .send()
+            .await
+            .unwrap();
+    }
+    let converged = |expected: Vec<String>| {
+        let eu = eu.clone();
+        async move {
+            for _ in 0..60 {
+                if eu
+                    .describe_table()
+                    .table_name("orders-replica")
+                    .send()
+                    .await
+                    .is_ok()
+                    && all_items(&eu, "orders-replica").await == expected
+                {
+                    return true;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            }
+            false
+        }
+    };
+    let source = all_items(&db, "orders").await;
+    assert!(converged(source).await, "the copy never caught up");
+
+    // Changes, deletions and new items reach the copy too.
+    for i in 0..10 {
+        db.put_item()
+            .table_name("orders")
+            .item("pk", s(&format!("o{i:03}")))
+            .item("v", s("second"))
+            .send()
+            .await
+            .unwrap();
+        db.delete_item()
+            .table_name("orders")
+            .key("pk", s(&format!("o{:03}", 100 + i)))
+            .send()
+            .await
+            .unwrap();
+        db.put_item()
+            .table_name("orders")
+            .item("pk", s(&format!("new{i}")))
+            .item("v", s("third"))
+            .send()
+            .await
+            .unwrap();
+    }
+    let source = all_items(&db, "orders").await;
+    assert_eq!(source.len(), 150);
+    assert!(converged(source.clone()).await, "the copy never caught up");
+    assert!(eu
+        .describe_table()
+        .table_name("orders-replica")
+        .send()
+        .await
+        .unwrap()
+        .table()
+        .unwrap()
+        .table_arn()
+        .unwrap()
+        .starts_with("arn:aws:dynamodb:eu-west-1:"));
+
+    // The runs are listed as AWS_BACKUP backups, the plan's retention kept.
+    let runs = db
+        .list_backups()
+        .table_name("orders")
+        .backup_type(aws_sdk_dynamodb::types::BackupTypeFilter::AwsBackup)
+        .send()
+        .await
+        .unwrap();
+    let names: Vec<&str> = runs
+        .backup_summaries()
+        .iter()
+        .map(|b| b.backup_name().unwrap())
+        .collect();
+    assert!(
+        (1..=2).contains(&names.len()) && names.iter().all(|n| n.starts_with("orders-copy-")),
+        "{names:?}"
+    );
+    let user = db.list_backups().table_name("orders").send().await.unwrap();
+    assert!(user.backup_summaries().is_empty());
+    // The newest run restores to the table as it is now.
+    let newest = runs
+        .backup_summaries()
+        .last()
+        .unwrap()
+        .backup_arn()
+        .unwrap();
+    db.restore_table_from_backup()
+        .target_table_name("from-plan")
+        .backup_arn(newest)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(all_items(&db, "from-plan").await, source);
 }

@@ -73,9 +73,11 @@ async fn sdk_and_cli_reach_sts_and_a_restart_keeps_the_identity() {
     assert!(untrusting.get_caller_identity().send().await.is_err());
 
     // The aws CLI from PyPI, through the files Moat wrote.
-    let script = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/cli/get-caller-identity.sh"
+    // Read at run time: a shared target directory may hold a binary built
+    // from a checkout at another path.
+    let script = format!(
+        "{}/tests/cli/get-caller-identity.sh",
+        std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").into())
     );
     let out = std::process::Command::new("bash")
         .arg(script)

@@ -814,9 +814,11 @@ async fn items_are_encrypted_and_a_damaged_table_does_not_stop_the_others() {
 fn the_readme_walkthrough_with_the_aws_cli() {
     let dir = TempDir::new("ddb-cli");
     let moat = Moat::must_start(dir.path());
-    let script = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/cli/dynamodb-walkthrough.sh"
+    // Read at run time: a shared target directory may hold a binary built
+    // from a checkout at another path.
+    let script = format!(
+        "{}/tests/cli/dynamodb-walkthrough.sh",
+        std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").into())
     );
     let out = std::process::Command::new("bash")
         .arg(script)

@@ -150,6 +150,31 @@ pub fn resource(op: Operation, ctx: &Ctx<'_>, input: &Map<String, Value>) -> Str
         Operation::BatchGetItem | Operation::BatchWriteItem | Operation::ListBackups => {
             "*".to_owned()
         }
+        Operation::ExportTableToPointInTime | Operation::ListExports | Operation::ListImports => {
+            input
+                .get("TableArn")
+                .and_then(Value::as_str)
+                .unwrap_or("*")
+                .to_owned()
+        }
+        Operation::DescribeExport => input
+            .get("ExportArn")
+            .and_then(Value::as_str)
+            .unwrap_or("*")
+            .to_owned(),
+        Operation::DescribeImport => input
+            .get("ImportArn")
+            .and_then(Value::as_str)
+            .unwrap_or("*")
+            .to_owned(),
+        Operation::ImportTable => match input
+            .get("TableCreationParameters")
+            .and_then(|p| p.get("TableName"))
+            .and_then(Value::as_str)
+        {
+            Some(name) => table_arn(ctx, name),
+            None => "*".to_owned(),
+        },
         Operation::DescribeBackup | Operation::DeleteBackup | Operation::RestoreTableFromBackup => {
             input
                 .get("BackupArn")
@@ -490,6 +515,13 @@ fn create_table(
     tables: &Tables,
     input: &Map<String, Value>,
 ) -> Result<Value, ApiError> {
+    let meta = tables.create(table_meta_arg(ctx, input)?)?;
+    Ok(json!({"TableDescription": describe(&meta, "CREATING", (0, 0))}))
+}
+
+/// A new table's description from `CreateTable`'s parameters (also
+/// `ImportTable`'s `TableCreationParameters`).
+fn table_meta_arg(ctx: &Ctx<'_>, input: &Map<String, Value>) -> Result<TableMeta, ApiError> {
     let name = required(input, "TableName")?;
     if name.len() < 3 || name.len() > 255 {
         return Err(validation(format!(
@@ -615,8 +647,7 @@ fn create_table(
         pitr: None,
         indexes,
     };
-    let meta = tables.create(meta)?;
-    Ok(json!({"TableDescription": describe(&meta, "CREATING", (0, 0))}))
+    Ok(meta)
 }
 
 fn continuous_backups(meta: &TableMeta) -> Value {
@@ -637,14 +668,14 @@ fn continuous_backups(meta: &TableMeta) -> Value {
     }
 }
 
-fn backup_details(b: &moat_dynamodb::tables::BackupMeta, status: &str) -> Value {
+fn backup_details(b: &moat_dynamodb::backups::BackupMeta, status: &str) -> Value {
     json!({
         "BackupArn": b.arn, "BackupName": b.name, "BackupSizeBytes": b.size_bytes,
-        "BackupStatus": status, "BackupType": "USER", "BackupCreationDateTime": b.created
+        "BackupStatus": status, "BackupType": b.backup_type, "BackupCreationDateTime": b.created
     })
 }
 
-fn backup_description(b: &moat_dynamodb::tables::BackupMeta, status: &str) -> Value {
+fn backup_description(b: &moat_dynamodb::backups::BackupMeta, status: &str) -> Value {
     let table = describe(&b.table, "ACTIVE", (b.item_count, b.size_bytes));
     json!({
         "BackupDetails": backup_details(b, status),
@@ -1691,7 +1722,15 @@ pub fn handle(
                 )));
             }
             let id = format!("{:013}-{}", ctx.now * 1000, &new_uuid(ctx)[..8]);
-            let backup = tables.create_backup(ctx.region, table, name, &id, now_seconds(ctx))?;
+            let backup = tables.create_backup(
+                ctx.region,
+                table,
+                name,
+                &id,
+                now_seconds(ctx),
+                "USER",
+                false,
+            )?;
             Ok(json!({"BackupDetails": backup_details(&backup, "AVAILABLE")}))
         }
         Operation::DescribeBackup => {
@@ -1707,6 +1746,12 @@ pub fn handle(
             let lower = input.get("TimeRangeLowerBound").and_then(Value::as_f64);
             let upper = input.get("TimeRangeUpperBound").and_then(Value::as_f64);
             let after = text(input, "ExclusiveStartBackupArn")?;
+            let wanted = text(input, "BackupType")?.unwrap_or("USER");
+            if !["USER", "SYSTEM", "AWS_BACKUP", "ALL"].contains(&wanted) {
+                return Err(validation(format!(
+                    "1 validation error detected: Value '{wanted}' at 'backupType' failed to satisfy constraint: Member must satisfy enum value set: [USER, SYSTEM, AWS_BACKUP, ALL]"
+                )));
+            }
             let limit = input
                 .get("Limit")
                 .and_then(Value::as_u64)
@@ -1717,6 +1762,7 @@ pub fn handle(
                 .into_iter()
                 .filter(|b| b.region == ctx.region)
                 .filter(|b| filter.is_none_or(|t| b.table.name == t))
+                .filter(|b| wanted == "ALL" || b.backup_type == wanted)
                 .filter(|b| {
                     lower.is_none_or(|l| b.created >= l) && upper.is_none_or(|u| b.created <= u)
                 })
@@ -1734,7 +1780,7 @@ pub fn handle(
                     json!({
                         "TableName": b.table.name, "TableId": b.table.id, "TableArn": b.table.arn,
                         "BackupArn": b.arn, "BackupName": b.name, "BackupCreationDateTime": b.created,
-                        "BackupStatus": "AVAILABLE", "BackupType": "USER", "BackupSizeBytes": b.size_bytes
+                        "BackupStatus": "AVAILABLE", "BackupType": b.backup_type, "BackupSizeBytes": b.size_bytes
                     })
                 })
                 .collect();
@@ -1887,6 +1933,28 @@ pub fn handle(
                     None => None,
                 };
             }
+            let overrides: Map<String, Value> = [
+                ("GlobalSecondaryIndexOverride", "GlobalSecondaryIndexes"),
+                ("LocalSecondaryIndexOverride", "LocalSecondaryIndexes"),
+            ]
+            .into_iter()
+            .filter_map(|(from, to)| input.get(from).map(|v| (to.to_owned(), v.clone())))
+            .collect();
+            if !overrides.is_empty() {
+                let mut indexes = index_args(&overrides, &meta.attribute_definitions, &meta.hash)?;
+                // An override of one kind keeps the other kind as it was.
+                for global in [true, false] {
+                    let kind = if global {
+                        "GlobalSecondaryIndexes"
+                    } else {
+                        "LocalSecondaryIndexes"
+                    };
+                    if !overrides.contains_key(kind) {
+                        indexes.extend(meta.indexes.iter().filter(|i| i.global == global).cloned());
+                    }
+                }
+                meta.indexes = indexes;
+            }
             let meta = tables.restore_backup(arn, meta)?;
             let mut description =
                 describe(&meta, "CREATING", (backup.item_count, backup.size_bytes));
@@ -1896,11 +1964,339 @@ pub fn handle(
             });
             Ok(json!({"TableDescription": description}))
         }
+        Operation::ExportTableToPointInTime => export_table(ctx, tables, input),
+        Operation::DescribeExport => {
+            let export = tables.describe_export(required(input, "ExportArn")?)?;
+            Ok(json!({"ExportDescription": export_description(&export)}))
+        }
+        Operation::ListExports => {
+            let table = text(input, "TableArn")?;
+            let (page, next) = page_of(
+                tables
+                    .exports()?
+                    .into_iter()
+                    .filter(|e| e.arn.split(':').nth(3) == Some(ctx.region))
+                    .filter(|e| table.is_none_or(|t| e.table_arn == t))
+                    .collect(),
+                input,
+                "MaxResults",
+                |e| e.arn.clone(),
+            )?;
+            let summaries: Vec<Value> = page
+                .iter()
+                .map(|e| json!({"ExportArn": e.arn, "ExportStatus": e.status, "ExportType": e.export_type}))
+                .collect();
+            let mut out = json!({"ExportSummaries": summaries});
+            if let Some(next) = next {
+                out["NextToken"] = json!(next);
+            }
+            Ok(out)
+        }
+        Operation::ImportTable => import_table(ctx, tables, input),
+        Operation::DescribeImport => {
+            let import = tables.describe_import(required(input, "ImportArn")?)?;
+            Ok(json!({"ImportTableDescription": import_description(&import)}))
+        }
+        Operation::ListImports => {
+            let table = text(input, "TableArn")?;
+            let (page, next) = page_of(
+                tables
+                    .imports()?
+                    .into_iter()
+                    .filter(|i| i.arn.split(':').nth(3) == Some(ctx.region))
+                    .filter(|i| table.is_none_or(|t| i.table_arn == t))
+                    .collect(),
+                input,
+                "PageSize",
+                |i| i.arn.clone(),
+            )?;
+            let summaries: Vec<Value> = page
+                .iter()
+                .map(|i| {
+                    json!({
+                        "ImportArn": i.arn, "ImportStatus": i.status, "TableArn": i.table_arn,
+                        "S3BucketSource": s3_source(i), "InputFormat": i.format,
+                        "StartTime": i.start_time, "EndTime": i.end_time
+                    })
+                })
+                .collect();
+            let mut out = json!({"ImportSummaryList": summaries});
+            if let Some(next) = next {
+                out["NextToken"] = json!(next);
+            }
+            Ok(out)
+        }
         _ => Err(ApiError::new(
             ErrorKind::UnknownOperation,
             "Unknown operation exception",
         )),
     }
+}
+
+/// One page of a listing: `NextToken` is the last ARN of the page.
+fn page_of<T>(
+    all: Vec<T>,
+    input: &Map<String, Value>,
+    size_param: &str,
+    arn: impl Fn(&T) -> String,
+) -> Result<(Vec<T>, Option<String>), ApiError> {
+    let size = match input.get(size_param).and_then(Value::as_i64) {
+        None => 25,
+        Some(n) if (1..=25).contains(&n) => n as usize,
+        Some(n) => {
+            return Err(validation(format!(
+                "1 validation error detected: Value '{n}' at '{}' failed to satisfy constraint: Member must have value between 1 and 25",
+                lower_first(size_param)
+            )))
+        }
+    };
+    let mut all = all;
+    if let Some(token) = text(input, "NextToken")? {
+        let pos = all
+            .iter()
+            .position(|t| arn(t) == token)
+            .ok_or_else(|| validation(format!("Invalid NextToken: {token}")))?;
+        all.drain(..=pos);
+    }
+    let next = (all.len() > size).then(|| arn(&all[size - 1]));
+    all.truncate(size);
+    Ok((all, next))
+}
+
+fn lower_first(name: &str) -> String {
+    let mut chars = name.chars();
+    match chars.next() {
+        Some(c) => c.to_ascii_lowercase().to_string() + chars.as_str(),
+        None => String::new(),
+    }
+}
+
+/// A time in seconds (the SDKs send epoch seconds with a fraction).
+fn seconds_arg(input: &Map<String, Value>, name: &str) -> Result<Option<u64>, ApiError> {
+    match input.get(name) {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => match v.as_f64() {
+            Some(s) if s >= 0.0 => Ok(Some((s * 1e6) as u64)),
+            _ => Err(validation(format!("Invalid value for {name}"))),
+        },
+    }
+}
+
+fn valid_bucket(name: &str) -> bool {
+    (3..=63).contains(&name.len())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '.' || c == '-')
+        && !name.starts_with(['.', '-'])
+        && !name.ends_with(['.', '-'])
+}
+
+fn valid_prefix(prefix: &str) -> bool {
+    prefix.len() <= 1024
+        && prefix
+            .split('/')
+            .filter(|s| !s.is_empty())
+            .all(|s| s != "." && s != ".." && !s.contains('\0'))
+}
+
+fn export_id(ctx: &Ctx<'_>) -> String {
+    format!("{:013}-{}", ctx.now * 1000, &new_uuid(ctx)[..8])
+}
+
+fn export_table(
+    ctx: &Ctx<'_>,
+    tables: &Tables,
+    input: &Map<String, Value>,
+) -> Result<Value, ApiError> {
+    let table_arn = required(input, "TableArn")?;
+    let name = table_name_from_arn(ctx, table_arn)?;
+    let meta = tables.meta(ctx.region, &name)?;
+    let bucket = required(input, "S3Bucket")?;
+    if !valid_bucket(bucket) {
+        return Err(validation(format!("Invalid S3Bucket: {bucket}")));
+    }
+    let prefix = text(input, "S3Prefix")?;
+    if prefix.is_some_and(|p| !valid_prefix(p)) {
+        return Err(validation("Invalid S3Prefix"));
+    }
+    match text(input, "ExportFormat")?.unwrap_or("DYNAMODB_JSON") {
+        "DYNAMODB_JSON" => {}
+        "ION" => return Err(validation("ExportFormat ION is not supported by Moat; use DYNAMODB_JSON")),
+        other => return Err(validation(format!(
+            "1 validation error detected: Value '{other}' at 'exportFormat' failed to satisfy constraint: Member must satisfy enum value set: [DYNAMODB_JSON, ION]"
+        ))),
+    }
+    let now = moat_dynamodb::tables::now_micros();
+    let incremental = match text(input, "ExportType")?.unwrap_or("FULL_EXPORT") {
+        "FULL_EXPORT" => None,
+        "INCREMENTAL_EXPORT" => {
+            let spec = object(input, "IncrementalExportSpecification")?.ok_or_else(|| {
+                validation("IncrementalExportSpecification is required for an INCREMENTAL_EXPORT")
+            })?;
+            let from = seconds_arg(spec, "ExportFromTime")?
+                .ok_or_else(|| validation("ExportFromTime is required for an INCREMENTAL_EXPORT"))?;
+            let to = seconds_arg(spec, "ExportToTime")?.unwrap_or(now);
+            if from >= to {
+                return Err(DdbError::new(
+                    DdbErrorKind::InvalidExportTime,
+                    "ExportFromTime must be before ExportToTime",
+                )
+                .into());
+            }
+            if to - from > 24 * 3600 * 1_000_000 {
+                return Err(DdbError::new(
+                    DdbErrorKind::InvalidExportTime,
+                    "The incremental export period must not be longer than 24 hours",
+                )
+                .into());
+            }
+            let view = text(spec, "ExportViewType")?.unwrap_or("NEW_AND_OLD_IMAGES");
+            if !["NEW_IMAGE", "NEW_AND_OLD_IMAGES"].contains(&view) {
+                return Err(validation(format!(
+                    "1 validation error detected: Value '{view}' at 'exportViewType' failed to satisfy constraint: Member must satisfy enum value set: [NEW_IMAGE, NEW_AND_OLD_IMAGES]"
+                )));
+            }
+            Some((from, to, view.to_owned()))
+        }
+        other => return Err(validation(format!(
+            "1 validation error detected: Value '{other}' at 'exportType' failed to satisfy constraint: Member must satisfy enum value set: [FULL_EXPORT, INCREMENTAL_EXPORT]"
+        ))),
+    };
+    let at = seconds_arg(input, "ExportTime")?.unwrap_or(now);
+    let export = tables.export(
+        &meta,
+        moat_dynamodb::exports::ExportRequest {
+            id: export_id(ctx),
+            bucket: bucket.to_owned(),
+            prefix: prefix.map(str::to_owned),
+            incremental,
+            at,
+            now: now_seconds(ctx),
+            client_token: text(input, "ClientToken")?.map(str::to_owned),
+        },
+    )?;
+    Ok(json!({"ExportDescription": export_description(&export)}))
+}
+
+fn export_description(e: &moat_dynamodb::exports::ExportMeta) -> Value {
+    let mut out = json!({
+        "ExportArn": e.arn, "ExportStatus": e.status, "StartTime": e.start_time,
+        "EndTime": e.end_time, "ExportManifest": e.manifest, "TableArn": e.table_arn,
+        "TableId": e.table_id, "ExportTime": e.export_time, "S3Bucket": e.bucket,
+        "S3SseAlgorithm": "AES256", "ExportFormat": e.format, "BilledSizeBytes": e.billed_bytes,
+        "ItemCount": e.item_count, "ExportType": e.export_type
+    });
+    if let Some(p) = &e.prefix {
+        out["S3Prefix"] = json!(p);
+    }
+    if let Some(t) = &e.client_token {
+        out["ClientToken"] = json!(t);
+    }
+    if let (Some(from), Some(to), Some(view)) = (e.from_time, e.to_time, &e.view_type) {
+        out["IncrementalExportSpecification"] =
+            json!({"ExportFromTime": from, "ExportToTime": to, "ExportViewType": view});
+    }
+    out
+}
+
+fn s3_source(i: &moat_dynamodb::exports::ImportMeta) -> Value {
+    let mut out = json!({"S3Bucket": i.bucket});
+    if let Some(p) = &i.key_prefix {
+        out["S3KeyPrefix"] = json!(p);
+    }
+    out
+}
+
+fn import_description(i: &moat_dynamodb::exports::ImportMeta) -> Value {
+    let mut out = json!({
+        "ImportArn": i.arn, "ImportStatus": i.status, "TableArn": i.table_arn,
+        "TableId": i.table_id, "S3BucketSource": s3_source(i), "ErrorCount": i.errors,
+        "InputFormat": i.format, "InputCompressionType": i.compression,
+        "TableCreationParameters": i.creation, "StartTime": i.start_time,
+        "EndTime": i.end_time, "ProcessedSizeBytes": i.processed_bytes,
+        "ProcessedItemCount": i.processed_items, "ImportedItemCount": i.imported_items
+    });
+    if let Some(t) = &i.client_token {
+        out["ClientToken"] = json!(t);
+    }
+    if let (Some(code), Some(message)) = (&i.failure_code, &i.failure_message) {
+        out["FailureCode"] = json!(code);
+        out["FailureMessage"] = json!(message);
+    }
+    out
+}
+
+fn import_table(
+    ctx: &Ctx<'_>,
+    tables: &Tables,
+    input: &Map<String, Value>,
+) -> Result<Value, ApiError> {
+    let source = object(input, "S3BucketSource")?.ok_or_else(|| {
+        validation("1 validation error detected: Value null at 's3BucketSource' failed to satisfy constraint: Member must not be null")
+    })?;
+    let bucket = required(source, "S3Bucket")?;
+    if !valid_bucket(bucket) {
+        return Err(validation(format!("Invalid S3Bucket: {bucket}")));
+    }
+    let key_prefix = text(source, "S3KeyPrefix")?;
+    if key_prefix.is_some_and(|p| !valid_prefix(p)) {
+        return Err(validation("Invalid S3KeyPrefix"));
+    }
+    let format = required(input, "InputFormat")?;
+    match format {
+        "DYNAMODB_JSON" | "CSV" => {}
+        "ION" => return Err(validation("InputFormat ION is not supported by Moat; use DYNAMODB_JSON or CSV")),
+        other => return Err(validation(format!(
+            "1 validation error detected: Value '{other}' at 'inputFormat' failed to satisfy constraint: Member must satisfy enum value set: [DYNAMODB_JSON, ION, CSV]"
+        ))),
+    }
+    let compression = text(input, "InputCompressionType")?.unwrap_or("NONE");
+    match compression {
+        "NONE" | "GZIP" => {}
+        "ZSTD" => return Err(validation("InputCompressionType ZSTD is not supported by Moat; use GZIP or NONE")),
+        other => return Err(validation(format!(
+            "1 validation error detected: Value '{other}' at 'inputCompressionType' failed to satisfy constraint: Member must satisfy enum value set: [GZIP, ZSTD, NONE]"
+        ))),
+    }
+    let csv = object(input, "InputFormatOptions")?
+        .and_then(|o| o.get("Csv"))
+        .and_then(Value::as_object);
+    let delimiter = match csv.and_then(|c| c.get("Delimiter")).and_then(Value::as_str) {
+        None => ',',
+        Some(d) if d.chars().count() == 1 && ",\t:;| ".contains(d) => {
+            d.chars().next().unwrap_or(',')
+        }
+        Some(d) => return Err(validation(format!("Invalid CSV delimiter: {d}"))),
+    };
+    let header = csv
+        .and_then(|c| c.get("HeaderList"))
+        .and_then(Value::as_array)
+        .map(|h| {
+            h.iter()
+                .filter_map(Value::as_str)
+                .map(str::to_owned)
+                .collect()
+        });
+    let creation = object(input, "TableCreationParameters")?.ok_or_else(|| {
+        validation("1 validation error detected: Value null at 'tableCreationParameters' failed to satisfy constraint: Member must not be null")
+    })?;
+    let meta = table_meta_arg(ctx, creation)?;
+    let import = tables.import(
+        meta,
+        moat_dynamodb::exports::ImportRequest {
+            id: export_id(ctx),
+            bucket: bucket.to_owned(),
+            key_prefix: key_prefix.map(str::to_owned),
+            format: format.to_owned(),
+            compression: compression.to_owned(),
+            csv_delimiter: delimiter,
+            csv_header: header,
+            now: now_seconds(ctx),
+            client_token: text(input, "ClientToken")?.map(str::to_owned),
+            creation: Value::Object(creation.clone()),
+        },
+    )?;
+    Ok(json!({"ImportTableDescription": import_description(&import)}))
 }
 
 /// How a key value appears in `dynamodb:LeadingKeys`.
