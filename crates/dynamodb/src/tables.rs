@@ -1684,6 +1684,10 @@ impl Tables {
             let Some(last) = keys.last().cloned() else {
                 break;
             };
+            if fail_point("backfill-slow") {
+                // Tests: a backfill long enough for writes to meet it.
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
             // Each chunk reads the items again inside its transaction: what a
             // concurrent write changed is indexed as it now is.
             table.db.transaction(|tx: &Tx<'_>| {

@@ -69,7 +69,98 @@ pub struct FileConfig {
     pub master_key_file: Option<PathBuf>,
     pub master_key_pkcs11: Option<Pkcs11Settings>,
     pub object_store_dir: Option<PathBuf>,
+    pub object_store_s3: Option<S3Settings>,
     pub backup_plans: Option<Vec<BackupPlan>>,
+}
+
+/// The object store on an S3-compatible endpoint (`[object_store_s3]`). The
+/// credentials come from the environment (`MOAT_S3_ACCESS_KEY_ID`,
+/// `MOAT_S3_SECRET_ACCESS_KEY`), never the file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct S3Settings {
+    pub endpoint: String,
+    pub bucket: String,
+    #[serde(default = "default_s3_region")]
+    pub region: String,
+    #[serde(default)]
+    pub prefix: String,
+    /// CAs trusted for an https endpoint [default: Debian's bundle].
+    pub ca_file: Option<PathBuf>,
+}
+
+fn default_s3_region() -> String {
+    "us-east-1".to_owned()
+}
+
+/// Where backups, exports and imports are kept.
+#[derive(Debug, Clone)]
+pub enum ObjectStoreSettings {
+    Dir(PathBuf),
+    S3(S3Settings),
+}
+
+impl ObjectStoreSettings {
+    fn from_file(file: &FileConfig, data_dir: &Path) -> Result<ObjectStoreSettings, ConfigError> {
+        match (&file.object_store_dir, &file.object_store_s3) {
+            (Some(_), Some(_)) => Err(ConfigError::Invalid(
+                "object_store_dir and [object_store_s3] exclude each other".into(),
+            )),
+            (_, Some(s3)) => Ok(ObjectStoreSettings::S3(s3.clone())),
+            (dir, None) => Ok(ObjectStoreSettings::Dir(
+                dir.clone().unwrap_or_else(|| data_dir.join("objects")),
+            )),
+        }
+    }
+
+    /// The store itself. An S3 bucket is created if it does not exist.
+    pub fn open(&self) -> Result<std::sync::Arc<dyn moat_objects::ObjectStore>, String> {
+        match self {
+            ObjectStoreSettings::Dir(dir) => Ok(std::sync::Arc::new(moat_objects::LocalDir::new(
+                dir.clone(),
+            ))),
+            ObjectStoreSettings::S3(s3) => {
+                let env = |name: &str| {
+                    std::env::var(name)
+                        .ok()
+                        .filter(|v| !v.is_empty())
+                        .ok_or_else(|| format!("[object_store_s3] needs {name} in the environment"))
+                };
+                let ca_pem = match &s3.ca_file {
+                    Some(path) => {
+                        Some(std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?)
+                    }
+                    None => None,
+                };
+                let store = moat_objects::S3Store::new(moat_objects::S3Config {
+                    endpoint: s3.endpoint.clone(),
+                    bucket: s3.bucket.clone(),
+                    region: s3.region.clone(),
+                    prefix: s3.prefix.clone(),
+                    access_key_id: env("MOAT_S3_ACCESS_KEY_ID")?,
+                    secret_access_key: env("MOAT_S3_SECRET_ACCESS_KEY")?,
+                    ca_pem,
+                })
+                .map_err(|e| e.to_string())?;
+                store
+                    .ensure_bucket()
+                    .map_err(|e| format!("the object store's bucket {}: {e}", s3.bucket))?;
+                Ok(std::sync::Arc::new(store))
+            }
+        }
+    }
+
+    /// The object store a `moat` command run outside `serve` uses: as
+    /// `DATA_DIR/moat.toml` says, or `DATA_DIR/objects`.
+    pub fn for_data_dir(data_dir: &Path) -> Result<ObjectStoreSettings, String> {
+        let path = data_dir.join("moat.toml");
+        let file = if path.exists() {
+            load(&path).map_err(|e| e.to_string())?
+        } else {
+            FileConfig::default()
+        };
+        ObjectStoreSettings::from_file(&file, data_dir).map_err(|e| e.to_string())
+    }
 }
 
 /// A master key inside a PKCS#11 HSM (`[master_key_pkcs11]` in the file).
@@ -130,7 +221,7 @@ pub struct Settings {
     pub master_key_file: Option<PathBuf>,
     pub master_key_pkcs11: Option<Pkcs11Settings>,
     /// Where backups, exports and imports are kept (default DATA_DIR/objects).
-    pub object_store_dir: PathBuf,
+    pub object_store: ObjectStoreSettings,
     /// Scheduled DynamoDB backups (`[[backup_plans]]` in the file).
     pub backup_plans: Vec<BackupPlan>,
 }
@@ -149,6 +240,7 @@ impl Settings {
                 }
             }
         };
+        let object_store = ObjectStoreSettings::from_file(&file, &data_dir)?;
         let region = args
             .region
             .or(file.region)
@@ -167,10 +259,6 @@ impl Settings {
                 )));
             }
         }
-        let object_store_dir = file
-            .object_store_dir
-            .clone()
-            .unwrap_or_else(|| data_dir.join("objects"));
         let settings = Settings {
             data_dir,
             listen: args
@@ -201,7 +289,7 @@ impl Settings {
             oidc_jwks_files: file.oidc_jwks_files.unwrap_or_default(),
             master_key_file: args.master_key_file.or(file.master_key_file),
             master_key_pkcs11: file.master_key_pkcs11,
-            object_store_dir,
+            object_store,
             backup_plans: file.backup_plans.unwrap_or_default(),
         };
         for plan in &settings.backup_plans {

@@ -171,9 +171,7 @@ async fn serve(settings: Settings) -> Result<(), String> {
         settings.data_dir.join("dynamodb"),
         system_db.clone(),
         Arc::new(vault::TableKeyring(keys.clone())),
-        Arc::new(moat_objects::LocalDir::new(
-            settings.object_store_dir.clone(),
-        )),
+        settings.object_store.open()?,
     ));
     // Transactions a crash interrupted after they were decided are finished first.
     let finished = tables

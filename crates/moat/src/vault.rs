@@ -96,26 +96,34 @@ pub fn rotate(
     let (mut ring, _db) = open(data_dir, old)?;
     let new = SoftwareMasterKey::from_file(new_file, true)
         .map_err(|e| format!("the new master key: {e}"))?;
-    let store = moat_objects::LocalDir::new(
-        object_store_dir
-            .map(Path::to_owned)
-            .unwrap_or_else(|| data_dir.join("objects")),
-    );
+    let store = object_store(data_dir, object_store_dir)?;
     let objects =
-        moat_dynamodb::backups::rewrap_key_objects(&store, |resource, wrapped| {
-            match ring.unwrap_key(resource, "data-key", wrapped) {
-                Ok(key) => new
-                    .wrap(&key, resource, "data-key")
-                    .map(Some)
-                    .map_err(|e| e.to_string()),
-                Err(_) if new.unwrap(wrapped, resource, "data-key").is_ok() => Ok(None),
-                Err(e) => Err(e.to_string()),
-            }
+        moat_dynamodb::backups::rewrap_key_objects(store.as_ref(), |resource, wrapped| match ring
+            .unwrap_key(resource, "data-key", wrapped)
+        {
+            Ok(key) => new
+                .wrap(&key, resource, "data-key")
+                .map(Some)
+                .map_err(|e| e.to_string()),
+            Err(_) if new.unwrap(wrapped, resource, "data-key").is_ok() => Ok(None),
+            Err(e) => Err(e.to_string()),
         })?;
     Ok(objects
         + ring
             .rotate_master(Box::new(new))
             .map_err(|e| e.to_string())?)
+}
+
+/// The object store of a data directory: `dir` if given, else as the
+/// directory's `moat.toml` says.
+fn object_store(
+    data_dir: &Path,
+    dir: Option<&Path>,
+) -> Result<Arc<dyn moat_objects::ObjectStore>, String> {
+    match dir {
+        Some(dir) => Ok(Arc::new(moat_objects::LocalDir::new(dir.to_owned()))),
+        None => crate::config::ObjectStoreSettings::for_data_dir(data_dir)?.open(),
+    }
 }
 
 /// The plaintext of an object of the object store (`moat read-object`).
@@ -125,22 +133,17 @@ pub fn read_object(
     object_store_dir: Option<&Path>,
     key: &str,
 ) -> Result<Vec<u8>, String> {
-    use moat_objects::ObjectStore;
     use std::io::Read;
     let master = load_master(data_dir, master_file, None)?;
     let (ring, _db) = open(data_dir, master)?;
-    let store = moat_objects::LocalDir::new(
-        object_store_dir
-            .map(Path::to_owned)
-            .unwrap_or_else(|| data_dir.join("objects")),
-    );
+    let store = object_store(data_dir, object_store_dir)?;
     let bytes = store
         .get(key)
         .map_err(|e| e.to_string())?
         .ok_or_else(|| format!("no object {key}"))?;
     let keyring = TableKeyring(Arc::new(ring));
     let plain = if moat_dynamodb::backups::is_sealed(&bytes) {
-        moat_dynamodb::backups::Opener::with_keys(&keyring, &store)
+        moat_dynamodb::backups::Opener::with_keys(&keyring, store.as_ref())
             .open(key, &bytes)
             .map_err(|e| format!("{key}: {e}"))?
     } else {

@@ -2076,7 +2076,9 @@ async fn an_index_added_to_10000_items_backfills_while_writes_go_on() {
         ProjectionType, PutRequest, WriteRequest,
     };
     let dir = TempDir::new("ddb-backfill");
-    let moat = Moat::must_start(dir.path());
+    // Each 256-item chunk waits 50 ms, so the writes below always meet the
+    // backfill, however fast the machine.
+    let moat = Moat::must_start_with(dir.path(), &[], &[("MOAT_FAIL_POINT", "backfill-slow")]);
     let db = client(&moat);
     must_create(&db, "events", false).await;
     // Every seventh item has no group, so the index is sparse.

@@ -622,3 +622,146 @@ async fn csv_imports_type_the_key_attributes() {
         3
     );
 }
+
+#[path = "../../objects/tests/support/moto.rs"]
+mod moto;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn backups_and_exports_live_on_an_s3_endpoint() {
+    use moat_objects::ObjectStore;
+    let (_server, port) = moto::start_moto();
+    let (key_id, secret) = moto::moto_user(port);
+    let dir = TempDir::new("objects-s3");
+    std::fs::create_dir_all(dir.path()).unwrap();
+    std::fs::write(
+        dir.path().join("moat.toml"),
+        format!(
+            "[object_store_s3]\nendpoint = \"http://127.0.0.1:{port}\"\nbucket = \"moat-backups\"\nprefix = \"site-a/\"\n"
+        ),
+    )
+    .unwrap();
+    let moat = Moat::must_start_with(
+        dir.path(),
+        &[],
+        &[
+            ("MOAT_S3_ACCESS_KEY_ID", key_id.as_str()),
+            ("MOAT_S3_SECRET_ACCESS_KEY", secret.as_str()),
+        ],
+    );
+    let db = client(&moat);
+    let p = creation("remote");
+    db.create_table()
+        .table_name("remote")
+        .set_attribute_definitions(Some(p.attribute_definitions().to_vec()))
+        .set_key_schema(Some(p.key_schema().to_vec()))
+        .billing_mode(BillingMode::PayPerRequest)
+        .send()
+        .await
+        .unwrap();
+    db.update_continuous_backups()
+        .table_name("remote")
+        .point_in_time_recovery_specification(
+            PointInTimeRecoverySpecification::builder()
+                .point_in_time_recovery_enabled(true)
+                .build()
+                .unwrap(),
+        )
+        .send()
+        .await
+        .unwrap();
+    for i in 0..20 {
+        db.put_item()
+            .table_name("remote")
+            .set_item(Some(every_type(i)))
+            .send()
+            .await
+            .unwrap();
+    }
+    let source = scan_all(&db, "remote").await;
+    let backup = db
+        .create_backup()
+        .table_name("remote")
+        .backup_name("to-s3")
+        .send()
+        .await
+        .unwrap();
+    db.restore_table_from_backup()
+        .target_table_name("remote-restored")
+        .backup_arn(backup.backup_details().unwrap().backup_arn())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(scan_all(&db, "remote-restored").await, source);
+    let export = db
+        .export_table_to_point_in_time()
+        .table_arn(format!(
+            "arn:aws:dynamodb:us-east-1:{}:table/remote",
+            moat.account
+        ))
+        .s3_bucket("exports")
+        .send()
+        .await
+        .unwrap();
+    let id = export
+        .export_description()
+        .unwrap()
+        .export_arn()
+        .unwrap()
+        .rsplit('/')
+        .next()
+        .unwrap()
+        .to_owned();
+    db.import_table()
+        .s3_bucket_source(
+            S3BucketSource::builder()
+                .s3_bucket("exports")
+                .s3_key_prefix(format!("AWSDynamoDB/{id}/data/"))
+                .build()
+                .unwrap(),
+        )
+        .input_format(InputFormat::DynamodbJson)
+        .input_compression_type(InputCompressionType::Gzip)
+        .table_creation_parameters(creation("remote-imported"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(scan_all(&db, "remote-imported").await, source);
+
+    // Everything went to the bucket, sealed; nothing to the local directory.
+    assert!(!dir.path().join("objects").exists());
+    let bucket = moat_objects::S3Store::new(moat_objects::S3Config {
+        endpoint: format!("http://127.0.0.1:{port}"),
+        bucket: "moat-backups".into(),
+        region: "us-east-1".into(),
+        prefix: "site-a/".into(),
+        access_key_id: key_id.clone(),
+        secret_access_key: secret.clone(),
+        ca_pem: None,
+    })
+    .unwrap();
+    let keys = tokio::task::spawn_blocking(move || {
+        let keys = bucket.list("").unwrap();
+        let bodies: Vec<Vec<u8>> = keys
+            .iter()
+            .map(|k| bucket.get(k).unwrap().unwrap())
+            .collect();
+        (keys, bodies)
+    })
+    .await
+    .unwrap();
+    assert!(
+        keys.0.iter().any(|k| k.contains("/chunks/")),
+        "{:?}",
+        keys.0
+    );
+    assert!(keys
+        .0
+        .iter()
+        .any(|k| k.starts_with("s3/exports/AWSDynamoDB/")));
+    for (key, body) in keys.0.iter().zip(&keys.1) {
+        assert!(
+            !body.windows(9).any(|w| w == b"EXPMARKER"),
+            "{key} holds a marker"
+        );
+    }
+}

@@ -3,9 +3,13 @@
 //! anything that can put, get, list and delete whole objects (an
 //! S3-compatible endpoint, for one) fills the same trait. Objects arrive
 //! here already encrypted: the store never sees a plaintext byte of a table.
+//! `LocalDir` keeps them as files, `S3Store` on an S3-compatible endpoint.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
+
+mod s3;
+pub use s3::{S3Config, S3Store};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ObjectError {
@@ -16,6 +20,23 @@ pub enum ObjectError {
         path: String,
         source: std::io::Error,
     },
+    #[error("object store: {0}")]
+    Remote(String),
+}
+
+/// Keys are relative, `/`-separated, with no empty, `.` or `..` segment.
+pub(crate) fn check_key(key: &str) -> Result<(), ObjectError> {
+    let valid = !key.is_empty()
+        && key.len() <= 1024
+        && !key.starts_with('/')
+        && key
+            .split('/')
+            .all(|s| !s.is_empty() && s != "." && s != ".." && !s.contains('\0'));
+    if valid {
+        Ok(())
+    } else {
+        Err(ObjectError::InvalidKey(key.to_owned()))
+    }
 }
 
 /// Whole-object storage. Keys are relative, `/`-separated, without `.` or
@@ -47,15 +68,7 @@ impl LocalDir {
     }
 
     fn path_of(&self, key: &str) -> Result<PathBuf, ObjectError> {
-        let valid = !key.is_empty()
-            && key.len() <= 1024
-            && !key.starts_with('/')
-            && key
-                .split('/')
-                .all(|s| !s.is_empty() && s != "." && s != ".." && !s.contains('\0'));
-        if !valid {
-            return Err(ObjectError::InvalidKey(key.to_owned()));
-        }
+        check_key(key)?;
         Ok(self.root.join(key))
     }
 
