@@ -1,0 +1,195 @@
+#!/usr/bin/env bash
+# Moat side by side with the DynamoDB servers a user would otherwise pick,
+# and with a bare server that does no work, all driven by moat-bench in one
+# run. Puts one table (with the date and commit) at the top of BENCHMARKS.md.
+#
+# Servers:
+#   moat        as users run it: TLS, SigV4 verified, a non-root IAM user
+#               with a realistic policy, durable writes
+#   moat-plain  the same on plain HTTP on loopback
+#   moto        moto_server (PyPI moto[server])
+#   dynalite    dynalite --path DIR (npm), so that it writes to disk
+#   fakecloud   fakecloud --iam strict --verify-sigv4 (crates.io)
+#   bare-tls, bare-plain  moat-bench's baseline: a fixed answer, no work
+#
+# Knobs (environment): SECONDS_PER_RUN (10), WARMUP (2), CONNECTIONS (16),
+# ITEMS (100000), WORKLOADS ("get put query mixed batch"),
+# SERVERS ("moat moat-plain moto dynalite fakecloud bare-tls bare-plain"),
+# BENCH_OUT (a file to also write the table to), BENCH_APPEND (yes: append
+# the table to BENCHMARKS.md, newest first).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/cache/moat-target}"
+tools="${MOAT_TOOLS_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/moat-tools}"
+seconds="${SECONDS_PER_RUN:-10}"
+warmup="${WARMUP:-2}"
+connections="${CONNECTIONS:-16}"
+items="${ITEMS:-100000}"
+workloads="${WORKLOADS:-get put query mixed batch}"
+servers="${SERVERS:-moat moat-plain moto dynalite fakecloud bare-tls bare-plain}"
+want() { [[ " $servers " == *" $1 "* ]]; }
+
+cargo build --release --locked -p moat -p moat-bench
+bin="$CARGO_TARGET_DIR/release"
+
+# Peers, installed once into the tools directory.
+if want moto && ! "$tools/venv/bin/moto_server" --help >/dev/null 2>&1; then
+  python3 -m venv "$tools/venv"
+  "$tools/venv/bin/pip" install --quiet --disable-pip-version-check "moto[server]>=5,<6"
+fi
+if want dynalite && [ ! -x "$tools/node/node_modules/.bin/dynalite" ]; then
+  command -v npm >/dev/null || { apt-get update -qq && apt-get install -y -qq nodejs npm; }
+  npm install --silent --prefix "$tools/node" dynalite@4
+fi
+if want fakecloud && [ ! -x "$tools/fakecloud/bin/fakecloud" ]; then
+  cargo install --locked fakecloud --root "$tools/fakecloud"
+fi
+if ! "$tools/venv/bin/aws" --version >/dev/null 2>&1; then
+  "$tools/venv/bin/pip" install --quiet --disable-pip-version-check "awscli>=1.36,<2"
+fi
+
+work=$(mktemp -d)
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_port() { for _ in $(seq 300); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done; return 1; }
+
+results="$work/results.jsonl"
+: > "$results"
+
+# bench NAME ENDPOINT PID [moat-bench options...]: every workload, setup first.
+bench() {
+  local name=$1 endpoint=$2 pid=$3
+  shift 3
+  local setup=(--setup)
+  [ "${SETUP:-yes}" = yes ] || setup=()
+  for w in $workloads; do
+    echo "bench: $name $w" >&2
+    if line=$("$bin/moat-bench" run --endpoint "$endpoint" --workload "$w" \
+        --connections "$connections" --seconds "$seconds" --warmup "$warmup" \
+        --items "$items" --server-pid "$pid" --json "${setup[@]}" "$@"); then
+      echo "{\"server\":\"$name\",${line#\{}" >> "$results"
+    else
+      echo "{\"server\":\"$name\",\"workload\":\"$w\",\"failed\":true}" >> "$results"
+    fi
+    setup=()
+  done
+}
+
+# Moat: TLS (as users run it) or plain HTTP; a non-root user whose policy
+# allows the item actions on the bench table only.
+run_moat() {
+  local name=$1 plain=$2
+  local data="$work/$name"
+  local args=(serve --data-dir "$data" --listen 127.0.0.1:0 --log-level warn)
+  [ "$plain" = yes ] && args+=(--plain-http)
+  "$bin/moat" "${args[@]}" > "$work/$name.out" 2>&1 &
+  local pid=$!
+  pids+=("$pid")
+  for _ in $(seq 100); do grep -q "^moat: serving" "$work/$name.out" 2>/dev/null && break; sleep 0.1; done
+  local endpoint account
+  endpoint=$(sed -n 's/^moat: serving \([^ ]*\).*/\1/p' "$work/$name.out")
+  account=$(sed -n 's/.*(account \([0-9]*\),.*/\1/p' "$work/$name.out")
+  local aws=("$tools/venv/bin/aws" --endpoint-url "$endpoint" --region us-east-1)
+  export AWS_SHARED_CREDENTIALS_FILE="$data/aws/credentials" AWS_CONFIG_FILE="$data/aws/config" AWS_PROFILE=moat
+  [ "$plain" = yes ] || export AWS_CA_BUNDLE="$data/tls/ca.pem"
+  "${aws[@]}" iam create-user --user-name bench >/dev/null
+  "${aws[@]}" iam put-user-policy --user-name bench --policy-name bench-table --policy-document "{
+    \"Version\": \"2012-10-17\",
+    \"Statement\": [
+      {\"Sid\": \"Items\", \"Effect\": \"Allow\",
+       \"Action\": [\"dynamodb:GetItem\", \"dynamodb:PutItem\", \"dynamodb:Query\", \"dynamodb:BatchWriteItem\",
+                    \"dynamodb:UpdateItem\", \"dynamodb:DeleteItem\", \"dynamodb:CreateTable\", \"dynamodb:DescribeTable\"],
+       \"Resource\": [\"arn:aws:dynamodb:us-east-1:$account:table/bench\", \"arn:aws:dynamodb:us-east-1:$account:table/bench/index/*\"]},
+      {\"Sid\": \"NoDrops\", \"Effect\": \"Deny\", \"Action\": \"dynamodb:DeleteTable\", \"Resource\": \"*\"}
+    ]}" >/dev/null
+  local key
+  key=$("${aws[@]}" iam create-access-key --user-name bench --query 'AccessKey.[AccessKeyId,SecretAccessKey]' --output text)
+  unset AWS_SHARED_CREDENTIALS_FILE AWS_CONFIG_FILE AWS_PROFILE AWS_CA_BUNDLE
+  local ca=()
+  [ "$plain" = yes ] || ca=(--ca "$data/tls/ca.pem")
+  AWS_ACCESS_KEY_ID=${key%%$'\t'*} AWS_SECRET_ACCESS_KEY=${key##*$'\t'} \
+    bench "$name" "$endpoint" "$pid" "${ca[@]}"
+  kill "$pid"
+}
+
+want moat && run_moat moat no
+want moat-plain && run_moat moat-plain yes
+
+export AWS_ACCESS_KEY_ID=AKIAIOSFODNN7EXAMPLE AWS_SECRET_ACCESS_KEY=wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY
+if want moto; then
+  port=$(free_port)
+  "$tools/venv/bin/moto_server" -H 127.0.0.1 -p "$port" > "$work/moto.out" 2>&1 &
+  pid=$!; pids+=("$pid"); wait_port "$port"
+  bench moto "http://127.0.0.1:$port" "$pid"
+  kill "$pid"
+fi
+if want dynalite; then
+  port=$(free_port)
+  node "$tools/node/node_modules/dynalite/cli.js" --host 127.0.0.1 --port "$port" --path "$work/dynalite" \
+    --createTableMs 0 > "$work/dynalite.out" 2>&1 &
+  pid=$!; pids+=("$pid"); wait_port "$port"
+  bench dynalite "http://127.0.0.1:$port" "$pid"
+  kill "$pid"
+fi
+if want fakecloud; then
+  port=$(free_port)
+  "$tools/fakecloud/bin/fakecloud" --addr "127.0.0.1:$port" --iam strict --verify-sigv4 > "$work/fakecloud.out" 2>&1 &
+  pid=$!; pids+=("$pid"); wait_port "$port"
+  # Strict IAM: the root user of fakecloud's default account.
+  AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test bench fakecloud "http://127.0.0.1:$port" "$pid"
+  kill "$pid"
+fi
+for mode in tls plain; do
+  want "bare-$mode" || continue
+  extra=()
+  [ "$mode" = tls ] && extra=(--tls-cert-out "$work/bare.pem")
+  "$bin/moat-bench" baseline "${extra[@]}" > "$work/bare-$mode.out" 2>&1 &
+  pid=$!; pids+=("$pid")
+  for _ in $(seq 100); do grep -q "^baseline: serving" "$work/bare-$mode.out" 2>/dev/null && break; sleep 0.1; done
+  endpoint=$(sed -n 's/^baseline: serving //p' "$work/bare-$mode.out")
+  ca=()
+  [ "$mode" = tls ] && ca=(--ca "$work/bare.pem")
+  # The bare server answers everything alike: one workload says it all.
+  SETUP=no workloads=get bench "bare-$mode" "$endpoint" "$pid" "${ca[@]}"
+  kill "$pid"
+done
+
+table=$(python3 - "$results" "$connections" "$seconds" "$items" <<'EOF'
+import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
+conns, secs, items = sys.argv[2:5]
+moat = {r["workload"]: r for r in rows if r["server"] == "moat" and not r.get("failed")}
+out = [f"{conns} connections, {secs} s per run after warm-up, {items} items preloaded.", "",
+       "| server | workload | req/s | x Moat | p50 ms | p99 ms | p99.9 ms | errors | server CPU s | peak RSS MiB |",
+       "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+for r in rows:
+    if r.get("failed"):
+        out.append(f"| {r['server']} | {r['workload']} | failed | | | | | | | |")
+        continue
+    base = moat.get(r["workload"])
+    ratio = f"{r['throughput'] / base['throughput']:.2f}" if base and base["throughput"] else ""
+    cpu = r.get("server_cpu_seconds")
+    rss = r.get("server_peak_rss_mb")
+    out.append(f"| {r['server']} | {r['workload']} | {r['throughput']:.0f} | {ratio} | "
+               f"{r['p50_us']/1000:.2f} | {r['p99_us']/1000:.2f} | {r['p999_us']/1000:.2f} | {r['errors']} | "
+               f"{'' if cpu is None else f'{cpu:.1f}'} | {'' if rss is None else f'{rss:.0f}'} |")
+print("\n".join(out))
+EOF
+)
+{
+  echo
+  echo "## Side by side, $(date -u +%Y-%m-%d), commit $(git rev-parse --short HEAD)"
+  echo
+  echo "$table"
+} > "$work/table.md"
+cat "$work/table.md"
+[ "${BENCH_APPEND:-yes}" = yes ] && python3 bench/prepend.py "$work/table.md"
+[ -n "${BENCH_OUT:-}" ] && cp "$work/table.md" "$BENCH_OUT"
+exit 0
