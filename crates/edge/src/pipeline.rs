@@ -446,14 +446,28 @@ impl Edge {
                 return Ok(codec::json_response(service.protocol(), &value, request_id));
             }
             Service::DynamoDb => {
-                // A table operation blocks on its store (fsync, a lock held by
-                // a transaction); on the multi-threaded runtime the worker's
-                // other tasks move elsewhere meanwhile.
+                // A write blocks on its store (fsync, a lock held by a
+                // transaction): on the multi-threaded runtime the worker's
+                // other tasks move elsewhere meanwhile. Single reads run in
+                // place: they read the last commit on a reader connection
+                // and never wait for a writer, and handing the worker off
+                // would cost more than the read.
                 let run = || api::dynamodb::handle(operation, &ctx, &self.tables, &json_input);
                 let multi_thread = tokio::runtime::Handle::try_current().is_ok_and(|h| {
                     h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread
                 });
-                let value = if multi_thread {
+                let quick_read = matches!(
+                    operation,
+                    Operation::GetItem
+                        | Operation::Query
+                        | Operation::BatchGetItem
+                        | Operation::ListTables
+                        | Operation::DescribeTimeToLive
+                        | Operation::DescribeContinuousBackups
+                        | Operation::DescribeLimits
+                        | Operation::DescribeEndpoints
+                );
+                let value = if multi_thread && !quick_read {
                     tokio::task::block_in_place(run)?
                 } else {
                     run()?

@@ -12,9 +12,11 @@
 //! key comes from; the caller hands it the database key (from `moat-keys`).
 //! The rest of Moat reaches the engine only through [`Db`] and [`Tx`].
 
+use std::collections::HashMap;
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Condvar, Mutex, MutexGuard};
 
 use rusqlite::{params, Connection, ErrorCode, OpenFlags, OptionalExtension};
 
@@ -33,14 +35,56 @@ pub type Entries = Vec<(Vec<u8>, Vec<u8>)>;
 /// One encrypted store file.
 pub struct Db {
     path: PathBuf,
-    key_hex: String,
-    conn: Mutex<Connection>,
+    key_hex: Mutex<String>,
+    /// The writer: every transaction.
+    conn: Mutex<Writer>,
+    /// Threads waiting in [`Db::transaction`] for the writer: while there
+    /// are any, a finished transaction leaves the group open for them, and
+    /// the last one commits the whole group with one fsync.
+    joiners: AtomicUsize,
+    /// Which groups have committed (or failed), for their waiting members.
+    done: Mutex<Done>,
+    done_changed: Condvar,
+    /// Readers for reads outside a transaction. With the write-ahead log
+    /// they read the last commit while the writer commits the next, so a
+    /// read never waits for a writer's fsync. Opened on demand, kept for
+    /// reuse (at most `MAX_READERS`).
+    readers: Mutex<Vec<Connection>>,
+}
+
+const MAX_READERS: usize = 4;
+/// The most transactions one group commit holds (a bound on latency).
+const MAX_GROUP: usize = 128;
+
+/// The writer connection and its open group, if any.
+struct Writer {
+    conn: Connection,
+    /// A group transaction is open on `conn`.
+    open: bool,
+    members: usize,
+    /// The number of the open (or last) group.
+    epoch: u64,
+}
+
+#[derive(Default)]
+struct Done {
+    /// Every group up to this one has finished.
+    epoch: u64,
+    /// Groups whose commit failed, with the error (pruned as they age).
+    failed: HashMap<u64, String>,
 }
 
 /// A write transaction: everything in it commits durably together, or nothing does.
 pub struct Tx<'a> {
-    tx: rusqlite::Transaction<'a>,
+    tx: TxConn<'a>,
     path: &'a Path,
+}
+
+/// A transaction of its own (across tables, see [`Db::lock`]), or a member
+/// of a group commit (a savepoint in the group's transaction).
+enum TxConn<'a> {
+    Own(rusqlite::Transaction<'a>),
+    Member(&'a Connection),
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -70,9 +114,15 @@ fn open_connection(path: &Path, key_hex: &str, flags: OpenFlags) -> Result<Conne
     // A raw 256-bit key: no passphrase derivation, the key hierarchy made it.
     conn.execute_batch(&format!("PRAGMA key = \"x'{key_hex}'\";"))
         .map_err(err)?;
+    // cipher_memory_security would mlock and wipe every allocation: two
+    // system calls per malloc, most of a read's CPU time (see
+    // BENCHMARKS.md). Decrypted pages stay in this process's memory either
+    // way; swap must be off or encrypted on a machine that holds secrets
+    // (README, "Encryption at rest").
     conn.execute_batch(
-        "PRAGMA cipher_memory_security = ON;
-         PRAGMA temp_store = MEMORY;",
+        "PRAGMA cipher_memory_security = OFF;
+         PRAGMA temp_store = MEMORY;
+         PRAGMA cache_size = -32768;",
     )
     .map_err(err)?;
     // Reading the schema proves the key (and the first page) are right.
@@ -110,8 +160,17 @@ impl Db {
         set_private(path);
         Ok(Db {
             path: path.to_owned(),
-            key_hex,
-            conn: Mutex::new(conn),
+            key_hex: Mutex::new(key_hex),
+            conn: Mutex::new(Writer {
+                conn,
+                open: false,
+                members: 0,
+                epoch: 0,
+            }),
+            joiners: AtomicUsize::new(0),
+            done: Mutex::new(Done::default()),
+            done_changed: Condvar::new(),
+            readers: Mutex::new(Vec::new()),
         })
     }
 
@@ -119,9 +178,37 @@ impl Db {
         &self.path
     }
 
+    /// Runs `f` on a reader connection (opening one if none is free).
+    fn read<T>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let pooled = self.readers.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        let conn = match pooled {
+            Some(c) => c,
+            None => {
+                let key_hex = self
+                    .key_hex
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .clone();
+                open_connection(
+                    &self.path,
+                    &key_hex,
+                    OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+                )?
+            }
+        };
+        let out = f(&conn);
+        let mut pool = self.readers.lock().unwrap_or_else(|p| p.into_inner());
+        if pool.len() < MAX_READERS {
+            pool.push(conn);
+        }
+        out
+    }
+
     pub fn get(&self, tree: &str, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        let conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
-        get(&conn, &self.path, tree, key)
+        self.read(|conn| get(conn, &self.path, tree, key))
     }
 
     /// Up to `limit` entries of `tree` in key order within the bounds.
@@ -132,8 +219,7 @@ impl Db {
         end: Bound<&[u8]>,
         limit: usize,
     ) -> Result<Entries, StoreError> {
-        let conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
-        scan(&conn, &self.path, tree, start, end, limit)
+        self.read(|conn| scan(conn, &self.path, tree, start, end, limit))
     }
 
     pub fn put(&self, tree: &str, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
@@ -148,31 +234,104 @@ impl Db {
     /// decision (a transaction across tables): lock them in one global order,
     /// `begin` on each, then `commit` each. Dropping a `Tx` rolls it back.
     pub fn lock(&self) -> Locked<'_> {
+        let mut writer = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        // A group left open for joiners is committed first: this caller
+        // does not join it.
+        let _ = self.commit_group(&mut writer);
         Locked {
-            conn: self.conn.lock().unwrap_or_else(|p| p.into_inner()),
+            conn: writer,
             path: &self.path,
         }
     }
 
-    /// Runs `f` in one transaction; commits (durably) if it returns `Ok`.
+    /// Runs `f` in one transaction; commits (durably) if it returns `Ok`,
+    /// and returns once the commit is on disk.
+    ///
+    /// Group commit: transactions that arrive while another holds the
+    /// writer join one open SQLite transaction, each in a savepoint of its
+    /// own (a refused one rolls back alone). The last to arrive commits
+    /// the group with one fsync; the others wait for that commit. A failed
+    /// commit fails every member: none of them took effect.
     pub fn transaction<T, E: From<StoreError>>(
         &self,
         f: impl FnOnce(&Tx<'_>) -> Result<T, E>,
     ) -> Result<T, E> {
-        let mut conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
-        let tx = conn
-            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
-            .map_err(|e| engine_error(&self.path, e))?;
-        let wrapped = Tx {
-            tx,
-            path: &self.path,
+        self.joiners.fetch_add(1, Ordering::SeqCst);
+        let mut writer = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        self.joiners.fetch_sub(1, Ordering::SeqCst);
+        let err = |e| engine_error(&self.path, e);
+        if !writer.open {
+            writer.conn.execute_batch("BEGIN IMMEDIATE").map_err(err)?;
+            writer.open = true;
+            writer.members = 0;
+            writer.epoch += 1;
+        }
+        let epoch = writer.epoch;
+        let out = match writer.conn.execute_batch("SAVEPOINT member") {
+            Ok(()) => {
+                let tx = Tx {
+                    tx: TxConn::Member(&writer.conn),
+                    path: &self.path,
+                };
+                let out = f(&tx);
+                let end = if out.is_ok() {
+                    "RELEASE member"
+                } else {
+                    "ROLLBACK TO member; RELEASE member"
+                };
+                match writer.conn.execute_batch(end) {
+                    Ok(()) => out,
+                    Err(e) => Err(err(e).into()),
+                }
+            }
+            Err(e) => Err(err(e).into()),
         };
-        let out = f(&wrapped)?;
-        wrapped
-            .tx
-            .commit()
-            .map_err(|e| engine_error(&self.path, e))?;
-        Ok(out)
+        writer.members += 1;
+        let last = self.joiners.load(Ordering::SeqCst) == 0 || writer.members >= MAX_GROUP;
+        if last {
+            self.commit_group(&mut writer)?;
+            return out;
+        }
+        drop(writer);
+        // A refused transaction left nothing in the group: no need to wait.
+        let value = out?;
+        let mut done = self.done.lock().unwrap_or_else(|p| p.into_inner());
+        while done.epoch < epoch {
+            done = self
+                .done_changed
+                .wait(done)
+                .unwrap_or_else(|p| p.into_inner());
+        }
+        if let Some(message) = done.failed.get(&epoch) {
+            return Err(StoreError::Engine {
+                path: self.path.display().to_string(),
+                message: message.clone(),
+            }
+            .into());
+        }
+        Ok(value)
+    }
+
+    /// Commits the open group, if any, and tells its waiting members.
+    fn commit_group(&self, writer: &mut MutexGuard<'_, Writer>) -> Result<(), StoreError> {
+        if !writer.open {
+            return Ok(());
+        }
+        let result = writer.conn.execute_batch("COMMIT");
+        if result.is_err() {
+            let _ = writer.conn.execute_batch("ROLLBACK");
+        }
+        writer.open = false;
+        let epoch = writer.epoch;
+        let mut done = self.done.lock().unwrap_or_else(|p| p.into_inner());
+        done.epoch = epoch;
+        if let Err(e) = &result {
+            done.failed.insert(epoch, e.to_string());
+        }
+        done.failed.retain(|e, _| epoch - *e < 1024);
+        drop(done);
+        self.done_changed.notify_all();
+        result.map_err(|e| engine_error(&self.path, e))
     }
 
     /// Copies a consistent snapshot of the store to `dest`, encrypted with
@@ -182,9 +341,14 @@ impl Db {
         // Read-write and create only so that ATTACH may create the copy
         // (attached files take the main connection's flags); the store itself
         // is only read.
+        let key_hex = self
+            .key_hex
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
         let conn = open_connection(
             &self.path,
-            &self.key_hex,
+            &key_hex,
             OpenFlags::SQLITE_OPEN_READ_WRITE
                 | OpenFlags::SQLITE_OPEN_CREATE
                 | OpenFlags::SQLITE_OPEN_NO_MUTEX,
@@ -208,15 +372,27 @@ impl Db {
 
     /// Re-encrypts every page under a new key (rotating the database key).
     pub fn rekey(&self, new_key: &[u8; 32]) -> Result<(), StoreError> {
-        let conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
-        conn.execute_batch(&format!("PRAGMA rekey = \"x'{}'\";", hex(new_key)))
-            .map_err(|e| engine_error(&self.path, e))
+        let mut writer = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        self.commit_group(&mut writer)?;
+        writer
+            .conn
+            .execute_batch(&format!("PRAGMA rekey = \"x'{}'\";", hex(new_key)))
+            .map_err(|e| engine_error(&self.path, e))?;
+        // Readers opened with the old key are of no use any more.
+        *self.key_hex.lock().unwrap_or_else(|p| p.into_inner()) = hex(new_key);
+        self.readers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
+        Ok(())
     }
 
     /// Checks every page: `Err(Corrupt)` if any fails authentication.
     pub fn verify(&self) -> Result<(), StoreError> {
-        let conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
-        let result: String = conn
+        let mut writer = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        self.commit_group(&mut writer)?;
+        let result: String = writer
+            .conn
             .query_row("PRAGMA quick_check", [], |r| r.get(0))
             .map_err(|e| engine_error(&self.path, e))?;
         if result == "ok" {
@@ -231,7 +407,7 @@ impl Db {
 
 /// A store held by one caller (see [`Db::lock`]).
 pub struct Locked<'a> {
-    conn: std::sync::MutexGuard<'a, Connection>,
+    conn: MutexGuard<'a, Writer>,
     path: &'a Path,
 }
 
@@ -240,24 +416,36 @@ impl Locked<'_> {
     pub fn begin(&mut self) -> Result<Tx<'_>, StoreError> {
         let tx = self
             .conn
+            .conn
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
             .map_err(|e| engine_error(self.path, e))?;
         Ok(Tx {
-            tx,
+            tx: TxConn::Own(tx),
             path: self.path,
         })
     }
 }
 
 impl Tx<'_> {
-    /// Commits durably.
+    /// Commits durably (a transaction of its own; a group member commits
+    /// with its group).
     pub fn commit(self) -> Result<(), StoreError> {
         let path = self.path;
-        self.tx.commit().map_err(|e| engine_error(path, e))
+        match self.tx {
+            TxConn::Own(tx) => tx.commit().map_err(|e| engine_error(path, e)),
+            TxConn::Member(_) => Ok(()),
+        }
+    }
+
+    fn conn(&self) -> &Connection {
+        match &self.tx {
+            TxConn::Own(tx) => tx,
+            TxConn::Member(conn) => conn,
+        }
     }
 
     pub fn get(&self, tree: &str, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        get(&self.tx, self.path, tree, key)
+        get(self.conn(), self.path, tree, key)
     }
 
     pub fn scan(
@@ -267,25 +455,23 @@ impl Tx<'_> {
         end: Bound<&[u8]>,
         limit: usize,
     ) -> Result<Entries, StoreError> {
-        scan(&self.tx, self.path, tree, start, end, limit)
+        scan(self.conn(), self.path, tree, start, end, limit)
     }
 
     pub fn put(&self, tree: &str, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
-        self.tx
-            .execute(
+        self.conn()
+            .prepare_cached(
                 "INSERT INTO kv (tree, k, v) VALUES (?1, ?2, ?3) ON CONFLICT (tree, k) DO UPDATE SET v = excluded.v",
-                params![tree.as_bytes(), key, value],
             )
+            .and_then(|mut stmt| stmt.execute(params![tree.as_bytes(), key, value]))
             .map(|_| ())
             .map_err(|e| engine_error(self.path, e))
     }
 
     pub fn delete(&self, tree: &str, key: &[u8]) -> Result<(), StoreError> {
-        self.tx
-            .execute(
-                "DELETE FROM kv WHERE tree = ?1 AND k = ?2",
-                params![tree.as_bytes(), key],
-            )
+        self.conn()
+            .prepare_cached("DELETE FROM kv WHERE tree = ?1 AND k = ?2")
+            .and_then(|mut stmt| stmt.execute(params![tree.as_bytes(), key]))
             .map(|_| ())
             .map_err(|e| engine_error(self.path, e))
     }
@@ -297,13 +483,12 @@ fn get(
     tree: &str,
     key: &[u8],
 ) -> Result<Option<Vec<u8>>, StoreError> {
-    conn.query_row(
-        "SELECT v FROM kv WHERE tree = ?1 AND k = ?2",
-        params![tree.as_bytes(), key],
-        |r| r.get::<_, Vec<u8>>(0),
-    )
-    .optional()
-    .map_err(|e| engine_error(path, e))
+    conn.prepare_cached("SELECT v FROM kv WHERE tree = ?1 AND k = ?2")
+        .and_then(|mut stmt| {
+            stmt.query_row(params![tree.as_bytes(), key], |r| r.get::<_, Vec<u8>>(0))
+                .optional()
+        })
+        .map_err(|e| engine_error(path, e))
 }
 
 fn scan(
@@ -358,6 +543,75 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         dir
+    }
+
+    #[test]
+    fn concurrent_transactions_commit_in_groups_and_refusals_stay_alone() {
+        let dir = temp("group");
+        let db = std::sync::Arc::new(Db::open(&dir.join("g.db"), &[3u8; 32]).unwrap());
+        let threads: Vec<_> = (0..8u32)
+            .map(|t| {
+                let db = db.clone();
+                std::thread::spawn(move || {
+                    let mut kept = 0;
+                    for i in 0..150u32 {
+                        // Every third transaction writes, then refuses.
+                        let refuse = i % 3 == 0;
+                        let result: Result<(), StoreError> = db.transaction(|tx| {
+                            tx.put("t", format!("{t}-{i}").as_bytes(), b"v")?;
+                            let n = tx
+                                .get("count", b"n")?
+                                .map(|b| u32::from_be_bytes(b.try_into().unwrap()))
+                                .unwrap_or(0);
+                            tx.put("count", b"n", &(n + 1).to_be_bytes())?;
+                            if refuse {
+                                return Err(StoreError::Engine {
+                                    path: String::new(),
+                                    message: "refused".into(),
+                                });
+                            }
+                            Ok(())
+                        });
+                        assert_eq!(result.is_err(), refuse);
+                        if !refuse {
+                            kept += 1;
+                            // What returned is committed: a reader sees it.
+                            assert!(db
+                                .get("t", format!("{t}-{i}").as_bytes())
+                                .unwrap()
+                                .is_some());
+                        }
+                    }
+                    kept
+                })
+            })
+            .collect();
+        let kept: u32 = threads.into_iter().map(|t| t.join().unwrap()).sum();
+        let rows = db
+            .scan("t", Bound::Unbounded, Bound::Unbounded, 10_000)
+            .unwrap();
+        assert_eq!(rows.len() as u32, kept);
+        assert!(rows.iter().all(|(k, _)| {
+            let i: u32 = std::str::from_utf8(k)
+                .unwrap()
+                .split('-')
+                .nth(1)
+                .unwrap()
+                .parse()
+                .unwrap();
+            i % 3 != 0
+        }));
+        // The counter saw each kept transaction once, and no refused one.
+        let n = db.get("count", b"n").unwrap().unwrap();
+        assert_eq!(u32::from_be_bytes(n.try_into().unwrap()), kept);
+        // A store held by a cross-table caller commits any open group first.
+        let mut held = db.lock();
+        let tx = held.begin().unwrap();
+        tx.put("t", b"held", b"v").unwrap();
+        tx.commit().unwrap();
+        drop(held);
+        assert!(db.get("t", b"held").unwrap().is_some());
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

@@ -1520,8 +1520,19 @@ fn batch_write(
             plan.push((table.clone(), key, item));
         }
     }
+    // One transaction (one fsync) per table.
+    let mut by_table: Vec<(std::sync::Arc<Table>, Vec<_>)> = Vec::new();
     for (table, key, item) in plan {
-        table.write(&key, |_| Ok(item))?;
+        match by_table
+            .iter_mut()
+            .find(|(t, _)| std::sync::Arc::ptr_eq(t, &table))
+        {
+            Some((_, writes)) => writes.push((key, item)),
+            None => by_table.push((table, vec![(key, item)])),
+        }
+    }
+    for (table, writes) in by_table {
+        table.write_batch(&writes)?;
     }
     Ok(json!({"UnprocessedItems": {}}))
 }
