@@ -57,6 +57,8 @@ cleanup() {
 }
 trap cleanup EXIT
 
+source bench/common.sh
+
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 wait_port() { for _ in $(seq 300); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done; return 1; }
 
@@ -85,38 +87,10 @@ bench() {
 # Moat: TLS (as users run it) or plain HTTP; a non-root user whose policy
 # allows the item actions on the bench table only.
 run_moat() {
-  local name=$1 plain=$2
-  local data="$work/$name"
-  local args=(serve --data-dir "$data" --listen 127.0.0.1:0 --log-level warn)
-  [ "$plain" = yes ] && args+=(--plain-http)
-  "$bin/moat" "${args[@]}" > "$work/$name.out" 2>&1 &
-  local pid=$!
-  pids+=("$pid")
-  for _ in $(seq 100); do grep -q "^moat: serving" "$work/$name.out" 2>/dev/null && break; sleep 0.1; done
-  local endpoint account
-  endpoint=$(sed -n 's/^moat: serving \([^ ]*\).*/\1/p' "$work/$name.out")
-  account=$(sed -n 's/.*(account \([0-9]*\),.*/\1/p' "$work/$name.out")
-  local aws=("$tools/venv/bin/aws" --endpoint-url "$endpoint" --region us-east-1)
-  export AWS_SHARED_CREDENTIALS_FILE="$data/aws/credentials" AWS_CONFIG_FILE="$data/aws/config" AWS_PROFILE=moat
-  [ "$plain" = yes ] || export AWS_CA_BUNDLE="$data/tls/ca.pem"
-  "${aws[@]}" iam create-user --user-name bench >/dev/null
-  "${aws[@]}" iam put-user-policy --user-name bench --policy-name bench-table --policy-document "{
-    \"Version\": \"2012-10-17\",
-    \"Statement\": [
-      {\"Sid\": \"Items\", \"Effect\": \"Allow\",
-       \"Action\": [\"dynamodb:GetItem\", \"dynamodb:PutItem\", \"dynamodb:Query\", \"dynamodb:BatchWriteItem\",
-                    \"dynamodb:UpdateItem\", \"dynamodb:DeleteItem\", \"dynamodb:CreateTable\", \"dynamodb:DescribeTable\"],
-       \"Resource\": [\"arn:aws:dynamodb:us-east-1:$account:table/bench\", \"arn:aws:dynamodb:us-east-1:$account:table/bench/index/*\"]},
-      {\"Sid\": \"NoDrops\", \"Effect\": \"Deny\", \"Action\": \"dynamodb:DeleteTable\", \"Resource\": \"*\"}
-    ]}" >/dev/null
-  local key
-  key=$("${aws[@]}" iam create-access-key --user-name bench --query 'AccessKey.[AccessKeyId,SecretAccessKey]' --output text)
-  unset AWS_SHARED_CREDENTIALS_FILE AWS_CONFIG_FILE AWS_PROFILE AWS_CA_BUNDLE
-  local ca=()
-  [ "$plain" = yes ] || ca=(--ca "$data/tls/ca.pem")
-  AWS_ACCESS_KEY_ID=${key%%$'\t'*} AWS_SECRET_ACCESS_KEY=${key##*$'\t'} \
-    bench "$name" "$endpoint" "$pid" "${ca[@]}"
-  kill "$pid"
+  start_moat "$1" "$2"
+  bench "$1" "$MOAT_ENDPOINT" "$MOAT_PID" "${MOAT_CA_ARGS[@]}"
+  kill "$MOAT_PID"
+  unset AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY
 }
 
 want moat && run_moat moat no
