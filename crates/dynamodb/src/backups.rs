@@ -469,7 +469,8 @@ impl Tables {
         }
         let set = format!("{}-{}", table.id, crate::tables::now_micros());
         let key = self.new_data_key(
-            &format!("{}/backup-set/{set}", table.arn),
+            // Ids, not names: key objects are readable metadata.
+            &format!("moat:dynamodb:backup-set/{set}"),
             &format!("dynamodb/backups/{set}"),
         )?;
         let record = SetRecord { set: set.clone() };

@@ -214,7 +214,11 @@ impl Tables {
         };
         let mut writer = ExportWriter {
             tables: self,
-            key: self.new_data_key(&arn, &s3_object(&request.bucket, &base))?,
+            // Ids, not names: key objects are readable metadata.
+            key: self.new_data_key(
+                &format!("moat:dynamodb:export/{}/{}", meta.id, request.id),
+                &s3_object(&request.bucket, &base),
+            )?,
             bucket: request.bucket.clone(),
             base: base.clone(),
             lines: Vec::new(),

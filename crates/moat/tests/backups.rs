@@ -246,7 +246,7 @@ async fn backup_files_are_encrypted_and_a_damaged_one_is_refused() {
     let moat = Moat::must_start(dir.path());
     let db = client(&moat, "us-east-1");
     db.create_table()
-        .table_name("secrets")
+        .table_name("BKMARKERTABLE")
         .attribute_definitions(
             AttributeDefinition::builder()
                 .attribute_name("pk")
@@ -267,7 +267,7 @@ async fn backup_files_are_encrypted_and_a_damaged_one_is_refused() {
         .unwrap();
     for i in 0..30 {
         db.put_item()
-            .table_name("secrets")
+            .table_name("BKMARKERTABLE")
             .set_item(Some(HashMap::from([
                 ("pk".to_owned(), s(&format!("BKMARKERKEY{i}"))),
                 ("v".to_owned(), s("BKMARKERVALUE")),
@@ -278,7 +278,7 @@ async fn backup_files_are_encrypted_and_a_damaged_one_is_refused() {
     }
     let arn = db
         .create_backup()
-        .table_name("secrets")
+        .table_name("BKMARKERTABLE")
         .backup_name("bk1")
         .send()
         .await
@@ -287,7 +287,8 @@ async fn backup_files_are_encrypted_and_a_damaged_one_is_refused() {
         .unwrap()
         .backup_arn()
         .to_owned();
-    // Every object of the backup: sealed, so no marker in any of them.
+    // Every object of the backup: sealed, so no marker (of the items or of
+    // the table's name) in any of them.
     let objects = files_under(&dir.path().join("objects"));
     let chunks: Vec<_> = objects
         .iter()
