@@ -60,6 +60,10 @@ for w in get put query mixed batch; do
     setup=()
   done
 done
+peak=$(run --workload get --connections 16 --items 10000 | python3 -c 'import json,sys; print(json.load(sys.stdin)["throughput"])')
+half=$(python3 -c "print(round($peak / 2))")
+echo "scaling: get at half of the peak ($half req/s)" >&2
+row "get at $half req/s (half of $(printf %.0f "$peak"))" "$(run --workload get --connections 16 --items 10000 --rate "$half")" >> "$out"
 kill "$MOAT_PID"
 
 {

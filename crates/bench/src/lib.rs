@@ -76,6 +76,10 @@ pub struct RunConfig {
     pub duration: Duration,
     /// The server's process, for CPU time and memory.
     pub server_pid: Option<u32>,
+    /// Requests per second across all connections (`None`: as fast as the
+    /// server answers). Latency at a set rate is what a service sees below
+    /// its peak.
+    pub rate: Option<f64>,
 }
 
 #[derive(Debug, Clone)]
@@ -235,6 +239,12 @@ pub async fn run(target: &Target, data: Arc<Data>, config: &RunConfig) -> Result
         let (stop, measuring, data, pad) =
             (stop.clone(), measuring.clone(), data.clone(), pad.clone());
         let workload = config.workload;
+        // Each connection sends at its share of the rate, on a fixed
+        // schedule (a slow answer does not make the next request later).
+        let interval = config
+            .rate
+            .filter(|r| *r > 0.0)
+            .map(|r| Duration::from_secs_f64(config.connections as f64 / r));
         workers.push(tokio::spawn(async move {
             let mut rng =
                 Rng(0x9E37_79B9_7F4A_7C15 ^ (worker as u64 + 1).wrapping_mul(0x2545_F491));
@@ -242,8 +252,13 @@ pub async fn run(target: &Target, data: Arc<Data>, config: &RunConfig) -> Result
             let (mut requests, mut errors) = (0u64, 0u64);
             let mut first_error = None;
             let mut seq = 0u64;
+            let mut next = tokio::time::Instant::now();
             while !stop.load(Ordering::Relaxed) {
                 seq += 1;
+                if let Some(every) = interval {
+                    next += every;
+                    tokio::time::sleep_until(next).await;
+                }
                 let (op, body) = request(workload, &data, &mut rng, worker, seq, &pad);
                 let started = Instant::now();
                 let result = conn.call(op, body.as_bytes()).await;

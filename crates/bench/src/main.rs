@@ -18,7 +18,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run a workload and print its figures (one JSON line with --json).
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Serve the bare baseline until killed; prints its endpoint.
     Baseline {
         #[arg(long, default_value = "127.0.0.1:0")]
@@ -70,6 +70,10 @@ struct RunArgs {
     /// The server's process id: its CPU time and peak memory are reported.
     #[arg(long)]
     server_pid: Option<u32>,
+    /// Send at this many requests per second in all (default: as fast as
+    /// answers come).
+    #[arg(long)]
+    rate: Option<f64>,
     #[arg(long)]
     json: bool,
 }
@@ -78,7 +82,7 @@ struct RunArgs {
 async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Run(args) => run(args).await,
+        Command::Run(args) => run(*args).await,
         Command::Baseline {
             listen,
             tls_cert_out,
@@ -143,6 +147,7 @@ async fn run(args: RunArgs) -> Result<(), String> {
             warmup: Duration::from_secs_f64(args.warmup),
             duration: Duration::from_secs_f64(args.seconds),
             server_pid: args.server_pid,
+            rate: args.rate,
         },
     )
     .await?;

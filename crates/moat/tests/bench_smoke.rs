@@ -41,6 +41,7 @@ async fn every_workload_runs_without_errors() {
                 warmup: Duration::from_millis(200),
                 duration: Duration::from_millis(700),
                 server_pid: Some(moat.pid()),
+                rate: None,
             },
         )
         .await
@@ -52,6 +53,26 @@ async fn every_workload_runs_without_errors() {
         );
         assert!(report.server_cpu_seconds.is_some() && report.server_peak_rss_mb.is_some());
     }
+    // At a set rate, the harness sends about that many requests.
+    let paced = moat_bench::run(
+        &target,
+        data.clone(),
+        &RunConfig {
+            workload: Workload::Get,
+            connections: 2,
+            warmup: Duration::from_millis(100),
+            duration: Duration::from_millis(1000),
+            server_pid: None,
+            rate: Some(100.0),
+        },
+    )
+    .await
+    .unwrap();
+    assert!(
+        (60..=140).contains(&paced.requests) && paced.errors == 0,
+        "{paced:?}"
+    );
+
     // The query workload reads whole partitions of 10.
     let mut conn = target.connect().await.unwrap();
     let (status, body) = conn
