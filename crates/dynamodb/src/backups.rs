@@ -607,11 +607,27 @@ impl Tables {
     pub fn delete_backup(&self, arn: &str) -> Result<BackupMeta, DdbError> {
         let _guard = self.backup_lock.lock().unwrap_or_else(|p| p.into_inner());
         let backup = self.backup(arn)?;
-        self.catalog.delete(BACKUPS, arn.as_bytes())?;
+        if backup.set.is_empty() {
+            // Made by a Moat before backups lived in the object store: a
+            // snapshot file beside the catalog.
+            self.catalog.delete(BACKUPS, arn.as_bytes())?;
+            let dir = self.dir.join("backups");
+            for name in [format!("{}.db", backup.id), format!("{}.dbkey", backup.id)] {
+                let _ = std::fs::remove_file(dir.join(name));
+            }
+            return Ok(backup);
+        }
+        // The manifest first: if that fails, the backup is still whole and
+        // the call can be retried.
         self.objects
             .delete(&Self::manifest_key(&backup.set, &backup.id))
             .map_err(internal)?;
-        self.collect_garbage(&backup)?;
+        self.catalog.delete(BACKUPS, arn.as_bytes())?;
+        // The backup is gone; chunks left by a failed collection go with
+        // the next deletion in the set.
+        if let Err(e) = self.collect_garbage(&backup) {
+            tracing::warn!(backup = %arn, error = %e, "backup chunks not collected");
+        }
         Ok(backup)
     }
 
@@ -663,6 +679,11 @@ impl Tables {
     /// authenticated before anything is created: a damaged backup is refused.
     pub fn restore_backup(&self, arn: &str, target: TableMeta) -> Result<TableMeta, DdbError> {
         let backup = self.backup(arn)?;
+        if backup.set.is_empty() {
+            return Err(DdbError::validation(format!(
+                "The backup {arn} was made by an earlier version of Moat, whose backups this version does not restore"
+            )));
+        }
         let corrupt = |why: String| {
             DdbError::new(
                 DdbErrorKind::Internal,
@@ -735,7 +756,12 @@ impl Tables {
                 state.last_backup = Some(backup.arn.clone());
                 state.runs += 1;
             }
-            Err(_) => state.failures += 1,
+            Err(_) => {
+                state.failures += 1;
+                // A copy that failed half-way may hold items neither backup
+                // lists: the next run compares the whole copy.
+                state.last_backup = None;
+            }
         }
         self.catalog.put(
             PLAN_RUNS,

@@ -68,6 +68,8 @@ pub enum DdbErrorKind {
     InvalidExportTime,
     ExportNotFound,
     ImportNotFound,
+    ExportConflict,
+    ImportConflict,
     Internal,
 }
 
@@ -90,6 +92,8 @@ impl DdbErrorKind {
             DdbErrorKind::InvalidExportTime => "InvalidExportTimeException",
             DdbErrorKind::ExportNotFound => "ExportNotFoundException",
             DdbErrorKind::ImportNotFound => "ImportNotFoundException",
+            DdbErrorKind::ExportConflict => "ExportConflictException",
+            DdbErrorKind::ImportConflict => "ImportConflictException",
             DdbErrorKind::Internal => "InternalServerError",
         }
     }

@@ -748,6 +748,18 @@ async fn items_are_encrypted_and_a_damaged_table_does_not_stop_the_others() {
         .send()
         .await
         .unwrap();
+    // alpha's store is DATA_DIR/dynamodb/REGION/TABLE-ID.db.
+    let alpha_id = db
+        .describe_table()
+        .table_name("alpha")
+        .send()
+        .await
+        .unwrap()
+        .table()
+        .unwrap()
+        .table_id()
+        .unwrap()
+        .to_owned();
     drop(db);
     assert!(moat.must_stop(), "a clean stop");
     fn files(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
@@ -773,13 +785,12 @@ async fn items_are_encrypted_and_a_damaged_table_does_not_stop_the_others() {
     // Damage alpha's data file.
     let alpha = all
         .iter()
-        .filter(|p| {
-            p.extension().is_some_and(|e| e == "db") && p.starts_with(dir.path().join("dynamodb"))
-        })
-        .max_by_key(|p| std::fs::metadata(p).unwrap().len())
+        .find(|p| p.ends_with(format!("dynamodb/us-east-1/{alpha_id}.db")))
         .unwrap()
         .clone();
-    // One byte in the middle of the file, and of its write-ahead log if it has one.
+    // One byte in every 4 KiB of the file, and of its write-ahead log if it
+    // has one: whichever pages hold the items (free pages are never read),
+    // they are damaged.
     for file in [
         alpha.clone(),
         std::path::PathBuf::from(format!("{}-wal", alpha.display())),
@@ -790,8 +801,9 @@ async fn items_are_encrypted_and_a_damaged_table_does_not_stop_the_others() {
         if bytes.is_empty() {
             continue;
         }
-        let at = bytes.len() / 2;
-        bytes[at] ^= 0x10;
+        for at in (100..bytes.len()).step_by(4096) {
+            bytes[at] ^= 0x10;
+        }
         std::fs::write(&file, &bytes).unwrap();
     }
 

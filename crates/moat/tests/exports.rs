@@ -331,6 +331,43 @@ async fn exports_round_trip_through_imports() {
         .import_arn()
         .unwrap()
         .to_owned();
+    // The same request again, with its ClientToken: the same import.
+    let again = db
+        .import_table()
+        .client_token("import-once")
+        .s3_bucket_source(
+            S3BucketSource::builder()
+                .s3_bucket("exports")
+                .s3_key_prefix(format!("ddb/AWSDynamoDB/{export_id}/data/"))
+                .build()
+                .unwrap(),
+        )
+        .input_format(InputFormat::DynamodbJson)
+        .input_compression_type(InputCompressionType::Gzip)
+        .table_creation_parameters(creation("imported-once"))
+        .send()
+        .await
+        .unwrap();
+    let retried = db
+        .import_table()
+        .client_token("import-once")
+        .s3_bucket_source(
+            S3BucketSource::builder()
+                .s3_bucket("exports")
+                .s3_key_prefix(format!("ddb/AWSDynamoDB/{export_id}/data/"))
+                .build()
+                .unwrap(),
+        )
+        .input_format(InputFormat::DynamodbJson)
+        .input_compression_type(InputCompressionType::Gzip)
+        .table_creation_parameters(creation("imported-once"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        again.import_table_description().unwrap().import_arn(),
+        retried.import_table_description().unwrap().import_arn()
+    );
     let described = db
         .describe_import()
         .import_arn(&import_arn)
@@ -349,7 +386,8 @@ async fn exports_round_trip_through_imports() {
             .unwrap()
             .import_summary_list()
             .len(),
-        1
+        2,
+        "the import, and the one retried with its ClientToken"
     );
 
     // An incremental export holds the period's changes: the last state of
@@ -451,6 +489,10 @@ async fn exports_round_trip_through_imports() {
                     "Effect": "Allow",
                     "Action": ["dynamodb:ExportTableToPointInTime", "dynamodb:DescribeExport"],
                     "Resource": [table_arn.clone(), format!("{table_arn}/export/*")]
+                }, {
+                    "Effect": "Allow",
+                    "Action": "s3:PutObject",
+                    "Resource": "arn:aws:s3:::exports/mine/*"
                 }]
             })
             .to_string(),
@@ -479,9 +521,23 @@ async fn exports_round_trip_through_imports() {
         .export_table_to_point_in_time()
         .table_arn(&table_arn)
         .s3_bucket("exports")
+        .s3_prefix("mine/")
         .send()
         .await
         .unwrap();
+    // The objects need S3's permission, as in AWS: not elsewhere.
+    assert_eq!(
+        code(
+            exporter
+                .export_table_to_point_in_time()
+                .table_arn(&table_arn)
+                .s3_bucket("exports")
+                .s3_prefix("theirs/")
+                .send()
+                .await
+        ),
+        "AccessDeniedException"
+    );
     exporter
         .describe_export()
         .export_arn(mine.export_description().unwrap().export_arn().unwrap())

@@ -124,7 +124,25 @@ impl ObjectStore for LocalDir {
         use std::os::unix::fs::OpenOptionsExt;
         let path = self.path_of(key)?;
         let dir = path.parent().unwrap_or(&self.root).to_path_buf();
+        // Directories made for this object are synced into their parents,
+        // so that the object's path survives a crash along with its bytes.
+        let mut made = Vec::new();
+        let mut missing = dir.as_path();
+        while !missing.exists() {
+            made.push(missing.to_path_buf());
+            match missing.parent() {
+                Some(parent) => missing = parent,
+                None => break,
+            }
+        }
         Self::create_dirs(&dir)?;
+        for created in made.iter().rev() {
+            if let Some(parent) = created.parent() {
+                std::fs::File::open(parent)
+                    .and_then(|d| d.sync_all())
+                    .map_err(Self::io(parent))?;
+            }
+        }
         let name = path
             .file_name()
             .and_then(|n| n.to_str())

@@ -12,11 +12,10 @@
 //! key comes from; the caller hands it the database key (from `moat-keys`).
 //! The rest of Moat reaches the engine only through [`Db`] and [`Tx`].
 
-use std::collections::HashMap;
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 use rusqlite::{params, Connection, ErrorCode, OpenFlags, OptionalExtension};
 
@@ -43,9 +42,6 @@ pub struct Db {
     /// are any, a finished transaction leaves the group open for them, and
     /// the last one commits the whole group with one fsync.
     joiners: AtomicUsize,
-    /// Which groups have committed (or failed), for their waiting members.
-    done: Mutex<Done>,
-    done_changed: Condvar,
     /// Readers for reads outside a transaction. With the write-ahead log
     /// they read the last commit while the writer commits the next, so a
     /// read never waits for a writer's fsync. Opened on demand, kept for
@@ -60,19 +56,36 @@ const MAX_GROUP: usize = 128;
 /// The writer connection and its open group, if any.
 struct Writer {
     conn: Connection,
-    /// A group transaction is open on `conn`.
-    open: bool,
+    /// The group whose transaction is open on `conn`.
+    group: Option<Arc<Group>>,
     members: usize,
-    /// The number of the open (or last) group.
-    epoch: u64,
 }
 
+/// One group commit's outcome, awaited by its members.
 #[derive(Default)]
-struct Done {
-    /// Every group up to this one has finished.
-    epoch: u64,
-    /// Groups whose commit failed, with the error (pruned as they age).
-    failed: HashMap<u64, String>,
+struct Group {
+    outcome: Mutex<Option<Result<(), String>>>,
+    decided: Condvar,
+}
+
+impl Group {
+    fn finish(&self, outcome: Result<(), String>) {
+        *self.outcome.lock().unwrap_or_else(|p| p.into_inner()) = Some(outcome);
+        self.decided.notify_all();
+    }
+
+    fn wait(&self) -> Result<(), String> {
+        let mut outcome = self.outcome.lock().unwrap_or_else(|p| p.into_inner());
+        loop {
+            if let Some(o) = outcome.as_ref() {
+                return o.clone();
+            }
+            outcome = self
+                .decided
+                .wait(outcome)
+                .unwrap_or_else(|p| p.into_inner());
+        }
+    }
 }
 
 /// A write transaction: everything in it commits durably together, or nothing does.
@@ -210,13 +223,10 @@ impl Db {
             page_size,
             conn: Mutex::new(Writer {
                 conn,
-                open: false,
+                group: None,
                 members: 0,
-                epoch: 0,
             }),
             joiners: AtomicUsize::new(0),
-            done: Mutex::new(Done::default()),
-            done_changed: Condvar::new(),
             readers: Mutex::new(Vec::new()),
         })
     }
@@ -309,34 +319,52 @@ impl Db {
         let mut writer = self.conn.lock().unwrap_or_else(|p| p.into_inner());
         self.joiners.fetch_sub(1, Ordering::SeqCst);
         let err = |e| engine_error(&self.path, e);
-        if !writer.open {
+        if writer.group.is_none() {
             writer.conn.execute_batch("BEGIN IMMEDIATE").map_err(err)?;
-            writer.open = true;
+            writer.group = Some(Arc::new(Group::default()));
             writer.members = 0;
-            writer.epoch += 1;
         }
-        let epoch = writer.epoch;
-        let out = match writer.conn.execute_batch("SAVEPOINT member") {
-            Ok(()) => {
-                let tx = Tx {
-                    tx: TxConn::Member(&writer.conn),
-                    path: &self.path,
-                };
-                let out = f(&tx);
-                let end = if out.is_ok() {
-                    "RELEASE member"
-                } else {
-                    "ROLLBACK TO member; RELEASE member"
-                };
-                match writer.conn.execute_batch(end) {
-                    Ok(()) => out,
-                    Err(e) => Err(err(e).into()),
-                }
-            }
-            Err(e) => Err(err(e).into()),
+        let group = writer.group.clone().unwrap_or_default();
+        if let Err(e) = writer.conn.execute_batch("SAVEPOINT member") {
+            let e = err(e);
+            self.abort_group(&mut writer, &e);
+            return Err(e.into());
+        }
+        let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let tx = Tx {
+                tx: TxConn::Member(&writer.conn),
+                path: &self.path,
+            };
+            f(&tx)
+        }));
+        let keep = matches!(ran, Ok(Ok(_)));
+        let end = if keep {
+            "RELEASE member"
+        } else {
+            "ROLLBACK TO member; RELEASE member"
         };
+        if let Err(e) = writer.conn.execute_batch(end) {
+            // The savepoint is in an unknown state: the whole group goes.
+            let e = err(e);
+            self.abort_group(&mut writer, &e);
+            return match ran {
+                Err(panic) => std::panic::resume_unwind(panic),
+                Ok(_) => Err(e.into()),
+            };
+        }
         writer.members += 1;
         let last = self.joiners.load(Ordering::SeqCst) == 0 || writer.members >= MAX_GROUP;
+        let out = match ran {
+            Ok(out) => out,
+            Err(panic) => {
+                // Rolled back; the group must still be committed by someone.
+                if last {
+                    let _ = self.commit_group(&mut writer);
+                }
+                drop(writer);
+                std::panic::resume_unwind(panic)
+            }
+        };
         if last {
             self.commit_group(&mut writer)?;
             return out;
@@ -344,43 +372,32 @@ impl Db {
         drop(writer);
         // A refused transaction left nothing in the group: no need to wait.
         let value = out?;
-        let mut done = self.done.lock().unwrap_or_else(|p| p.into_inner());
-        while done.epoch < epoch {
-            done = self
-                .done_changed
-                .wait(done)
-                .unwrap_or_else(|p| p.into_inner());
-        }
-        if let Some(message) = done.failed.get(&epoch) {
-            return Err(StoreError::Engine {
-                path: self.path.display().to_string(),
-                message: message.clone(),
-            }
-            .into());
-        }
+        group.wait().map_err(|message| StoreError::Engine {
+            path: self.path.display().to_string(),
+            message,
+        })?;
         Ok(value)
     }
 
     /// Commits the open group, if any, and tells its waiting members.
     fn commit_group(&self, writer: &mut MutexGuard<'_, Writer>) -> Result<(), StoreError> {
-        if !writer.open {
+        let Some(group) = writer.group.take() else {
             return Ok(());
-        }
+        };
         let result = writer.conn.execute_batch("COMMIT");
         if result.is_err() {
             let _ = writer.conn.execute_batch("ROLLBACK");
         }
-        writer.open = false;
-        let epoch = writer.epoch;
-        let mut done = self.done.lock().unwrap_or_else(|p| p.into_inner());
-        done.epoch = epoch;
-        if let Err(e) = &result {
-            done.failed.insert(epoch, e.to_string());
-        }
-        done.failed.retain(|e, _| epoch - *e < 1024);
-        drop(done);
-        self.done_changed.notify_all();
+        group.finish(result.as_ref().map(|_| ()).map_err(|e| e.to_string()));
         result.map_err(|e| engine_error(&self.path, e))
+    }
+
+    /// Rolls the open group back: none of its members took effect.
+    fn abort_group(&self, writer: &mut MutexGuard<'_, Writer>, why: &StoreError) {
+        if let Some(group) = writer.group.take() {
+            let _ = writer.conn.execute_batch("ROLLBACK");
+            group.finish(Err(why.to_string()));
+        }
     }
 
     /// Copies a consistent snapshot of the store to `dest`, encrypted with
@@ -654,6 +671,17 @@ mod tests {
         // The counter saw each kept transaction once, and no refused one.
         let n = db.get("count", b"n").unwrap().unwrap();
         assert_eq!(u32::from_be_bytes(n.try_into().unwrap()), kept);
+        // A transaction that panics half-way leaves nothing behind.
+        let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let _: Result<(), StoreError> = db.transaction(|tx| {
+                tx.put("t", b"half-done", b"v")?;
+                panic!("a bug in the middle of a write");
+            });
+        }));
+        assert!(panicked.is_err());
+        db.put("t", b"after", b"v").unwrap();
+        assert!(db.get("t", b"half-done").unwrap().is_none());
+        assert!(db.get("t", b"after").unwrap().is_some());
         // A store held by a cross-table caller commits any open group first.
         let mut held = db.lock();
         let tx = held.begin().unwrap();

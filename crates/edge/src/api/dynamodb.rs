@@ -1360,10 +1360,32 @@ fn authorize_table(
     table: &str,
     keys: ContextKeys,
 ) -> Result<(), ApiError> {
+    authorize_resource(ctx, action, &table_arn(ctx, table), keys)
+}
+
+/// The objects an export writes or an import reads are S3 objects in AWS,
+/// and the caller needs the S3 permissions for them there too: without
+/// this, ImportTable would read any table's sealed export.
+fn authorize_objects(
+    ctx: &Ctx<'_>,
+    action: &str,
+    bucket: &str,
+    prefix: Option<&str>,
+) -> Result<(), ApiError> {
+    let resource = format!("arn:aws:s3:::{bucket}/{}*", prefix.unwrap_or(""));
+    authorize_resource(ctx, action, &resource, ctx.keys.clone())
+}
+
+fn authorize_resource(
+    ctx: &Ctx<'_>,
+    action: &str,
+    resource: &str,
+    keys: ContextKeys,
+) -> Result<(), ApiError> {
     let Some(caller) = ctx.caller else {
         return Err(ApiError::missing_authentication());
     };
-    let resource = table_arn(ctx, table);
+    let resource = resource.to_owned();
     let evaluation = ctx.iam.authorize(
         caller,
         AuthzRequest {
@@ -2102,12 +2124,15 @@ fn valid_bucket(name: &str) -> bool {
         && !name.ends_with(['.', '-'])
 }
 
+/// A prefix the object store can hold keys under: no empty, `.` or `..`
+/// segment (a trailing `/` is allowed).
 fn valid_prefix(prefix: &str) -> bool {
+    let trimmed = prefix.strip_suffix('/').unwrap_or(prefix);
     prefix.len() <= 1024
-        && prefix
+        && !trimmed.is_empty()
+        && trimmed
             .split('/')
-            .filter(|s| !s.is_empty())
-            .all(|s| s != "." && s != ".." && !s.contains('\0'))
+            .all(|s| !s.is_empty() && s != "." && s != ".." && !s.contains('\0'))
 }
 
 fn export_id(ctx: &Ctx<'_>) -> String {
@@ -2130,6 +2155,7 @@ fn export_table(
     if prefix.is_some_and(|p| !valid_prefix(p)) {
         return Err(validation("Invalid S3Prefix"));
     }
+    authorize_objects(ctx, "s3:PutObject", bucket, prefix)?;
     match text(input, "ExportFormat")?.unwrap_or("DYNAMODB_JSON") {
         "DYNAMODB_JSON" => {}
         "ION" => return Err(validation("ExportFormat ION is not supported by Moat; use DYNAMODB_JSON")),
@@ -2174,6 +2200,23 @@ fn export_table(
         ))),
     };
     let at = seconds_arg(input, "ExportTime")?.unwrap_or(now);
+    // A retried request (same ClientToken) gets the export it started.
+    if let Some(token) = text(input, "ClientToken")? {
+        if let Some(done) = tables
+            .exports()?
+            .into_iter()
+            .find(|e| e.client_token.as_deref() == Some(token))
+        {
+            if done.table_arn != meta.arn || done.bucket != bucket {
+                return Err(DdbError::new(
+                    DdbErrorKind::ExportConflict,
+                    "There was a conflict when writing to the specified S3 bucket: the ClientToken was used for another export",
+                )
+                .into());
+            }
+            return Ok(json!({"ExportDescription": export_description(&done)}));
+        }
+    }
     let export = tables.export(
         &meta,
         moat_dynamodb::exports::ExportRequest {
@@ -2253,6 +2296,7 @@ fn import_table(
     if key_prefix.is_some_and(|p| !valid_prefix(p)) {
         return Err(validation("Invalid S3KeyPrefix"));
     }
+    authorize_objects(ctx, "s3:GetObject", bucket, key_prefix)?;
     let format = required(input, "InputFormat")?;
     match format {
         "DYNAMODB_JSON" | "CSV" => {}
@@ -2292,6 +2336,23 @@ fn import_table(
         validation("1 validation error detected: Value null at 'tableCreationParameters' failed to satisfy constraint: Member must not be null")
     })?;
     let meta = table_meta_arg(ctx, creation)?;
+    // A retried request (same ClientToken) gets the import it started.
+    if let Some(token) = text(input, "ClientToken")? {
+        if let Some(done) = tables
+            .imports()?
+            .into_iter()
+            .find(|i| i.client_token.as_deref() == Some(token))
+        {
+            if done.table_arn != meta.arn || done.bucket != bucket {
+                return Err(DdbError::new(
+                    DdbErrorKind::ImportConflict,
+                    "The ClientToken was used for another import",
+                )
+                .into());
+            }
+            return Ok(json!({"ImportTableDescription": import_description(&done)}));
+        }
+    }
     let import = tables.import(
         meta,
         moat_dynamodb::exports::ImportRequest {
