@@ -9,7 +9,8 @@
 #   moat-plain  the same on plain HTTP on loopback
 #   moto        moto_server (PyPI moto[server])
 #   dynalite    dynalite --path DIR (npm), so that it writes to disk
-#   fakecloud   fakecloud --iam strict --verify-sigv4 (crates.io)
+#   fakecloud   fakecloud --iam strict --verify-sigv4, persistent (crates.io),
+#               as a non-root user of its IAM (its test/test root skips checks)
 #   bare-tls, bare-plain  moat-bench's baseline: a fixed answer, no work
 #
 # Knobs (environment): SECONDS_PER_RUN (10), WARMUP (2), CONNECTIONS (16),
@@ -114,10 +115,22 @@ if want dynalite; then
 fi
 if want fakecloud; then
   port=$(free_port)
-  "$tools/fakecloud/bin/fakecloud" --addr "127.0.0.1:$port" --iam strict --verify-sigv4 > "$work/fakecloud.out" 2>&1 &
+  "$tools/fakecloud/bin/fakecloud" --addr "127.0.0.1:$port" --iam strict --verify-sigv4 \
+    --storage-mode persistent --data-path "$work/fakecloud" --log-level warn > "$work/fakecloud.out" 2>&1 &
   pid=$!; pids+=("$pid"); wait_port "$port"
-  # Strict IAM: the root user of fakecloud's default account.
-  AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test bench fakecloud "http://127.0.0.1:$port" "$pid"
+  # fakecloud's test/test root skips both checks: a user of its IAM with the
+  # same policy as Moat's bench user does not.
+  fc=("$tools/venv/bin/aws" --endpoint-url "http://127.0.0.1:$port" --region us-east-1)
+  AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test "${fc[@]}" iam create-user --user-name bench >/dev/null
+  AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test "${fc[@]}" iam put-user-policy --user-name bench \
+    --policy-name bench-table --policy-document '{"Version": "2012-10-17", "Statement": [
+      {"Effect": "Allow", "Action": ["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:Query", "dynamodb:BatchWriteItem",
+        "dynamodb:UpdateItem", "dynamodb:DeleteItem", "dynamodb:CreateTable", "dynamodb:DescribeTable"],
+       "Resource": ["arn:aws:dynamodb:us-east-1:123456789012:table/bench", "arn:aws:dynamodb:us-east-1:123456789012:table/bench/index/*"]},
+      {"Effect": "Deny", "Action": "dynamodb:DeleteTable", "Resource": "*"}]}' >/dev/null
+  key=$(AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test "${fc[@]}" iam create-access-key --user-name bench \
+    --query 'AccessKey.[AccessKeyId,SecretAccessKey]' --output text)
+  AWS_ACCESS_KEY_ID=${key%%$'\t'*} AWS_SECRET_ACCESS_KEY=${key##*$'\t'} bench fakecloud "http://127.0.0.1:$port" "$pid"
   kill "$pid"
 fi
 for mode in tls plain; do
