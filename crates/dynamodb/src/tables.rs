@@ -839,7 +839,7 @@ impl Table {
                 _ => None,
             };
             let entry = serde_json::json!({
-                "k": key.storage.iter().map(|b| format!("{b:02x}")).collect::<String>(),
+                "k": crate::backups::hex(&key.storage),
                 "i": new.map(item_to_json),
                 "d": deleted_key,
             });
@@ -1298,13 +1298,10 @@ impl Tables {
             for (time, entry) in chunk {
                 let entry: serde_json::Value = serde_json::from_slice(&entry)
                     .map_err(|e| DdbError::new(DdbErrorKind::Internal, e.to_string()))?;
-                let storage: Vec<u8> = entry["k"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .as_bytes()
-                    .chunks(2)
-                    .filter_map(|p| u8::from_str_radix(std::str::from_utf8(p).ok()?, 16).ok())
-                    .collect();
+                let storage = crate::backups::unhex(entry["k"].as_str().unwrap_or_default())
+                    .ok_or_else(|| {
+                        DdbError::new(DdbErrorKind::Internal, "a damaged change-log entry")
+                    })?;
                 let json_item = |v: &serde_json::Value| match v.as_object() {
                     Some(map) => item_from_json(map)
                         .map(Some)

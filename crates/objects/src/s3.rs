@@ -8,8 +8,8 @@ use std::net::TcpStream;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use moat_sigv4::{hex, signature, AmzDate, CredentialScope};
 use ring::digest::{digest, SHA256};
-use ring::hmac;
 
 use crate::{ObjectError, ObjectStore};
 
@@ -56,10 +56,6 @@ fn remote(message: impl Into<String>) -> ObjectError {
     ObjectError::Remote(message.into())
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 /// SigV4's URI encoding: unreserved characters stay, the rest is %XX.
 fn uri_encode(text: &str, keep_slash: bool) -> String {
     let mut out = String::with_capacity(text.len());
@@ -73,32 +69,6 @@ fn uri_encode(text: &str, keep_slash: bool) -> String {
         }
     }
     out
-}
-
-/// `YYYYMMDDTHHMMSSZ` for a time since the epoch.
-fn amz_date(now: SystemTime) -> String {
-    let secs = now
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    let days = (secs / 86_400) as i64;
-    let rem = secs % 86_400;
-    // Days to a civil date (proleptic Gregorian).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}{month:02}{day:02}T{:02}{:02}{:02}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
 }
 
 fn xml_unescape(text: &str) -> String {
@@ -214,33 +184,37 @@ impl S3Store {
             .map(|(k, v)| format!("{k}={v}"))
             .collect::<Vec<_>>()
             .join("&");
-        let now = amz_date(SystemTime::now());
-        let date = &now[..8];
+        let now = AmzDate::from_unix_seconds(
+            SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_secs() as i64)
+                .unwrap_or(0),
+        )
+        .to_string();
+        let scope = CredentialScope {
+            access_key_id: self.config.access_key_id.clone(),
+            date: now[..8].to_owned(),
+            region: self.config.region.clone(),
+            service: "s3".into(),
+        };
         let payload = hex(digest(&SHA256, body).as_ref());
         let host = self.host_header();
         let canonical = format!(
             "{method}\n{path}\n{query}\nhost:{host}\nx-amz-content-sha256:{payload}\nx-amz-date:{now}\n\nhost;x-amz-content-sha256;x-amz-date\n{payload}"
         );
-        let scope = format!("{date}/{}/s3/aws4_request", self.config.region);
+        let scope_text = scope.scope_string();
         let to_sign = format!(
-            "AWS4-HMAC-SHA256\n{now}\n{scope}\n{}",
+            "AWS4-HMAC-SHA256\n{now}\n{scope_text}\n{}",
             hex(digest(&SHA256, canonical.as_bytes()).as_ref())
         );
-        let mut key = format!("AWS4{}", self.config.secret_access_key).into_bytes();
-        for part in [date, self.config.region.as_str(), "s3", "aws4_request"] {
-            key = hmac::sign(&hmac::Key::new(hmac::HMAC_SHA256, &key), part.as_bytes())
-                .as_ref()
-                .to_vec();
-        }
-        let signature =
-            hex(hmac::sign(&hmac::Key::new(hmac::HMAC_SHA256, &key), to_sign.as_bytes()).as_ref());
+        let signature = signature(self.config.secret_access_key.as_bytes(), &scope, &to_sign);
         let target = if query.is_empty() {
             path.to_owned()
         } else {
             format!("{path}?{query}")
         };
         let mut request = format!(
-            "{method} {target} HTTP/1.1\r\nHost: {host}\r\nx-amz-date: {now}\r\nx-amz-content-sha256: {payload}\r\nAuthorization: AWS4-HMAC-SHA256 Credential={}/{scope}, SignedHeaders=host;x-amz-content-sha256;x-amz-date, Signature={signature}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            "{method} {target} HTTP/1.1\r\nHost: {host}\r\nx-amz-date: {now}\r\nx-amz-content-sha256: {payload}\r\nAuthorization: AWS4-HMAC-SHA256 Credential={}/{scope_text}, SignedHeaders=host;x-amz-content-sha256;x-amz-date, Signature={signature}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
             self.config.access_key_id,
             body.len()
         )
@@ -444,15 +418,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn dates_and_encoding() {
-        assert_eq!(
-            amz_date(UNIX_EPOCH + Duration::from_secs(1_440_938_160)),
-            "20150830T123600Z"
-        );
-        assert_eq!(
-            amz_date(UNIX_EPOCH + Duration::from_secs(951_782_400)),
-            "20000229T000000Z"
-        );
+    fn encoding() {
         assert_eq!(uri_encode("a b/c~d", true), "a%20b/c~d");
         assert_eq!(uri_encode("a b/c", false), "a%20b%2Fc");
         assert_eq!(xml_unescape("a&amp;lt;b"), "a&lt;b");

@@ -5,7 +5,9 @@
 //! string) without any cryptography, so that the caller can look the access key
 //! up, and [`verify`] then recomputes the signature with the secret and returns
 //! a [`VerifiedRequest`], the only proof of authentication the rest of Moat
-//! accepts. Verification only: Moat never signs requests with this crate.
+//! accepts. [`signature`] is the one signing primitive, with the verifier's
+//! own key derivation: Moat's clients (the S3 object store, `moat-bench`)
+//! sign with it.
 //!
 //! Architecture invariant: no I/O, no clock reads (the caller passes `now`), no
 //! knowledge of services, accounts or wire protocols beyond SigV4 itself.
@@ -78,7 +80,8 @@ pub struct CredentialScope {
 }
 
 impl CredentialScope {
-    fn scope_string(&self) -> String {
+    /// `YYYYMMDD/region/service/aws4_request`.
+    pub fn scope_string(&self) -> String {
         format!(
             "{}/{}/{}/aws4_request",
             self.date, self.region, self.service
@@ -370,6 +373,12 @@ fn signing_key(secret: &[u8], scope: &CredentialScope) -> hmac::Key {
         key = hmac::Key::new(hmac::HMAC_SHA256, tag.as_ref());
     }
     key
+}
+
+/// The hex signature of `string_to_sign` under `secret` for `scope`: what a
+/// client puts in its `Authorization` header.
+pub fn signature(secret: &[u8], scope: &CredentialScope, string_to_sign: &str) -> String {
+    hex(hmac::sign(&signing_key(secret, scope), string_to_sign.as_bytes()).as_ref())
 }
 
 fn signature_matches(key: &hmac::Key, string_to_sign: &str, claimed: &[u8]) -> bool {
