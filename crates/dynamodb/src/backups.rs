@@ -547,29 +547,46 @@ impl Tables {
     }
 
     pub fn backup(&self, arn: &str) -> Result<BackupMeta, DdbError> {
-        let bytes = self.catalog.get(BACKUPS, arn.as_bytes())?.ok_or_else(|| {
-            DdbError::new(
-                DdbErrorKind::BackupNotFound,
-                format!("Backup not found: {arn}"),
-            )
-        })?;
-        serde_json::from_slice(&bytes).map_err(internal)
+        self.record(BACKUPS, arn, DdbErrorKind::BackupNotFound, "Backup")
     }
 
     /// Every backup, oldest first.
     pub fn backups(&self) -> Result<Vec<BackupMeta>, DdbError> {
-        let mut out: Vec<BackupMeta> = self
-            .catalog
-            .scan(BACKUPS, Bound::Unbounded, Bound::Unbounded, usize::MAX)?
-            .into_iter()
-            .filter_map(|(_, v)| serde_json::from_slice(&v).ok())
-            .collect();
+        let mut out: Vec<BackupMeta> = self.records(BACKUPS)?;
         out.sort_by(|a, b| {
             a.created
                 .total_cmp(&b.created)
                 .then_with(|| a.arn.cmp(&b.arn))
         });
         Ok(out)
+    }
+
+    /// A record of the catalog tree `tree`, kept under its ARN.
+    pub(crate) fn record<T: serde::de::DeserializeOwned>(
+        &self,
+        tree: &str,
+        arn: &str,
+        missing: DdbErrorKind,
+        what: &str,
+    ) -> Result<T, DdbError> {
+        let bytes = self
+            .catalog
+            .get(tree, arn.as_bytes())?
+            .ok_or_else(|| DdbError::new(missing, format!("{what} not found: {arn}")))?;
+        serde_json::from_slice(&bytes).map_err(internal)
+    }
+
+    /// Every record of the catalog tree `tree` (unreadable ones skipped).
+    pub(crate) fn records<T: serde::de::DeserializeOwned>(
+        &self,
+        tree: &str,
+    ) -> Result<Vec<T>, DdbError> {
+        Ok(self
+            .catalog
+            .scan(tree, Bound::Unbounded, Bound::Unbounded, usize::MAX)?
+            .into_iter()
+            .filter_map(|(_, v)| serde_json::from_slice(&v).ok())
+            .collect())
     }
 
     fn read_manifest(

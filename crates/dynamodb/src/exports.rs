@@ -322,28 +322,12 @@ impl Tables {
     }
 
     pub fn describe_export(&self, arn: &str) -> Result<ExportMeta, DdbError> {
-        let bytes = self.catalog.get(EXPORTS, arn.as_bytes())?.ok_or_else(|| {
-            DdbError::new(
-                DdbErrorKind::ExportNotFound,
-                format!("Export not found: {arn}"),
-            )
-        })?;
-        serde_json::from_slice(&bytes).map_err(internal)
+        self.record(EXPORTS, arn, DdbErrorKind::ExportNotFound, "Export")
     }
 
     /// Every export, oldest first.
     pub fn exports(&self) -> Result<Vec<ExportMeta>, DdbError> {
-        let mut out: Vec<ExportMeta> = self
-            .catalog
-            .scan(
-                EXPORTS,
-                std::ops::Bound::Unbounded,
-                std::ops::Bound::Unbounded,
-                usize::MAX,
-            )?
-            .into_iter()
-            .filter_map(|(_, v)| serde_json::from_slice(&v).ok())
-            .collect();
+        let mut out: Vec<ExportMeta> = self.records(EXPORTS)?;
         out.sort_by(|a, b| a.start_time.total_cmp(&b.start_time));
         Ok(out)
     }
@@ -450,28 +434,12 @@ impl Tables {
     }
 
     pub fn describe_import(&self, arn: &str) -> Result<ImportMeta, DdbError> {
-        let bytes = self.catalog.get(IMPORTS, arn.as_bytes())?.ok_or_else(|| {
-            DdbError::new(
-                DdbErrorKind::ImportNotFound,
-                format!("Import not found: {arn}"),
-            )
-        })?;
-        serde_json::from_slice(&bytes).map_err(internal)
+        self.record(IMPORTS, arn, DdbErrorKind::ImportNotFound, "Import")
     }
 
     /// Every import, oldest first.
     pub fn imports(&self) -> Result<Vec<ImportMeta>, DdbError> {
-        let mut out: Vec<ImportMeta> = self
-            .catalog
-            .scan(
-                IMPORTS,
-                std::ops::Bound::Unbounded,
-                std::ops::Bound::Unbounded,
-                usize::MAX,
-            )?
-            .into_iter()
-            .filter_map(|(_, v)| serde_json::from_slice(&v).ok())
-            .collect();
+        let mut out: Vec<ImportMeta> = self.records(IMPORTS)?;
         out.sort_by(|a, b| a.start_time.total_cmp(&b.start_time));
         Ok(out)
     }

@@ -6,39 +6,24 @@ mod common;
 
 use std::collections::HashMap;
 
-use aws_credential_types::Credentials;
 use aws_sdk_dynamodb::error::ProvideErrorMetadata;
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, AttributeValue as AV, BillingMode, KeySchemaElement, KeyType,
     ScalarAttributeType,
 };
 use aws_sdk_dynamodb::Client;
-use common::{Moat, TempDir};
+use common::{files_under, Moat, TempDir};
 
 #[path = "common/sdk.rs"]
 mod sdk;
+use sdk::code;
 
 fn s(v: &str) -> AV {
     AV::S(v.to_owned())
 }
 
-fn code<T, E: ProvideErrorMetadata>(result: Result<T, E>) -> String {
-    match result {
-        Ok(_) => panic!("the call succeeded where an error was expected"),
-        Err(e) => e.code().unwrap_or("<none>").to_owned(),
-    }
-}
-
 fn client(moat: &Moat, region: &str) -> Client {
-    let (id, secret) = moat.root_credentials();
-    let config = aws_sdk_dynamodb::Config::builder()
-        .behavior_version(aws_sdk_dynamodb::config::BehaviorVersion::latest())
-        .region(aws_sdk_dynamodb::config::Region::new(region.to_owned()))
-        .endpoint_url(&moat.endpoint)
-        .credentials_provider(Credentials::new(id, secret, None, None, "root"))
-        .http_client(sdk::http_client(moat))
-        .build();
-    Client::from_conf(config)
+    sdk::dynamodb_client_in(moat, region, sdk::root(moat))
 }
 
 async fn all_items(db: &Client, table: &str) -> Vec<String> {
@@ -320,22 +305,6 @@ async fn backup_files_are_encrypted_and_a_damaged_one_is_refused() {
         code(db.describe_table().table_name("from-damaged").send().await),
         "ResourceNotFoundException"
     );
-}
-
-fn files_under(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return out;
-    };
-    for entry in entries {
-        let path = entry.unwrap().path();
-        if path.is_dir() {
-            out.extend(files_under(&path));
-        } else {
-            out.push(path);
-        }
-    }
-    out
 }
 
 fn bytes_under(dir: &std::path::Path) -> u64 {

@@ -17,14 +17,8 @@ use common::{Moat, TempDir};
 
 #[path = "common/sdk.rs"]
 mod sdk;
+use sdk::code;
 use sdk::dynamodb_client;
-
-fn code<T, E: ProvideErrorMetadata>(result: Result<T, E>) -> String {
-    match result {
-        Ok(_) => panic!("the call succeeded where an error was expected"),
-        Err(e) => e.code().unwrap_or("<none>").to_owned(),
-    }
-}
 
 fn message<T, E: ProvideErrorMetadata>(result: Result<T, E>) -> String {
     match result {

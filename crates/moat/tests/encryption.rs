@@ -9,17 +9,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use aws_credential_types::Credentials;
-use common::{Moat, TempDir};
+use common::{files_under, Moat, TempDir};
 
 #[path = "common/sdk.rs"]
 mod sdk;
 use sdk::iam_client;
-
-fn root(moat: &Moat) -> Credentials {
-    let (id, secret) = moat.root_credentials();
-    Credentials::new(id, secret, None, None, "root")
-}
+use sdk::root;
 
 /// Runs `moat serve` expecting it to refuse to start; returns what it said.
 fn must_refuse(dir: &std::path::Path, args: &[&str], env: &[(&str, &str)]) -> String {
@@ -33,19 +28,6 @@ fn must_refuse(dir: &std::path::Path, args: &[&str], env: &[(&str, &str)]) -> St
     let out = cmd.output().unwrap();
     assert!(!out.status.success(), "moat started where it must refuse");
     String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-fn files_under(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir(dir).unwrap() {
-        let path = entry.unwrap().path();
-        if path.is_dir() {
-            out.extend(files_under(&path));
-        } else {
-            out.push(path);
-        }
-    }
-    out
 }
 
 #[tokio::test(flavor = "multi_thread")]

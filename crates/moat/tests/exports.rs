@@ -8,7 +8,6 @@ mod common;
 use std::collections::HashMap;
 
 use aws_credential_types::Credentials;
-use aws_sdk_dynamodb::error::ProvideErrorMetadata;
 use aws_sdk_dynamodb::primitives::{Blob, DateTime};
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, AttributeValue as AV, BillingMode, CsvOptions, ExportType, ExportViewType,
@@ -17,29 +16,15 @@ use aws_sdk_dynamodb::types::{
     S3BucketSource, ScalarAttributeType, TableCreationParameters,
 };
 use aws_sdk_dynamodb::Client;
-use common::{Moat, TempDir};
+use common::{files_under, Moat, TempDir};
 use serde_json::Value;
 
 #[path = "common/sdk.rs"]
 mod sdk;
+use sdk::code;
 
 fn client(moat: &Moat) -> Client {
-    let (id, secret) = moat.root_credentials();
-    let config = aws_sdk_dynamodb::Config::builder()
-        .behavior_version(aws_sdk_dynamodb::config::BehaviorVersion::latest())
-        .region(aws_sdk_dynamodb::config::Region::new("us-east-1"))
-        .endpoint_url(&moat.endpoint)
-        .credentials_provider(Credentials::new(id, secret, None, None, "root"))
-        .http_client(sdk::http_client(moat))
-        .build();
-    Client::from_conf(config)
-}
-
-fn code<T, E: ProvideErrorMetadata>(result: Result<T, E>) -> String {
-    match result {
-        Ok(_) => panic!("the call succeeded where an error was expected"),
-        Err(e) => e.code().unwrap_or("<none>").to_owned(),
-    }
+    sdk::dynamodb_client(moat, sdk::root(moat))
 }
 
 fn def(name: &str, kind: ScalarAttributeType) -> AttributeDefinition {
@@ -131,22 +116,6 @@ async fn scan_all(db: &Client, table: &str) -> Vec<HashMap<String, AV>> {
         }
     }
     out.sort_by_key(|i| format!("{:?}{:?}", i["pk"], i["sk"]));
-    out
-}
-
-fn files_under(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return out;
-    };
-    for entry in entries {
-        let path = entry.unwrap().path();
-        if path.is_dir() {
-            out.extend(files_under(&path));
-        } else {
-            out.push(path);
-        }
-    }
     out
 }
 
@@ -473,7 +442,7 @@ async fn exports_round_trip_through_imports() {
 
     // Authorised with DynamoDB's actions, and audited: a user allowed to
     // export this table may not import, nor export another.
-    let iam = sdk::iam_client(&moat, root_credentials(&moat));
+    let iam = sdk::iam_client(&moat, sdk::root(&moat));
     iam.create_user()
         .user_name("exporter")
         .send()
@@ -573,11 +542,6 @@ async fn exports_round_trip_through_imports() {
         code(db.describe_table().table_name("not-allowed").send().await),
         "ResourceNotFoundException"
     );
-}
-
-fn root_credentials(moat: &Moat) -> Credentials {
-    let (id, secret) = moat.root_credentials();
-    Credentials::new(id, secret, None, None, "root")
 }
 
 #[tokio::test(flavor = "multi_thread")]

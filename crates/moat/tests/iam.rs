@@ -10,21 +10,11 @@ use common::{Moat, RawRequest, Signer, TempDir};
 
 #[path = "common/sdk.rs"]
 mod sdk;
+use sdk::code;
+use sdk::root;
 use sdk::{iam_client, sts_client};
 
-fn root(moat: &Moat) -> Credentials {
-    let (id, secret) = moat.root_credentials();
-    Credentials::new(id, secret, None, None, "root")
-}
-
 /// The error code of a failed SDK call.
-fn code<T, E: ProvideErrorMetadata>(result: Result<T, E>) -> String {
-    match result {
-        Ok(_) => panic!("the call succeeded where an error was expected"),
-        Err(e) => e.code().unwrap_or("<none>").to_owned(),
-    }
-}
-
 fn message<T, E: ProvideErrorMetadata>(result: Result<T, E>) -> String {
     match result {
         Ok(_) => panic!("the call succeeded where an error was expected"),

@@ -4,20 +4,13 @@
 mod common;
 
 use aws_credential_types::Credentials;
-use aws_sdk_kms::error::ProvideErrorMetadata;
 use aws_sdk_kms::primitives::Blob;
 use common::{Moat, TempDir};
 
 #[path = "common/sdk.rs"]
 mod sdk;
+use sdk::code;
 use sdk::{iam_client, kms_client};
-
-fn code<T, E: ProvideErrorMetadata>(result: Result<T, E>) -> String {
-    match result {
-        Ok(_) => panic!("the call succeeded where an error was expected"),
-        Err(e) => e.code().unwrap_or("<none>").to_owned(),
-    }
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn kms_keys_life_cycle_and_errors() {

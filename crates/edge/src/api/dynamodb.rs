@@ -2002,68 +2002,65 @@ pub fn handle(
             let export = tables.describe_export(required(input, "ExportArn")?)?;
             Ok(json!({"ExportDescription": export_description(&export)}))
         }
-        Operation::ListExports => {
-            let table = text(input, "TableArn")?;
-            let (page, next) = page_of(
-                tables
-                    .exports()?
-                    .into_iter()
-                    .filter(|e| e.arn.split(':').nth(3) == Some(ctx.region))
-                    .filter(|e| table.is_none_or(|t| e.table_arn == t))
-                    .collect(),
-                input,
-                "MaxResults",
-                |e| e.arn.clone(),
-            )?;
-            let summaries: Vec<Value> = page
-                .iter()
-                .map(|e| json!({"ExportArn": e.arn, "ExportStatus": e.status, "ExportType": e.export_type}))
-                .collect();
-            let mut out = json!({"ExportSummaries": summaries});
-            if let Some(next) = next {
-                out["NextToken"] = json!(next);
-            }
-            Ok(out)
-        }
+        Operation::ListExports => listing(
+            ctx,
+            input,
+            tables.exports()?,
+            ("MaxResults", "ExportSummaries"),
+            |e| (&e.arn, &e.table_arn),
+            |e| json!({"ExportArn": e.arn, "ExportStatus": e.status, "ExportType": e.export_type}),
+        ),
         Operation::ImportTable => import_table(ctx, tables, input),
         Operation::DescribeImport => {
             let import = tables.describe_import(required(input, "ImportArn")?)?;
             Ok(json!({"ImportTableDescription": import_description(&import)}))
         }
-        Operation::ListImports => {
-            let table = text(input, "TableArn")?;
-            let (page, next) = page_of(
-                tables
-                    .imports()?
-                    .into_iter()
-                    .filter(|i| i.arn.split(':').nth(3) == Some(ctx.region))
-                    .filter(|i| table.is_none_or(|t| i.table_arn == t))
-                    .collect(),
-                input,
-                "PageSize",
-                |i| i.arn.clone(),
-            )?;
-            let summaries: Vec<Value> = page
-                .iter()
-                .map(|i| {
-                    json!({
-                        "ImportArn": i.arn, "ImportStatus": i.status, "TableArn": i.table_arn,
-                        "S3BucketSource": s3_source(i), "InputFormat": i.format,
-                        "StartTime": i.start_time, "EndTime": i.end_time
-                    })
+        Operation::ListImports => listing(
+            ctx,
+            input,
+            tables.imports()?,
+            ("PageSize", "ImportSummaryList"),
+            |i| (&i.arn, &i.table_arn),
+            |i| {
+                json!({
+                    "ImportArn": i.arn, "ImportStatus": i.status, "TableArn": i.table_arn,
+                    "S3BucketSource": s3_source(i), "InputFormat": i.format,
+                    "StartTime": i.start_time, "EndTime": i.end_time
                 })
-                .collect();
-            let mut out = json!({"ImportSummaryList": summaries});
-            if let Some(next) = next {
-                out["NextToken"] = json!(next);
-            }
-            Ok(out)
-        }
+            },
+        ),
         _ => Err(ApiError::new(
             ErrorKind::UnknownOperation,
             "Unknown operation exception",
         )),
     }
+}
+
+/// ListExports and ListImports: the records of the caller's region (of one
+/// table with `TableArn`), one page of them; `NextToken` is the last ARN of
+/// the page. `names`: the page-size parameter and the list's name.
+fn listing<T>(
+    ctx: &Ctx<'_>,
+    input: &Map<String, Value>,
+    all: Vec<T>,
+    names: (&str, &str),
+    arns: impl Fn(&T) -> (&String, &String),
+    summary: impl Fn(&T) -> Value,
+) -> Result<Value, ApiError> {
+    let table = text(input, "TableArn")?;
+    let mine: Vec<T> = all
+        .into_iter()
+        .filter(|r| {
+            let (arn, table_arn) = arns(r);
+            arn.split(':').nth(3) == Some(ctx.region) && table.is_none_or(|t| table_arn == t)
+        })
+        .collect();
+    let (page, next) = page_of(mine, input, names.0, |r| arns(r).0.clone())?;
+    let mut out = json!({ names.1: page.iter().map(summary).collect::<Vec<Value>>() });
+    if let Some(next) = next {
+        out["NextToken"] = json!(next);
+    }
+    Ok(out)
 }
 
 /// One page of a listing: `NextToken` is the last ARN of the page.
@@ -2135,6 +2132,31 @@ fn valid_prefix(prefix: &str) -> bool {
             .all(|s| !s.is_empty() && s != "." && s != ".." && !s.contains('\0'))
 }
 
+/// What an earlier request with this `ClientToken` started, so that a retry
+/// gets it again; `conflict` if the token was used for another table or
+/// bucket. `token_of` gives a record's token and whether it matches.
+fn by_client_token<T>(
+    input: &Map<String, Value>,
+    records: Vec<T>,
+    token_of: impl Fn(&T) -> (Option<&str>, bool),
+    conflict: DdbErrorKind,
+) -> Result<Option<T>, ApiError> {
+    let Some(token) = text(input, "ClientToken")? else {
+        return Ok(None);
+    };
+    let Some(earlier) = records.into_iter().find(|r| token_of(r).0 == Some(token)) else {
+        return Ok(None);
+    };
+    if !token_of(&earlier).1 {
+        return Err(DdbError::new(
+            conflict,
+            format!("The ClientToken {token} was used for a request with other parameters"),
+        )
+        .into());
+    }
+    Ok(Some(earlier))
+}
+
 fn export_id(ctx: &Ctx<'_>) -> String {
     format!("{:013}-{}", ctx.now * 1000, &new_uuid(ctx)[..8])
 }
@@ -2200,22 +2222,19 @@ fn export_table(
         ))),
     };
     let at = seconds_arg(input, "ExportTime")?.unwrap_or(now);
-    // A retried request (same ClientToken) gets the export it started.
-    if let Some(token) = text(input, "ClientToken")? {
-        if let Some(done) = tables
-            .exports()?
-            .into_iter()
-            .find(|e| e.client_token.as_deref() == Some(token))
-        {
-            if done.table_arn != meta.arn || done.bucket != bucket {
-                return Err(DdbError::new(
-                    DdbErrorKind::ExportConflict,
-                    "There was a conflict when writing to the specified S3 bucket: the ClientToken was used for another export",
-                )
-                .into());
-            }
-            return Ok(json!({"ExportDescription": export_description(&done)}));
-        }
+    let retried = by_client_token(
+        input,
+        tables.exports()?,
+        |e| {
+            (
+                e.client_token.as_deref(),
+                e.table_arn == meta.arn && e.bucket == bucket,
+            )
+        },
+        DdbErrorKind::ExportConflict,
+    )?;
+    if let Some(done) = retried {
+        return Ok(json!({"ExportDescription": export_description(&done)}));
     }
     let export = tables.export(
         &meta,
@@ -2336,22 +2355,19 @@ fn import_table(
         validation("1 validation error detected: Value null at 'tableCreationParameters' failed to satisfy constraint: Member must not be null")
     })?;
     let meta = table_meta_arg(ctx, creation)?;
-    // A retried request (same ClientToken) gets the import it started.
-    if let Some(token) = text(input, "ClientToken")? {
-        if let Some(done) = tables
-            .imports()?
-            .into_iter()
-            .find(|i| i.client_token.as_deref() == Some(token))
-        {
-            if done.table_arn != meta.arn || done.bucket != bucket {
-                return Err(DdbError::new(
-                    DdbErrorKind::ImportConflict,
-                    "The ClientToken was used for another import",
-                )
-                .into());
-            }
-            return Ok(json!({"ImportTableDescription": import_description(&done)}));
-        }
+    let retried = by_client_token(
+        input,
+        tables.imports()?,
+        |i| {
+            (
+                i.client_token.as_deref(),
+                i.table_arn == meta.arn && i.bucket == bucket,
+            )
+        },
+        DdbErrorKind::ImportConflict,
+    )?;
+    if let Some(done) = retried {
+        return Ok(json!({"ImportTableDescription": import_description(&done)}));
     }
     let import = tables.import(
         meta,

@@ -466,3 +466,20 @@ fn parse_response(raw: &[u8]) -> Option<RawResponse> {
         body: body[..len].to_owned(),
     })
 }
+
+/// Every file under `dir`, recursively (none if `dir` does not exist).
+pub fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return out;
+    };
+    for entry in entries {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            out.extend(files_under(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out
+}

@@ -68,8 +68,33 @@ pub fn kms_client(moat: &Moat, creds: Credentials) -> aws_sdk_kms::Client {
     aws_sdk_kms::Client::from_conf(config)
 }
 
+/// The account's root credentials, as the `moat` profile holds them.
+pub fn root(moat: &Moat) -> Credentials {
+    let (id, secret) = moat.root_credentials();
+    Credentials::new(id, secret, None, None, "root")
+}
+
+/// The error code of a call that must fail (it panics if the call succeeded).
+pub fn code<T, E: aws_smithy_types::error::metadata::ProvideErrorMetadata>(
+    result: Result<T, E>,
+) -> String {
+    match result {
+        Ok(_) => panic!("the call succeeded where an error was expected"),
+        Err(e) => e.code().unwrap_or("<none>").to_owned(),
+    }
+}
+
 pub fn dynamodb_client(moat: &Moat, creds: Credentials) -> aws_sdk_dynamodb::Client {
     dynamodb_client_at(moat, &moat.endpoint, creds)
+}
+
+/// A DynamoDB client of another region of the deployment.
+pub fn dynamodb_client_in(
+    moat: &Moat,
+    region: &str,
+    creds: Credentials,
+) -> aws_sdk_dynamodb::Client {
+    dynamodb_client_of(moat, &moat.endpoint, region, creds)
 }
 
 pub fn dynamodb_client_at(
@@ -77,9 +102,18 @@ pub fn dynamodb_client_at(
     endpoint: &str,
     creds: Credentials,
 ) -> aws_sdk_dynamodb::Client {
+    dynamodb_client_of(moat, endpoint, "us-east-1", creds)
+}
+
+fn dynamodb_client_of(
+    moat: &Moat,
+    endpoint: &str,
+    region: &str,
+    creds: Credentials,
+) -> aws_sdk_dynamodb::Client {
     let config = aws_sdk_dynamodb::Config::builder()
         .behavior_version(aws_sdk_dynamodb::config::BehaviorVersion::latest())
-        .region(aws_sdk_dynamodb::config::Region::new("us-east-1"))
+        .region(aws_sdk_dynamodb::config::Region::new(region.to_owned()))
         .endpoint_url(endpoint)
         .credentials_provider(creds)
         .http_client(http_client(moat))
