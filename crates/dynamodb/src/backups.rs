@@ -19,7 +19,6 @@
 use std::collections::{HashMap, HashSet};
 use std::ops::Bound;
 use std::path::PathBuf;
-use std::sync::Arc;
 
 use moat_keys::{Binding, KeyBytes};
 use moat_objects::ObjectStore;
@@ -943,6 +942,3 @@ pub fn rewrap_key_objects(
     }
     Ok(count)
 }
-
-/// Shared handle type the binary passes around.
-pub type SharedObjects = Arc<dyn ObjectStore>;
