@@ -429,6 +429,9 @@ impl Tables {
             ),
             other => other.into(),
         })?;
+        // GetItem, BatchGetItem and conditionless reads of single items
+        // are answered from memory where they can be.
+        db.cache_reads(ITEMS);
         let table = Arc::new(Table {
             meta,
             db,
@@ -695,6 +698,17 @@ impl Table {
 
     pub(crate) fn db(&self) -> &Db {
         &self.db
+    }
+
+    /// The item under `key` as stored: its DynamoDB JSON, exactly as
+    /// `item_to_json` writes it.
+    pub fn get_json(&self, key: &ItemKey) -> Result<Option<Vec<u8>>, DdbError> {
+        Ok(self.db.get(ITEMS, &key.storage)?)
+    }
+
+    /// Decodes what [`Table::get_json`] returned.
+    pub fn decode_json(json: &[u8]) -> Result<Item, DdbError> {
+        Self::decode(json)
     }
 
     pub fn get(&self, key: &ItemKey) -> Result<Option<Item>, DdbError> {

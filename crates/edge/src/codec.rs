@@ -145,6 +145,11 @@ pub fn json_response(
     json_respond(StatusCode::OK, protocol, body, request_id)
 }
 
+/// A JSON answer whose body is already encoded.
+pub fn json_body_response(protocol: Protocol, body: Vec<u8>, request_id: &str) -> Response<Body> {
+    json_respond(StatusCode::OK, protocol, body, request_id)
+}
+
 /// An error in the protocol's own envelope. With no service known (nothing in
 /// the request said which API it was for), the query envelope is used.
 pub fn error_response(
@@ -269,7 +274,14 @@ pub fn base64_decode(text: &str) -> Option<Vec<u8>> {
     let mut out = Vec::with_capacity(text.len() * 3 / 4);
     let (mut acc, mut bits) = (0u32, 0);
     for c in text.bytes() {
-        let v = BASE64.iter().position(|&b| b == c)? as u32;
+        let v = match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'+' => 62,
+            b'/' => 63,
+            _ => return None,
+        } as u32;
         acc = (acc << 6) | v;
         bits += 6;
         if bits >= 8 {
@@ -280,17 +292,10 @@ pub fn base64_decode(text: &str) -> Option<Vec<u8>> {
     (bits < 6).then_some(out)
 }
 
-/// CRC-32 (IEEE), as DynamoDB's `x-amz-crc32`.
+/// CRC-32 (IEEE), as DynamoDB's `x-amz-crc32`. Every JSON answer is summed,
+/// so this uses the vectorised implementation.
 pub fn crc32(data: &[u8]) -> u32 {
-    let mut crc = 0xFFFF_FFFFu32;
-    for &b in data {
-        crc ^= u32::from(b);
-        for _ in 0..8 {
-            let mask = (crc & 1).wrapping_neg();
-            crc = (crc >> 1) ^ (0xEDB8_8320 & mask);
-        }
-    }
-    !crc
+    crc32fast::hash(data)
 }
 
 #[cfg(test)]

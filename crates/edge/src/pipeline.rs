@@ -467,12 +467,16 @@ impl Edge {
                         | Operation::DescribeLimits
                         | Operation::DescribeEndpoints
                 );
-                let value = if multi_thread && !quick_read {
+                let body = if multi_thread && !quick_read {
                     tokio::task::block_in_place(run)?
                 } else {
                     run()?
                 };
-                return Ok(codec::json_response(service.protocol(), &value, request_id));
+                return Ok(codec::json_body_response(
+                    service.protocol(),
+                    body,
+                    request_id,
+                ));
             }
             _ => {
                 return Err(ApiError::new(

@@ -12,6 +12,9 @@
 //! key comes from; the caller hands it the database key (from `moat-keys`).
 //! The rest of Moat reaches the engine only through [`Db`] and [`Tx`].
 
+mod cache;
+
+use std::cell::RefCell;
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -47,6 +50,8 @@ pub struct Db {
     /// read never waits for a writer's fsync. Opened on demand, kept for
     /// reuse (at most `MAX_READERS`).
     readers: Mutex<Vec<Connection>>,
+    /// Reads of one tree answered from memory (see [`Db::cache_reads`]).
+    cache: Arc<cache::Cache>,
 }
 
 const MAX_READERS: usize = 4;
@@ -59,6 +64,8 @@ struct Writer {
     /// The group whose transaction is open on `conn`.
     group: Option<Arc<Group>>,
     members: usize,
+    /// Keys of the cached tree the open group wrote, invalidated once it commits.
+    touched: Vec<Vec<u8>>,
 }
 
 /// One group commit's outcome, awaited by its members.
@@ -92,6 +99,9 @@ impl Group {
 pub struct Tx<'a> {
     tx: TxConn<'a>,
     path: &'a Path,
+    cache: &'a cache::Cache,
+    /// Keys of the cached tree this transaction wrote.
+    touched: RefCell<Vec<Vec<u8>>>,
 }
 
 /// A transaction of its own (across tables, see [`Db::lock`]), or a member
@@ -195,6 +205,7 @@ impl Db {
     /// Opens (creating if needed) the store at `path` with its 32-byte key.
     pub fn open(path: &Path, key: &[u8; 32]) -> Result<Db, StoreError> {
         let key_hex = hex(key);
+        let created = !path.exists();
         let (conn, page_size) = open_connection(
             path,
             &key_hex,
@@ -225,10 +236,19 @@ impl Db {
                 conn,
                 group: None,
                 members: 0,
+                touched: Vec::new(),
             }),
             joiners: AtomicUsize::new(0),
             readers: Mutex::new(Vec::new()),
+            cache: cache::for_file(path, created),
         })
+    }
+
+    /// Answers reads of `tree` outside transactions from memory where it
+    /// can, within a process-wide budget. Writes keep it exact (see the
+    /// `cache` module). One tree per store.
+    pub fn cache_reads(&self, tree: &str) {
+        self.cache.enable(tree);
     }
 
     pub fn path(&self) -> &Path {
@@ -249,13 +269,19 @@ impl Db {
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
                     .clone();
-                open_connection(
+                let conn = open_connection(
                     &self.path,
                     &key_hex,
                     OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
                     Some(self.page_size),
                 )?
-                .0
+                .0;
+                // Each reader caches pages of its own; hot items live in the
+                // shared item cache instead, so readers keep little more than
+                // the B-tree's inner pages.
+                conn.execute_batch("PRAGMA cache_size = -8192;")
+                    .map_err(|e| engine_error(&self.path, e))?;
+                conn
             }
         };
         let out = f(&conn);
@@ -267,7 +293,18 @@ impl Db {
     }
 
     pub fn get(&self, tree: &str, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        self.read(|conn| get(conn, &self.path, tree, key))
+        if !self.cache.covers(tree) {
+            return self.read(|conn| get(conn, &self.path, tree, key));
+        }
+        let ticket = match self.cache.get(key) {
+            Ok(hit) => return Ok(Some(hit.to_vec())),
+            Err(ticket) => ticket,
+        };
+        let value = self.read(|conn| get(conn, &self.path, tree, key))?;
+        if let Some(v) = &value {
+            self.cache.fill(ticket, key, v);
+        }
+        Ok(value)
     }
 
     /// Up to `limit` entries of `tree` in key order within the bounds.
@@ -300,6 +337,7 @@ impl Db {
         Locked {
             conn: writer,
             path: &self.path,
+            cache: &self.cache,
         }
     }
 
@@ -330,13 +368,19 @@ impl Db {
             self.abort_group(&mut writer, &e);
             return Err(e.into());
         }
-        let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let (ran, touched) = {
             let tx = Tx {
                 tx: TxConn::Member(&writer.conn),
                 path: &self.path,
+                cache: &self.cache,
+                touched: RefCell::default(),
             };
-            f(&tx)
-        }));
+            let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(&tx)));
+            // Even a rolled-back member's keys are invalidated: harmless,
+            // and simpler than telling them apart.
+            (ran, tx.touched.take())
+        };
+        writer.touched.extend(touched);
         let keep = matches!(ran, Ok(Ok(_)));
         let end = if keep {
             "RELEASE member"
@@ -388,6 +432,15 @@ impl Db {
         if result.is_err() {
             let _ = writer.conn.execute_batch("ROLLBACK");
         }
+        // Before any member returns: a read after its write must miss.
+        self.cache.invalidate(
+            writer
+                .touched
+                .drain(..)
+                .collect::<Vec<_>>()
+                .iter()
+                .map(Vec::as_slice),
+        );
         group.finish(result.as_ref().map(|_| ()).map_err(|e| e.to_string()));
         result.map_err(|e| engine_error(&self.path, e))
     }
@@ -396,6 +449,7 @@ impl Db {
     fn abort_group(&self, writer: &mut MutexGuard<'_, Writer>, why: &StoreError) {
         if let Some(group) = writer.group.take() {
             let _ = writer.conn.execute_batch("ROLLBACK");
+            writer.touched.clear();
             group.finish(Err(why.to_string()));
         }
     }
@@ -476,6 +530,7 @@ impl Db {
 pub struct Locked<'a> {
     conn: MutexGuard<'a, Writer>,
     path: &'a Path,
+    cache: &'a cache::Cache,
 }
 
 impl Locked<'_> {
@@ -489,6 +544,8 @@ impl Locked<'_> {
         Ok(Tx {
             tx: TxConn::Own(tx),
             path: self.path,
+            cache: self.cache,
+            touched: RefCell::default(),
         })
     }
 }
@@ -499,7 +556,13 @@ impl Tx<'_> {
     pub fn commit(self) -> Result<(), StoreError> {
         let path = self.path;
         match self.tx {
-            TxConn::Own(tx) => tx.commit().map_err(|e| engine_error(path, e)),
+            TxConn::Own(tx) => {
+                let committed = tx.commit().map_err(|e| engine_error(path, e));
+                let touched = self.touched.into_inner();
+                self.cache.invalidate(touched.iter().map(Vec::as_slice));
+                committed
+            }
+            // The group's commit invalidates its members' keys.
             TxConn::Member(_) => Ok(()),
         }
     }
@@ -525,7 +588,15 @@ impl Tx<'_> {
         scan(self.conn(), self.path, tree, start, end, limit)
     }
 
+    /// Notes a write of the cached tree, to invalidate after the commit.
+    fn touch(&self, tree: &str, key: &[u8]) {
+        if self.cache.covers(tree) {
+            self.touched.borrow_mut().push(key.to_vec());
+        }
+    }
+
     pub fn put(&self, tree: &str, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
+        self.touch(tree, key);
         self.conn()
             .prepare_cached(
                 "INSERT INTO kv (tree, k, v) VALUES (?1, ?2, ?3) ON CONFLICT (tree, k) DO UPDATE SET v = excluded.v",
@@ -536,6 +607,7 @@ impl Tx<'_> {
     }
 
     pub fn delete(&self, tree: &str, key: &[u8]) -> Result<(), StoreError> {
+        self.touch(tree, key);
         self.conn()
             .prepare_cached("DELETE FROM kv WHERE tree = ?1 AND k = ?2")
             .and_then(|mut stmt| stmt.execute(params![tree.as_bytes(), key]))
@@ -610,6 +682,91 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         dir
+    }
+
+    /// With reads of a tree cached, every read after a write returned sees
+    /// that write: through group commits, refused members, cross-table
+    /// transactions, a second handle on the file, and a re-created file.
+    #[test]
+    fn cached_reads_never_go_back_in_time() {
+        let dir = temp("cache");
+        let path = dir.join("c.db");
+        let db = std::sync::Arc::new(Db::open(&path, &[5u8; 32]).unwrap());
+        db.cache_reads("items");
+        let counter =
+            |b: Option<Vec<u8>>| b.map_or(0, |b| u64::from_be_bytes(b.try_into().unwrap()));
+        // Four writers each bump their own keys; readers check that what a
+        // writer saw returned never reads as older afterwards.
+        let writers: Vec<_> = (0..4u64)
+            .map(|w| {
+                let db = db.clone();
+                std::thread::spawn(move || {
+                    for n in 1..=300u64 {
+                        let key = [w as u8, (n % 8) as u8];
+                        db.transaction(|tx| tx.put("items", &key, &n.to_be_bytes()))
+                            .unwrap();
+                        assert_eq!(counter(db.get("items", &key).unwrap()), n);
+                        // A refused write of the same key changes nothing.
+                        let _: Result<(), StoreError> = db.transaction(|tx| {
+                            tx.put("items", &key, &0u64.to_be_bytes())?;
+                            Err(StoreError::Engine {
+                                path: String::new(),
+                                message: "refused".into(),
+                            })
+                        });
+                        assert_eq!(counter(db.get("items", &key).unwrap()), n);
+                    }
+                })
+            })
+            .collect();
+        let readers: Vec<_> = (0..2)
+            .map(|_| {
+                let db = db.clone();
+                std::thread::spawn(move || {
+                    let mut last = [[0u64; 8]; 4];
+                    for _ in 0..3000 {
+                        for (w, seen) in last.iter_mut().enumerate() {
+                            for (k, last) in seen.iter_mut().enumerate() {
+                                let v = counter(db.get("items", &[w as u8, k as u8]).unwrap());
+                                assert!(v >= *last, "went back from {last} to {v}");
+                                *last = v;
+                            }
+                        }
+                    }
+                })
+            })
+            .collect();
+        for t in writers.into_iter().chain(readers) {
+            t.join().unwrap();
+        }
+        // A cross-table transaction and a deletion.
+        let mut held = db.lock();
+        let tx = held.begin().unwrap();
+        tx.put("items", &[0, 1], b"held").unwrap();
+        tx.commit().unwrap();
+        drop(held);
+        assert_eq!(db.get("items", &[0, 1]).unwrap().unwrap(), b"held");
+        db.delete("items", &[0, 1]).unwrap();
+        assert!(db.get("items", &[0, 1]).unwrap().is_none());
+        // A second handle on the same file shares the cache.
+        assert_eq!(
+            db.get("items", &[0, 2]).unwrap().unwrap(),
+            298u64.to_be_bytes()
+        );
+        let other = Db::open(&path, &[5u8; 32]).unwrap();
+        other.cache_reads("items");
+        other.put("items", &[0, 2], b"other").unwrap();
+        assert_eq!(db.get("items", &[0, 2]).unwrap().unwrap(), b"other");
+        // A file deleted and created again starts with an empty cache.
+        drop(other);
+        for suffix in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+        }
+        let fresh = Db::open(&path, &[5u8; 32]).unwrap();
+        fresh.cache_reads("items");
+        assert!(fresh.get("items", &[0, 2]).unwrap().is_none());
+        drop(db);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

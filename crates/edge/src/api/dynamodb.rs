@@ -940,7 +940,14 @@ fn ddb_with_item(e: DdbError) -> ApiError {
     api
 }
 
-fn get_item(ctx: &Ctx<'_>, tables: &Tables, input: &Map<String, Value>) -> Result<Value, ApiError> {
+/// `GetItem`, answered as the encoded body: without a projection the stored
+/// item (kept as its DynamoDB JSON) goes into the answer as it is, never
+/// decoded and encoded again.
+fn get_item(
+    ctx: &Ctx<'_>,
+    tables: &Tables,
+    input: &Map<String, Value>,
+) -> Result<Vec<u8>, ApiError> {
     let name = required(input, "TableName")?;
     let table = tables.table(ctx.region, name)?;
     let key = table.key_of(&item_arg(input, "Key")?, false)?;
@@ -952,19 +959,34 @@ fn get_item(ctx: &Ctx<'_>, tables: &Tables, input: &Map<String, Value>) -> Resul
         .get("ConsistentRead")
         .and_then(Value::as_bool)
         .unwrap_or(false);
-    let item = table.get(&key)?;
+    let stored = table.get_json(&key)?;
+    let wants_capacity = consumed(input, name, 0.0).is_some();
+    let item = match (&stored, &projection, wants_capacity) {
+        (Some(json), Some(_), _) | (Some(json), None, true) => Some(Table::decode_json(json)?),
+        _ => None,
+    };
     let size = item.as_ref().map(item_size).unwrap_or(0);
-    let mut out = json!({});
-    if let Some(item) = item {
-        let item = match &projection {
-            Some(p) => p.apply(&item),
-            None => item,
-        };
-        out["Item"] = item_to_json(&item);
+    let capacity = consumed(input, name, read_units(size, consistent));
+    let mut out = Vec::with_capacity(stored.as_ref().map_or(0, Vec::len) + 128);
+    out.push(b'{');
+    // Keys in the order serde_json writes an object's: sorted.
+    if let Some(c) = capacity {
+        out.extend_from_slice(b"\"ConsumedCapacity\":");
+        out.extend_from_slice(c.to_string().as_bytes());
     }
-    if let Some(c) = consumed(input, name, read_units(size, consistent)) {
-        out["ConsumedCapacity"] = c;
+    if let Some(json) = &stored {
+        if out.len() > 1 {
+            out.push(b',');
+        }
+        out.extend_from_slice(b"\"Item\":");
+        match (&projection, item) {
+            (Some(p), Some(item)) => {
+                out.extend_from_slice(item_to_json(&p.apply(&item)).to_string().as_bytes())
+            }
+            _ => out.extend_from_slice(json),
+        }
     }
+    out.push(b'}');
     Ok(out)
 }
 
@@ -1559,7 +1581,23 @@ fn batch_write(
     Ok(json!({"UnprocessedItems": {}}))
 }
 
+/// Runs one operation and encodes its answer. `GetItem` writes its body
+/// itself (see [`get_item`]); the others are encoded from their value.
 pub fn handle(
+    op: Operation,
+    ctx: &Ctx<'_>,
+    tables: &std::sync::Arc<Tables>,
+    input: &Map<String, Value>,
+) -> Result<Vec<u8>, ApiError> {
+    match op {
+        Operation::GetItem => get_item(ctx, tables, input),
+        _ => answer(op, ctx, tables, input)
+            .map(|value| serde_json::to_vec(&value).unwrap_or_else(|_| b"{}".to_vec())),
+    }
+}
+
+/// Every operation but `GetItem`, answered as a value.
+fn answer(
     op: Operation,
     ctx: &Ctx<'_>,
     tables: &std::sync::Arc<Tables>,
@@ -1729,7 +1767,6 @@ pub fn handle(
             })
         }
         Operation::PutItem => put_item(ctx, tables, input),
-        Operation::GetItem => get_item(ctx, tables, input),
         Operation::DeleteItem => delete_item(ctx, tables, input),
         Operation::UpdateItem => update_item(ctx, tables, input),
         Operation::Query => read_many(ctx, tables, input, true),
@@ -2540,14 +2577,17 @@ pub fn add_condition_keys(
     let Some(name) = input.get("TableName").and_then(Value::as_str) else {
         return;
     };
-    let Ok(meta) = tables.meta(ctx.region, name) else {
+    // The open handle's description: reading the catalog here would cost
+    // every item request a second store read.
+    let Ok(table) = tables.table(ctx.region, name) else {
         return;
     };
+    let meta = &table.meta;
     let mut rk = RequestKeys::default();
     match op {
         Operation::GetItem | Operation::DeleteItem | Operation::UpdateItem => {
             let key = input.get("Key").and_then(Value::as_object);
-            rk.leading_of(&meta, key);
+            rk.leading_of(meta, key);
             rk.names_of(key);
             rk.expressions(input);
             if op == Operation::GetItem {
@@ -2556,7 +2596,7 @@ pub fn add_condition_keys(
         }
         Operation::PutItem => {
             let item = input.get("Item").and_then(Value::as_object);
-            rk.leading_of(&meta, item);
+            rk.leading_of(meta, item);
             rk.names_of(item);
             rk.expressions(input);
         }
@@ -2601,9 +2641,10 @@ fn batch_keys(
     write: bool,
 ) -> ContextKeys {
     let mut keys = ctx.keys.clone();
-    let Ok(meta) = tables.meta(ctx.region, table) else {
+    let Ok(open) = tables.table(ctx.region, table) else {
         return keys;
     };
+    let meta = &open.meta;
     let mut rk = RequestKeys::default();
     if write {
         for r in request.as_array().into_iter().flatten() {
@@ -2612,7 +2653,7 @@ fn batch_keys(
                 .and_then(|p| p.get("Item"))
                 .or_else(|| r.get("DeleteRequest").and_then(|d| d.get("Key")))
                 .and_then(Value::as_object);
-            rk.leading_of(&meta, item);
+            rk.leading_of(meta, item);
             rk.names_of(item);
         }
     } else if let Some(request) = request.as_object() {
@@ -2623,7 +2664,7 @@ fn batch_keys(
             .flatten()
         {
             let key = k.as_object();
-            rk.leading_of(&meta, key);
+            rk.leading_of(meta, key);
             rk.names_of(key);
         }
         rk.expressions(request);
