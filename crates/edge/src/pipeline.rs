@@ -528,8 +528,7 @@ impl Edge {
 
     fn new_request_id(&self) -> String {
         let mut b = [0u8; 16];
-        // The system random source does not fail on Linux; a zero id is still unique enough to log.
-        let _ = self.rng.fill(&mut b);
+        random_bytes(&self.rng, &mut b);
         b[6] = (b[6] & 0x0f) | 0x40;
         b[8] = (b[8] & 0x3f) | 0x80;
         let h = moat_sigv4::hex(&b);
@@ -542,6 +541,29 @@ impl Edge {
             &h[20..32]
         )
     }
+}
+
+/// Fills `out` from a per-thread buffer of system randomness, refilled 4 KiB
+/// at a time: one system call per 256 request ids instead of one each.
+fn random_bytes(rng: &SystemRandom, out: &mut [u8]) {
+    use std::cell::RefCell;
+    const BUFFER: usize = 4096;
+    thread_local! {
+        static POOL: RefCell<(Box<[u8; BUFFER]>, usize)> = RefCell::new((Box::new([0; BUFFER]), BUFFER));
+    }
+    POOL.with(|pool| {
+        let (buf, used) = &mut *pool.borrow_mut();
+        if *used + out.len() > BUFFER {
+            // The system random source does not fail on Linux; a zero id is
+            // still unique enough to log.
+            let _ = rng.fill(&mut buf[..]);
+            *used = 0;
+        }
+        out.copy_from_slice(&buf[*used..*used + out.len()]);
+        // Each byte is handed out once.
+        buf[*used..*used + out.len()].fill(0);
+        *used += out.len();
+    });
 }
 
 /// The service a request names without a signature: the `X-Amz-Target`

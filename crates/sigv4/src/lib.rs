@@ -358,7 +358,41 @@ fn build_canonical_request(
     out
 }
 
+/// The derived key of `secret` for `scope`, from a small cache: a key
+/// signs requests all day in one region and service, and deriving it takes
+/// five HMACs. Entries are found by a digest of the secret and the scope,
+/// so no secret is a map key.
 fn signing_key(secret: &[u8], scope: &CredentialScope) -> hmac::Key {
+    type Derived = std::collections::HashMap<[u8; 32], hmac::Key>;
+    static DERIVED: std::sync::OnceLock<std::sync::Mutex<Derived>> = std::sync::OnceLock::new();
+    const MOST: usize = 1024;
+    let mut ctx = digest::Context::new(&digest::SHA256);
+    for part in [
+        secret,
+        scope.date.as_bytes(),
+        scope.region.as_bytes(),
+        scope.service.as_bytes(),
+    ] {
+        // Lengths first, so that no two different inputs run together.
+        ctx.update(&(part.len() as u64).to_be_bytes());
+        ctx.update(part);
+    }
+    let mut id = [0u8; 32];
+    id.copy_from_slice(ctx.finish().as_ref());
+    let cache = DERIVED.get_or_init(Default::default);
+    if let Some(key) = cache.lock().unwrap_or_else(|p| p.into_inner()).get(&id) {
+        return key.clone();
+    }
+    let key = derive_signing_key(secret, scope);
+    let mut cache = cache.lock().unwrap_or_else(|p| p.into_inner());
+    if cache.len() >= MOST {
+        cache.clear();
+    }
+    cache.insert(id, key.clone());
+    key
+}
+
+fn derive_signing_key(secret: &[u8], scope: &CredentialScope) -> hmac::Key {
     let mut k_secret = Vec::with_capacity(secret.len() + 4);
     k_secret.extend_from_slice(b"AWS4");
     k_secret.extend_from_slice(secret);
