@@ -61,6 +61,7 @@ pub struct FileConfig {
     pub max_connections: Option<usize>,
     pub audit_max_file_bytes: Option<u64>,
     pub audit_keep_files: Option<usize>,
+    pub item_cache_mib: Option<usize>,
     pub handshake_timeout_secs: Option<u64>,
     pub header_read_timeout_secs: Option<u64>,
     pub body_read_timeout_secs: Option<u64>,
@@ -208,6 +209,8 @@ pub struct Settings {
     pub max_connections: usize,
     pub audit_max_file_bytes: u64,
     pub audit_keep_files: usize,
+    /// What DynamoDB's item read cache may hold (all tables together).
+    pub item_cache_bytes: usize,
     /// Time allowed for a TLS handshake (and for the first byte of a connection).
     pub handshake_timeout: Duration,
     /// Time allowed for a request's head to arrive, also the idle keep-alive limit.
@@ -280,6 +283,10 @@ impl Settings {
             max_connections: file.max_connections.unwrap_or(4096),
             audit_max_file_bytes: file.audit_max_file_bytes.unwrap_or(64 * 1024 * 1024),
             audit_keep_files: file.audit_keep_files.unwrap_or(10),
+            item_cache_bytes: file
+                .item_cache_mib
+                .unwrap_or(128)
+                .saturating_mul(1024 * 1024),
             handshake_timeout: seconds(file.handshake_timeout_secs, 10)?,
             header_read_timeout: seconds(file.header_read_timeout_secs, 30)?,
             body_read_timeout: seconds(file.body_read_timeout_secs, 60)?,
@@ -393,5 +400,7 @@ mod tests {
             toml::from_str("listen = \"127.0.0.1:5000\"\nregions = [\"eu-west-1\"]").unwrap();
         assert_eq!(ok.listen, Some("127.0.0.1:5000".parse().unwrap()));
         assert!(toml::from_str::<FileConfig>("lisen = \"x\"").is_err());
+        let cache: FileConfig = toml::from_str("item_cache_mib = 512").unwrap();
+        assert_eq!(cache.item_cache_mib, Some(512));
     }
 }

@@ -168,6 +168,7 @@ async fn serve(settings: Settings) -> Result<(), String> {
         boot.account.as_str(),
     ));
     spawn_kms_maintenance(kms.clone(), settings.regions.clone());
+    moat_store::set_read_cache_budget(settings.item_cache_bytes);
     let tables = Arc::new(moat_dynamodb::tables::Tables::new(
         settings.data_dir.join("dynamodb"),
         system_db.clone(),

@@ -20,8 +20,16 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 
-/// What all caches of the process may hold together, in bytes.
-const BUDGET: usize = 128 * 1024 * 1024;
+/// What all caches of the process may hold together, in bytes, unless
+/// [`set_budget`] says otherwise.
+pub(crate) const DEFAULT_BUDGET: usize = 128 * 1024 * 1024;
+static BUDGET: AtomicUsize = AtomicUsize::new(DEFAULT_BUDGET);
+
+/// Sets what all caches of the process may hold together; 0 turns caching
+/// off. Caches above a lowered budget shrink as they are next filled.
+pub(crate) fn set_budget(bytes: usize) {
+    BUDGET.store(bytes, Ordering::Relaxed);
+}
 /// Larger values are not cached: one would displace dozens of small ones.
 const LARGEST_VALUE: usize = 64 * 1024;
 /// Bookkeeping per entry (map slot, queue slot, allocation headers).
@@ -54,7 +62,7 @@ impl Shard {
     /// Evicts the oldest entries until `size` more bytes fit the budget.
     /// False if this shard has nothing left to give.
     fn make_room(&mut self, size: usize) -> bool {
-        while HELD.load(Ordering::Relaxed) + size > BUDGET {
+        while HELD.load(Ordering::Relaxed) + size > BUDGET.load(Ordering::Relaxed) {
             match self.order.pop_front() {
                 Some(k) => self.remove(&k),
                 None => return false,
@@ -229,8 +237,8 @@ mod tests {
                 cache.fill(t, &key, &value);
             }
         }
-        assert!(HELD.load(Ordering::Relaxed) <= BUDGET);
+        assert!(HELD.load(Ordering::Relaxed) <= DEFAULT_BUDGET);
         let held: usize = cache.shards.iter().map(|s| s.lock().unwrap().bytes).sum();
-        assert!(held > BUDGET / 2, "{held}");
+        assert!(held > DEFAULT_BUDGET / 2, "{held}");
     }
 }

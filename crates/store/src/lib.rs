@@ -54,6 +54,12 @@ pub struct Db {
     cache: Arc<cache::Cache>,
 }
 
+/// Sets how many bytes the read caches of all stores of the process may hold
+/// together (default 128 MiB); 0 turns them off.
+pub fn set_read_cache_budget(bytes: usize) {
+    cache::set_budget(bytes);
+}
+
 const MAX_READERS: usize = 4;
 /// The most transactions one group commit holds (a bound on latency).
 const MAX_GROUP: usize = 128;
