@@ -392,22 +392,27 @@ impl Edge {
             (operation.authorization(), caller.as_ref())
         {
             let resource = trail.resource.clone().unwrap_or_else(|| "*".to_owned());
-            let mut request_keys = keys.clone();
-            if service == Service::DynamoDb {
-                api::dynamodb::add_condition_keys(
-                    operation,
-                    &ctx,
-                    &self.tables,
-                    &json_input,
-                    &mut request_keys,
-                );
-            }
+            // The request's keys and the service's own; built again only to
+            // explain a denial, so that the usual path copies them once.
+            let request_keys = || {
+                let mut request_keys = keys.clone();
+                if service == Service::DynamoDb {
+                    api::dynamodb::add_condition_keys(
+                        operation,
+                        &ctx,
+                        &self.tables,
+                        &json_input,
+                        &mut request_keys,
+                    );
+                }
+                request_keys
+            };
             let evaluation = self.iam.authorize(
                 caller,
                 AuthzRequest {
                     action,
                     resource: &resource,
-                    keys: request_keys.clone(),
+                    keys: request_keys(),
                 },
             );
             trail.decided_by = evaluation.deciding.as_ref().map(|d| match &d.sid {
@@ -421,7 +426,7 @@ impl Edge {
                     AuthzRequest {
                         action,
                         resource: &resource,
-                        keys: request_keys,
+                        keys: request_keys(),
                     },
                 );
             }

@@ -702,11 +702,9 @@ async fn policies_decide_and_role_sessions_narrow() {
         "AccessDenied"
     );
     // The audit line of the explicit deny names the deciding statement.
-    let audit = moat.audit_lines();
-    let deny_line = audit
-        .iter()
-        .find(|l| l["operation"] == "GetUser" && l["outcome"] == "denied")
-        .expect("an audit line for the denial");
+    let deny_line = moat.must_find_audit_where("the denial", |l| {
+        l["operation"] == "GetUser" && l["outcome"] == "denied"
+    });
     assert!(
         deny_line["decided_by"].as_str().unwrap().contains("NoBob"),
         "{deny_line}"

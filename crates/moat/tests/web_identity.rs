@@ -638,11 +638,11 @@ mod fgac {
             .unwrap();
 
         // The denial is audited with the session's principal and the table.
-        let audit = setup.moat.audit_lines();
-        let line = audit
-            .iter()
-            .find(|l| l["operation"] == "DeleteItem" && l["outcome"] == "denied")
-            .expect("an audit line for the denied DeleteItem");
+        let line = setup
+            .moat
+            .must_find_audit_where("the denied DeleteItem", |l| {
+                l["operation"] == "DeleteItem" && l["outcome"] == "denied"
+            });
         assert_eq!(
             line["principal"],
             format!(
