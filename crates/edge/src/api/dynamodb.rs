@@ -2577,12 +2577,10 @@ pub fn add_condition_keys(
     let Some(name) = input.get("TableName").and_then(Value::as_str) else {
         return;
     };
-    // The open handle's description: reading the catalog here would cost
-    // every item request a second store read.
-    let Ok(table) = tables.table(ctx.region, name) else {
+    let Some(meta) = table_meta(ctx, tables, name) else {
         return;
     };
-    let meta = &table.meta;
+    let meta = &*meta;
     let mut rk = RequestKeys::default();
     match op {
         Operation::GetItem | Operation::DeleteItem | Operation::UpdateItem => {
@@ -2632,6 +2630,35 @@ pub fn add_condition_keys(
     rk.apply(input, keys);
 }
 
+/// A table's description for its condition keys: the open handle's, since
+/// reading the catalog would cost every item request a second store read;
+/// the catalog's if the table's store cannot be opened, so that the keys
+/// (and the decision) never depend on the store's health.
+enum Described {
+    Open(std::sync::Arc<Table>),
+    Catalog(Box<TableMeta>),
+}
+
+impl std::ops::Deref for Described {
+    type Target = TableMeta;
+    fn deref(&self) -> &TableMeta {
+        match self {
+            Described::Open(table) => &table.meta,
+            Described::Catalog(meta) => meta,
+        }
+    }
+}
+
+fn table_meta(ctx: &Ctx<'_>, tables: &Tables, name: &str) -> Option<Described> {
+    match tables.table(ctx.region, name) {
+        Ok(open) => Some(Described::Open(open)),
+        Err(_) => tables
+            .meta(ctx.region, name)
+            .ok()
+            .map(|m| Described::Catalog(Box::new(m))),
+    }
+}
+
 /// The condition keys of one table's part of a batch.
 fn batch_keys(
     ctx: &Ctx<'_>,
@@ -2641,10 +2668,10 @@ fn batch_keys(
     write: bool,
 ) -> ContextKeys {
     let mut keys = ctx.keys.clone();
-    let Ok(open) = tables.table(ctx.region, table) else {
+    let Some(meta) = table_meta(ctx, tables, table) else {
         return keys;
     };
-    let meta = &open.meta;
+    let meta = &*meta;
     let mut rk = RequestKeys::default();
     if write {
         for r in request.as_array().into_iter().flatten() {
