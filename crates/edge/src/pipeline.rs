@@ -453,26 +453,13 @@ impl Edge {
             Service::DynamoDb => {
                 // A write blocks on its store (fsync, a lock held by a
                 // transaction): on the multi-threaded runtime the worker's
-                // other tasks move elsewhere meanwhile. Single reads run in
-                // place: they read the last commit on a reader connection
-                // and never wait for a writer, and handing the worker off
-                // would cost more than the read.
+                // other tasks move elsewhere meanwhile. Quick reads
+                // (`Operation::is_quick_read`) run in place.
                 let run = || api::dynamodb::handle(operation, &ctx, &self.tables, &json_input);
                 let multi_thread = tokio::runtime::Handle::try_current().is_ok_and(|h| {
                     h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread
                 });
-                let quick_read = matches!(
-                    operation,
-                    Operation::GetItem
-                        | Operation::Query
-                        | Operation::BatchGetItem
-                        | Operation::ListTables
-                        | Operation::DescribeTimeToLive
-                        | Operation::DescribeContinuousBackups
-                        | Operation::DescribeLimits
-                        | Operation::DescribeEndpoints
-                );
-                let body = if multi_thread && !quick_read {
+                let body = if multi_thread && !operation.is_quick_read() {
                     tokio::task::block_in_place(run)?
                 } else {
                     run()?

@@ -407,6 +407,24 @@ impl Operation {
         self.info().anonymous
     }
 
+    /// A DynamoDB operation that only reads the last commit (on a reader
+    /// connection or the item cache) and never waits for a writer: it runs
+    /// in place on its worker, where handing the worker off would cost more
+    /// than the read.
+    pub fn is_quick_read(self) -> bool {
+        matches!(
+            self,
+            Operation::GetItem
+                | Operation::Query
+                | Operation::BatchGetItem
+                | Operation::ListTables
+                | Operation::DescribeTimeToLive
+                | Operation::DescribeContinuousBackups
+                | Operation::DescribeLimits
+                | Operation::DescribeEndpoints
+        )
+    }
+
     /// Every operation, for tests and documentation.
     pub fn all() -> impl Iterator<Item = Operation> {
         OPERATIONS.iter().map(|i| i.operation)
