@@ -1,6 +1,21 @@
 # Shared by bench/compare.sh and bench/scaling.sh (sourced, not run).
-# Needs: $bin (the release binaries), $tools (the tools directory), $work (a
-# scratch directory) and the array pids (started processes, for cleanup).
+# Needs $bin (the release binaries) and $tools (the tools directory). Sourcing
+# it installs the AWS CLI into the tools directory if it is missing, and makes
+# $work (a scratch directory) and the array pids (started processes), both
+# cleaned up on exit.
+
+if ! "$tools/venv/bin/aws" --version >/dev/null 2>&1; then
+  [ -x "$tools/venv/bin/pip" ] || python3 -m venv "$tools/venv"
+  "$tools/venv/bin/pip" install --quiet --disable-pip-version-check "awscli>=1.36,<2"
+fi
+work=$(mktemp -d)
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
 
 # start_moat NAME PLAIN(yes|no): a release Moat on a fresh data directory
 # under $work, with an IAM user whose policy allows the item actions on the

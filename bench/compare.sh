@@ -45,19 +45,6 @@ fi
 if want fakecloud && [ ! -x "$tools/fakecloud/bin/fakecloud" ]; then
   cargo install --locked fakecloud --root "$tools/fakecloud"
 fi
-if ! "$tools/venv/bin/aws" --version >/dev/null 2>&1; then
-  "$tools/venv/bin/pip" install --quiet --disable-pip-version-check "awscli>=1.36,<2"
-fi
-
-work=$(mktemp -d)
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
-
 source bench/common.sh
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }

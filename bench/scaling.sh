@@ -17,18 +17,6 @@ warmup="${WARMUP:-1}"
 sizes="${SIZES:-10000 100000 1000000}"
 cargo build --release --locked -p moat -p moat-bench
 bin="$CARGO_TARGET_DIR/release"
-if ! "$tools/venv/bin/aws" --version >/dev/null 2>&1; then
-  python3 -m venv "$tools/venv"
-  "$tools/venv/bin/pip" install --quiet --disable-pip-version-check "awscli>=1.36,<2"
-fi
-work=$(mktemp -d)
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
 source bench/common.sh
 
 # run [moat-bench options...]: one JSON line.

@@ -672,7 +672,8 @@ impl Table {
         })
     }
 
-    pub(crate) fn decode(bytes: &[u8]) -> Result<Item, DdbError> {
+    /// An item as stored (what [`Table::get_json`] returns).
+    pub fn decode(bytes: &[u8]) -> Result<Item, DdbError> {
         let json: serde_json::Value = serde_json::from_slice(bytes)
             .map_err(|e| DdbError::new(DdbErrorKind::Internal, e.to_string()))?;
         let map = json.as_object().ok_or_else(|| {
@@ -704,11 +705,6 @@ impl Table {
     /// `item_to_json` writes it.
     pub fn get_json(&self, key: &ItemKey) -> Result<Option<Vec<u8>>, DdbError> {
         Ok(self.db.get(ITEMS, &key.storage)?)
-    }
-
-    /// Decodes what [`Table::get_json`] returned.
-    pub fn decode_json(json: &[u8]) -> Result<Item, DdbError> {
-        Self::decode(json)
     }
 
     pub fn get(&self, key: &ItemKey) -> Result<Option<Item>, DdbError> {

@@ -156,8 +156,9 @@ impl Cache {
     }
 
     /// Forgets keys a committed transaction wrote.
-    pub(crate) fn invalidate<'k>(&self, keys: impl IntoIterator<Item = &'k [u8]>) {
+    pub(crate) fn invalidate<K: AsRef<[u8]>>(&self, keys: impl IntoIterator<Item = K>) {
         for key in keys {
+            let key = key.as_ref();
             let mut s = self.lock(self.shard_of(key));
             s.generation += 1;
             s.remove(key);
@@ -207,13 +208,13 @@ mod tests {
         cache.enable("items");
         let ticket = cache.get(b"k").unwrap_err();
         // A write commits and invalidates between the read and the fill.
-        cache.invalidate([b"k".as_slice()]);
+        cache.invalidate([b"k"]);
         cache.fill(ticket, b"k", b"old");
         assert!(cache.get(b"k").is_err());
         let ticket = cache.get(b"k").unwrap_err();
         cache.fill(ticket, b"k", b"new");
         assert_eq!(&*cache.get(b"k").unwrap(), b"new");
-        cache.invalidate([b"k".as_slice()]);
+        cache.invalidate([b"k"]);
         assert!(cache.get(b"k").is_err());
     }
 

@@ -439,14 +439,7 @@ impl Db {
             let _ = writer.conn.execute_batch("ROLLBACK");
         }
         // Before any member returns: a read after its write must miss.
-        self.cache.invalidate(
-            writer
-                .touched
-                .drain(..)
-                .collect::<Vec<_>>()
-                .iter()
-                .map(Vec::as_slice),
-        );
+        self.cache.invalidate(writer.touched.drain(..));
         group.finish(result.as_ref().map(|_| ()).map_err(|e| e.to_string()));
         result.map_err(|e| engine_error(&self.path, e))
     }
@@ -565,7 +558,7 @@ impl Tx<'_> {
             TxConn::Own(tx) => {
                 let committed = tx.commit().map_err(|e| engine_error(path, e));
                 let touched = self.touched.into_inner();
-                self.cache.invalidate(touched.iter().map(Vec::as_slice));
+                self.cache.invalidate(touched);
                 committed
             }
             // The group's commit invalidates its members' keys.

@@ -755,13 +755,17 @@ fn read_units(size: usize, consistent: bool) -> f64 {
     }
 }
 
+fn wants_consumed(input: &Map<String, Value>) -> bool {
+    matches!(
+        input.get("ReturnConsumedCapacity").and_then(Value::as_str),
+        Some("TOTAL") | Some("INDEXES")
+    )
+}
+
 fn consumed(input: &Map<String, Value>, table: &str, units: f64) -> Option<Value> {
-    match input.get("ReturnConsumedCapacity").and_then(Value::as_str) {
-        Some("TOTAL") | Some("INDEXES") => Some(
-            json!({"TableName": table, "CapacityUnits": units, "Table": {"CapacityUnits": units}}),
-        ),
-        _ => None,
-    }
+    wants_consumed(input).then(
+        || json!({"TableName": table, "CapacityUnits": units, "Table": {"CapacityUnits": units}}),
+    )
 }
 
 /// The `CancellationReasons` code of an action's failure.
@@ -960,9 +964,9 @@ fn get_item(
         .and_then(Value::as_bool)
         .unwrap_or(false);
     let stored = table.get_json(&key)?;
-    let wants_capacity = consumed(input, name, 0.0).is_some();
+    let wants_capacity = wants_consumed(input);
     let item = match (&stored, &projection, wants_capacity) {
-        (Some(json), Some(_), _) | (Some(json), None, true) => Some(Table::decode_json(json)?),
+        (Some(json), Some(_), _) | (Some(json), None, true) => Some(Table::decode(json)?),
         _ => None,
     };
     let size = item.as_ref().map(item_size).unwrap_or(0);
