@@ -27,6 +27,14 @@ use tracing_subscriber::EnvFilter;
 use crate::cli::{Cli, Command};
 use crate::config::Settings;
 
+/// Rust's allocations go to mimalloc: the request path allocates many small
+/// short-lived values on one thread and frees some on another, where glibc's
+/// arenas took 15% of a request's CPU, much of it in lock contention.
+/// With mimalloc: GetItem +23%, PutItem +16% on 16 connections, +50% on 64
+/// (BENCHMARKS.md). SQLite's own allocations still go to glibc.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     limit_malloc_arenas();
     let cli = Cli::parse();
@@ -378,12 +386,11 @@ async fn shutdown_signal() {
     }
 }
 
-/// glibc gives each thread that meets a busy arena a new one, up to eight per
-/// core, and each keeps the memory freed into it. Moat's allocations move
-/// between threads (a request is parsed on one worker and its cached item
-/// freed on another), so with the default a million-item table held 380 MiB
-/// resident instead of 230 (BENCHMARKS.md), at no measurable gain in
-/// throughput. Called first, before any other thread exists.
+/// glibc (which serves SQLite's allocations) gives each thread that meets a
+/// busy arena a new one, up to eight per core, and each keeps the memory
+/// freed into it. With the default, and with Rust's allocations still on
+/// glibc, a million-item table held 380 MiB resident instead of 230
+/// (BENCHMARKS.md). Called first, before any other thread exists.
 fn limit_malloc_arenas() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: mallopt only sets an allocator parameter; it is called before
