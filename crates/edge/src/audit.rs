@@ -126,6 +126,8 @@ struct Writer {
     config: AuditConfig,
     file: io::BufWriter<File>,
     size: u64,
+    /// The line being written, kept for the next one's bytes.
+    line: Vec<u8>,
 }
 
 impl Writer {
@@ -137,17 +139,18 @@ impl Writer {
             config,
             file: io::BufWriter::new(file),
             size,
+            line: Vec::new(),
         })
     }
 
     fn write(&mut self, record: &AuditRecord) {
-        let mut line = match serde_json::to_vec(record) {
-            Ok(line) => line,
-            Err(e) => {
-                tracing::error!(error = %e, "cannot encode an audit record");
-                return;
-            }
-        };
+        let mut line = std::mem::take(&mut self.line);
+        line.clear();
+        if let Err(e) = serde_json::to_writer(&mut line, record) {
+            tracing::error!(error = %e, "cannot encode an audit record");
+            self.line = line;
+            return;
+        }
         line.push(b'\n');
         if self.size > 0 && self.size + line.len() as u64 > self.config.max_file_bytes {
             if let Err(e) = self.rotate() {
@@ -158,6 +161,7 @@ impl Writer {
             Ok(()) => self.size += line.len() as u64,
             Err(e) => tracing::error!(error = %e, "cannot write the audit log"),
         }
+        self.line = line;
     }
 
     fn flush(&mut self) {
