@@ -88,10 +88,10 @@ pub(crate) fn decode_query(raw_query: &str) -> Vec<(Vec<u8>, Vec<u8>)> {
         .collect()
 }
 
-/// A signed header's canonical value: every value of the header in order,
-/// trimmed, inner runs of white space folded to one space, joined by commas.
-pub(crate) fn header_value(headers: &HeaderMap, name: &str) -> String {
-    let mut out = String::new();
+/// Appends a signed header's canonical value to `out`: every value of the
+/// header in order, trimmed, inner runs of white space folded to one space,
+/// joined by commas.
+pub(crate) fn push_header_value(out: &mut String, headers: &HeaderMap, name: &str) {
     for (i, value) in headers.get_all(name).iter().enumerate() {
         if i > 0 {
             out.push(',');
@@ -109,7 +109,6 @@ pub(crate) fn header_value(headers: &HeaderMap, name: &str) -> String {
             first = false;
         }
     }
-    out
 }
 
 fn percent_decode(input: &[u8]) -> Vec<u8> {

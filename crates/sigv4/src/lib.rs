@@ -348,11 +348,16 @@ fn build_canonical_request(
     for name in &signed.signed_headers {
         out.push_str(name);
         out.push(':');
-        out.push_str(&canonical::header_value(req.headers, name));
+        canonical::push_header_value(&mut out, req.headers, name);
         out.push('\n');
     }
     out.push('\n');
-    out.push_str(&signed.signed_headers.join(";"));
+    for (i, name) in signed.signed_headers.iter().enumerate() {
+        if i > 0 {
+            out.push(';');
+        }
+        out.push_str(name);
+    }
     out.push('\n');
     out.push_str(payload_hash);
     out

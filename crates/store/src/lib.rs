@@ -117,6 +117,13 @@ enum TxConn<'a> {
     Member(&'a Connection),
 }
 
+/// Runs one statement of the group commit's, prepared once per connection:
+/// every transaction runs three of them, and parsing them anew each time was
+/// 3% of a PutItem.
+fn run_cached(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
+    conn.prepare_cached(sql)?.execute([]).map(|_| ())
+}
+
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -421,12 +428,12 @@ impl Db {
         self.joiners.fetch_sub(1, Ordering::SeqCst);
         let err = |e| engine_error(&self.path, e);
         if writer.group.is_none() {
-            writer.conn.execute_batch("BEGIN IMMEDIATE").map_err(err)?;
+            run_cached(&writer.conn, "BEGIN IMMEDIATE").map_err(err)?;
             writer.group = Some(Arc::new(Group::default()));
             writer.members = 0;
         }
         let group = writer.group.clone().unwrap_or_default();
-        if let Err(e) = writer.conn.execute_batch("SAVEPOINT member") {
+        if let Err(e) = run_cached(&writer.conn, "SAVEPOINT member") {
             let e = err(e);
             self.abort_group(&mut writer, &e);
             return Err(e.into());
@@ -445,12 +452,14 @@ impl Db {
         };
         writer.touched.extend(touched);
         let keep = matches!(ran, Ok(Ok(_)));
-        let end = if keep {
-            "RELEASE member"
+        let ended = if keep {
+            run_cached(&writer.conn, "RELEASE member")
         } else {
-            "ROLLBACK TO member; RELEASE member"
+            writer
+                .conn
+                .execute_batch("ROLLBACK TO member; RELEASE member")
         };
-        if let Err(e) = writer.conn.execute_batch(end) {
+        if let Err(e) = ended {
             // The savepoint is in an unknown state: the whole group goes.
             let e = err(e);
             self.abort_group(&mut writer, &e);
@@ -491,7 +500,7 @@ impl Db {
         let Some(group) = writer.group.take() else {
             return Ok(());
         };
-        let result = writer.conn.execute_batch("COMMIT");
+        let result = run_cached(&writer.conn, "COMMIT");
         if result.is_err() {
             let _ = writer.conn.execute_batch("ROLLBACK");
         }
