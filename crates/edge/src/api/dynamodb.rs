@@ -1357,22 +1357,29 @@ fn read_many(
     }
 
     let scanned = evaluated.len();
+    // Straight to JSON: no copy of an item that is returned whole, and none
+    // at all for a COUNT.
+    let mut count = 0;
     let mut items = Vec::new();
     for (_, item) in &evaluated {
         let keep = match &filter {
             Some(f) => f.eval(item).map_err(expr_err)?,
             None => true,
         };
-        if keep {
+        if !keep {
+            continue;
+        }
+        count += 1;
+        if select != "COUNT" {
             items.push(match &projection {
-                Some(p) => p.apply(item),
-                None => item.clone(),
+                Some(p) => item_to_json(&p.apply(item)),
+                None => item_to_json(item),
             });
         }
     }
-    let mut out = json!({"Count": items.len(), "ScannedCount": scanned});
+    let mut out = json!({"Count": count, "ScannedCount": scanned});
     if select != "COUNT" {
-        out["Items"] = Value::Array(items.iter().map(item_to_json).collect());
+        out["Items"] = Value::Array(items);
     }
     if truncated {
         if let Some((_, last)) = evaluated.last() {
