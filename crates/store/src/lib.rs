@@ -4,9 +4,9 @@
 //! The engine is SQLCipher (SQLite with page encryption) through rusqlite's
 //! bundled build. Every page of the database, its write-ahead log and its
 //! snapshots is encrypted with AES-256 and authenticated with an HMAC (see
-//! `FORMAT`), so no key, value or tree name is in any file in plaintext, and a flipped byte
-//! is reported as corruption instead of being read as data. Temporary data is
-//! kept in memory, never in temporary files.
+//! `FORMAT`), so no key, value or tree name is in any file in plaintext, and
+//! a flipped byte is reported as corruption instead of being read as data.
+//! Temporary data is kept in memory, never in temporary files.
 //!
 //! Architecture invariant: knows nothing of Moat's services or of where its
 //! key comes from; the caller hands it the database key (from `moat-keys`).
@@ -55,7 +55,7 @@ pub struct Db {
 }
 
 /// Sets how many bytes the read caches of all stores of the process may hold
-/// together (default 128 MiB); 0 turns them off.
+/// together (default 96 MiB); 0 turns them off.
 pub fn set_read_cache_budget(bytes: usize) {
     cache::set_budget(bytes);
 }
@@ -256,11 +256,13 @@ fn open_in_format(
     // system calls per malloc, most of a read's CPU time (see
     // BENCHMARKS.md). Decrypted pages stay in this process's memory either
     // way; swap must be off or encrypted on a machine that holds secrets
-    // (README, "Encryption at rest").
+    // (README, "Encryption at rest"). 16 MiB of pages: the B-tree's inner
+    // pages and the recently written leaves; random reads of a large table
+    // miss any cache the memory target leaves room for.
     conn.execute_batch(
         "PRAGMA cipher_memory_security = OFF;
          PRAGMA temp_store = MEMORY;
-         PRAGMA cache_size = -32768;",
+         PRAGMA cache_size = -16384;",
     )
     .map_err(err)?;
     // Reading the schema proves the key (and the first page) are right.
@@ -349,7 +351,7 @@ impl Db {
                 // Each reader caches pages of its own; hot items live in the
                 // shared item cache instead, so readers keep little more than
                 // the B-tree's inner pages.
-                conn.execute_batch("PRAGMA cache_size = -8192;")
+                conn.execute_batch("PRAGMA cache_size = -4096;")
                     .map_err(|e| engine_error(&self.path, e))?;
                 conn
             }
