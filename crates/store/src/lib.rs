@@ -256,13 +256,11 @@ fn open_in_format(
     // system calls per malloc, most of a read's CPU time (see
     // BENCHMARKS.md). Decrypted pages stay in this process's memory either
     // way; swap must be off or encrypted on a machine that holds secrets
-    // (README, "Encryption at rest"). 16 MiB of pages: the B-tree's inner
-    // pages and the recently written leaves; random reads of a large table
-    // miss any cache the memory target leaves room for.
+    // (README, "Encryption at rest").
     conn.execute_batch(
         "PRAGMA cipher_memory_security = OFF;
          PRAGMA temp_store = MEMORY;
-         PRAGMA cache_size = -16384;",
+         PRAGMA cache_size = -32768;",
     )
     .map_err(err)?;
     // Reading the schema proves the key (and the first page) are right.
@@ -351,7 +349,7 @@ impl Db {
                 // Each reader caches pages of its own; hot items live in the
                 // shared item cache instead, so readers keep little more than
                 // the B-tree's inner pages.
-                conn.execute_batch("PRAGMA cache_size = -4096;")
+                conn.execute_batch("PRAGMA cache_size = -8192;")
                     .map_err(|e| engine_error(&self.path, e))?;
                 conn
             }
