@@ -520,16 +520,18 @@ impl Edge {
         random_bytes(&self.rng, &mut b);
         b[6] = (b[6] & 0x0f) | 0x40;
         b[8] = (b[8] & 0x3f) | 0x80;
-        // 8-4-4-4-12 hex digits, built without the formatting machinery
+        // 8-4-4-4-12 hex digits, joined without the formatting machinery
         // (it showed in the profile of a GetItem).
-        const DIGITS: &[u8; 16] = b"0123456789abcdef";
+        let h = moat_sigv4::hex(&b);
         let mut id = String::with_capacity(36);
-        for (i, byte) in b.iter().enumerate() {
-            if matches!(i, 4 | 6 | 8 | 10) {
+        for (i, part) in [&h[..8], &h[8..12], &h[12..16], &h[16..20], &h[20..]]
+            .into_iter()
+            .enumerate()
+        {
+            if i > 0 {
                 id.push('-');
             }
-            id.push(DIGITS[usize::from(byte >> 4)] as char);
-            id.push(DIGITS[usize::from(byte & 0xf)] as char);
+            id.push_str(part);
         }
         id
     }

@@ -285,8 +285,9 @@ impl Settings {
             audit_keep_files: file.audit_keep_files.unwrap_or(10),
             item_cache_bytes: file
                 .item_cache_mib
-                .unwrap_or(96)
-                .saturating_mul(1024 * 1024),
+                .map_or(moat_store::DEFAULT_READ_CACHE_BYTES, |mib| {
+                    mib.saturating_mul(1024 * 1024)
+                }),
             handshake_timeout: seconds(file.handshake_timeout_secs, 10)?,
             header_read_timeout: seconds(file.header_read_timeout_secs, 30)?,
             body_read_timeout: seconds(file.body_read_timeout_secs, 60)?,

@@ -54,8 +54,12 @@ pub struct Db {
     cache: Arc<cache::Cache>,
 }
 
+/// What the read caches of all stores of the process hold together unless
+/// [`set_read_cache_budget`] says otherwise.
+pub const DEFAULT_READ_CACHE_BYTES: usize = cache::DEFAULT_BUDGET;
+
 /// Sets how many bytes the read caches of all stores of the process may hold
-/// together (default 96 MiB); 0 turns them off.
+/// together; 0 turns them off.
 pub fn set_read_cache_budget(bytes: usize) {
     cache::set_budget(bytes);
 }

@@ -157,7 +157,6 @@ impl Moat {
 
     /// Waits until the audit log has a line that `matches` (the writer is
     /// asynchronous, and gathers records for a moment under load).
-    #[allow(dead_code)] // not every test binary audits
     pub fn must_find_audit_where(
         &self,
         what: &str,
@@ -174,17 +173,9 @@ impl Moat {
 
     /// Waits until the audit log has a line for `request_id` (the writer is asynchronous).
     pub fn must_find_audit(&self, request_id: &str) -> serde_json::Value {
-        for _ in 0..100 {
-            if let Some(line) = self
-                .audit_lines()
-                .into_iter()
-                .find(|l| l["request_id"] == request_id)
-            {
-                return line;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        panic!("no audit line for request {request_id}");
+        self.must_find_audit_where(&format!("request {request_id}"), |l| {
+            l["request_id"] == request_id
+        })
     }
 }
 
