@@ -16,6 +16,7 @@ use moat_objects::ObjectStore;
 use moat_store::{Db, Locked, StoreError, Tx};
 use serde::{Deserialize, Serialize};
 
+use crate::expr::SortCondition;
 use crate::value::{item_from_json, item_size, item_to_json, key_bytes, AttributeValue, Item};
 
 /// DynamoDB's largest item.
@@ -993,6 +994,43 @@ impl Table {
         }
     }
 
+    /// As `range_in`, backwards: from `upper` (exclusive) down to `lower`,
+    /// read in chunks from the end, so that a reader of the last few items
+    /// of a large partition reads only those.
+    pub fn range_in_descending(
+        &self,
+        index: Option<&IndexMeta>,
+        lower: Bound<Vec<u8>>,
+        upper: Option<Vec<u8>>,
+        mut visit: impl FnMut(&[u8], Item) -> Result<bool, DdbError>,
+    ) -> Result<(), DdbError> {
+        let tree = index
+            .map(IndexMeta::tree)
+            .unwrap_or_else(|| ITEMS.to_owned());
+        let lower_ref = match &lower {
+            Bound::Included(v) => Bound::Included(v.as_slice()),
+            Bound::Excluded(v) => Bound::Excluded(v.as_slice()),
+            Bound::Unbounded => Bound::Unbounded,
+        };
+        let mut cursor = upper;
+        loop {
+            let upper_ref = match &cursor {
+                Some(u) => Bound::Excluded(u.as_slice()),
+                None => Bound::Unbounded,
+            };
+            let chunk = self.db.scan_descending(&tree, lower_ref, upper_ref, 256)?;
+            let Some(last) = chunk.last().map(|(k, _)| k.clone()) else {
+                return Ok(());
+            };
+            for (k, v) in chunk {
+                if !visit(&k, Self::decode(&v)?)? {
+                    return Ok(());
+                }
+            }
+            cursor = Some(last);
+        }
+    }
+
     /// The storage key prefix of a partition, and the first key after it.
     pub fn partition_bounds(
         &self,
@@ -1015,6 +1053,59 @@ impl Table {
             )
         })
     }
+}
+
+/// The storage keys a sort key condition can match in a partition (or an
+/// index partition) whose keys start with `prefix` and end before `end`:
+/// the first (inclusive) and the end (exclusive). A key stores its sort key
+/// value encoded in order (`key_bytes`, prefix-free) right after the
+/// partition's prefix, so each condition is one contiguous range. The range
+/// may be wider than the condition (a value of another type), never
+/// narrower; readers still test each item.
+pub fn sort_key_range(
+    prefix: &[u8],
+    end: Option<Vec<u8>>,
+    condition: Option<&SortCondition>,
+) -> (Vec<u8>, Option<Vec<u8>>) {
+    let at = |v: &AttributeValue| {
+        key_bytes(v).map(|encoded| {
+            let mut key = prefix.to_vec();
+            key.extend_from_slice(&encoded);
+            key
+        })
+    };
+    let whole = (prefix.to_vec(), end.clone());
+    // Keys of values up to and including `v`, in either trees: an index
+    // entry goes on with its item's key after the value.
+    let after = |v: &AttributeValue| at(v).and_then(|k| successor(&k));
+    let Some(condition) = condition else {
+        return whole;
+    };
+    let range = match condition {
+        SortCondition::Eq(v) => at(v).map(|k| (k.clone(), successor(&k))),
+        SortCondition::Lt(v) => at(v).map(|k| (prefix.to_vec(), Some(k))),
+        SortCondition::Le(v) => after(v).map(|k| (prefix.to_vec(), Some(k))),
+        SortCondition::Gt(v) => after(v).map(|k| (k, end.clone())),
+        SortCondition::Ge(v) => at(v).map(|k| (k, end.clone())),
+        SortCondition::Between(a, b) => at(a).zip(after(b)).map(|(lo, hi)| (lo, Some(hi))),
+        SortCondition::BeginsWith(p) => {
+            let stem = match p {
+                AttributeValue::S(_) | AttributeValue::B(_) => key_bytes(p),
+                _ => None,
+            };
+            // A string's encoding is its escaped bytes and a two-byte end
+            // mark: every value starting with `p` starts with the bytes
+            // before the mark.
+            stem.map(|mut encoded| {
+                encoded.truncate(encoded.len().saturating_sub(2));
+                let mut key = prefix.to_vec();
+                key.extend_from_slice(&encoded);
+                let hi = successor(&key);
+                (key, hi)
+            })
+        }
+    };
+    range.unwrap_or(whole)
 }
 
 /// The smallest byte string greater than every string starting with `prefix`.

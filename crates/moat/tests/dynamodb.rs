@@ -2809,3 +2809,296 @@ async fn an_item_in_a_transaction_in_flight_conflicts() {
         .await
         .unwrap();
 }
+
+/// Every page of a `Query`, following `LastEvaluatedKey`.
+async fn query_pages(
+    db: &Client,
+    index: Option<&str>,
+    condition: &str,
+    values: &[(&str, AV)],
+    forward: bool,
+    limit: Option<i32>,
+) -> Vec<HashMap<String, AV>> {
+    let mut items = Vec::new();
+    let mut start = None;
+    for _ in 0..1000 {
+        let mut query = db
+            .query()
+            .table_name("ranges")
+            .set_index_name(index.map(str::to_owned))
+            .key_condition_expression(condition)
+            .scan_index_forward(forward)
+            .set_limit(limit)
+            .set_exclusive_start_key(start.take());
+        for (name, value) in values {
+            query = query.expression_attribute_values(*name, value.clone());
+        }
+        let page = query.send().await.unwrap();
+        items.extend(page.items().iter().cloned());
+        match page.last_evaluated_key() {
+            Some(key) => start = Some(key.clone()),
+            None => return items,
+        }
+    }
+    panic!("{condition}: no end of pages");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_key_condition_reads_the_same_items_both_ways_and_in_pages() {
+    use aws_sdk_dynamodb::types::{GlobalSecondaryIndex, Projection, ProjectionType};
+    let dir = TempDir::new("ddb-key-ranges");
+    let moat = Moat::must_start(dir.path());
+    let db = client(&moat);
+    let def = |n: &str, t: ScalarAttributeType| {
+        AttributeDefinition::builder()
+            .attribute_name(n)
+            .attribute_type(t)
+            .build()
+            .unwrap()
+    };
+    let ks = |n: &str, t: KeyType| {
+        KeySchemaElement::builder()
+            .attribute_name(n)
+            .key_type(t)
+            .build()
+            .unwrap()
+    };
+    db.create_table()
+        .table_name("ranges")
+        .attribute_definitions(def("pk", ScalarAttributeType::S))
+        .attribute_definitions(def("sk", ScalarAttributeType::S))
+        .attribute_definitions(def("g", ScalarAttributeType::S))
+        .attribute_definitions(def("num", ScalarAttributeType::N))
+        .key_schema(ks("pk", KeyType::Hash))
+        .key_schema(ks("sk", KeyType::Range))
+        .global_secondary_indexes(
+            GlobalSecondaryIndex::builder()
+                .index_name("ByNum")
+                .key_schema(ks("g", KeyType::Hash))
+                .key_schema(ks("num", KeyType::Range))
+                .projection(
+                    Projection::builder()
+                        .projection_type(ProjectionType::All)
+                        .build(),
+                )
+                .build()
+                .unwrap(),
+        )
+        .billing_mode(BillingMode::PayPerRequest)
+        .send()
+        .await
+        .unwrap();
+
+    // More items than one read of the store (256) in the partition, sort
+    // keys that are prefixes of others or hold NUL bytes, and neighbours
+    // on both sides: "pp" and "o" must never leak in.
+    let mut sort_keys: Vec<String> = (0..280).map(|i| format!("k{i:03}")).collect();
+    sort_keys.extend(
+        [
+            "k",
+            "k0",
+            "k00",
+            "k\u{0}",
+            "k\u{0}\u{0}a",
+            "kä",
+            "j",
+            "l",
+            "k1\u{0}",
+        ]
+        .map(String::from),
+    );
+    // Index values with repeats, negatives, zero and fractions.
+    let num_of = |i: usize| ((i * 37) % 101) as f64 / 4.0 - 12.5;
+    let mut writes = Vec::new();
+    for (i, sk) in sort_keys.iter().enumerate() {
+        writes.push((s("p"), sk.clone(), num_of(i)));
+    }
+    for sk in ["k001", "k5", "a"] {
+        writes.push((s("pp"), sk.to_owned(), 0.0));
+        writes.push((s("o"), sk.to_owned(), 1.0));
+    }
+    for (pk, sk, num) in &writes {
+        let g = if *pk == s("p") { "g" } else { "h" };
+        db.put_item()
+            .table_name("ranges")
+            .item("pk", pk.clone())
+            .item("sk", s(sk))
+            .item("g", s(g))
+            .item("num", n(num))
+            .send()
+            .await
+            .unwrap();
+    }
+
+    // The table: each sort key condition against every sort key.
+    let probes = [
+        "k", "k000", "k0995", "k100", "k279", "k5", "a", "z", "k\u{0}", "kä",
+    ];
+    type Test = Box<dyn Fn(&str) -> bool>;
+    type Case<'a> = (String, Vec<(&'a str, AV)>, Test);
+    let mut cases: Vec<Case> = Vec::new();
+    for p in probes {
+        let v = p.to_owned();
+        let ops: [(&str, Test); 5] = [
+            (
+                "=",
+                Box::new({
+                    let v = v.clone();
+                    move |k: &str| k == v
+                }),
+            ),
+            (
+                "<",
+                Box::new({
+                    let v = v.clone();
+                    move |k: &str| k < v.as_str()
+                }),
+            ),
+            (
+                "<=",
+                Box::new({
+                    let v = v.clone();
+                    move |k: &str| k <= v.as_str()
+                }),
+            ),
+            (
+                ">",
+                Box::new({
+                    let v = v.clone();
+                    move |k: &str| k > v.as_str()
+                }),
+            ),
+            (
+                ">=",
+                Box::new({
+                    let v = v.clone();
+                    move |k: &str| k >= v.as_str()
+                }),
+            ),
+        ];
+        for (op, test) in ops {
+            cases.push((format!("pk = :p AND sk {op} :v"), vec![(":v", s(p))], test));
+        }
+    }
+    for p in ["k", "k1", "k00", "k\u{0}", "z", "kä", "k27"] {
+        let v = p.to_owned();
+        cases.push((
+            "pk = :p AND begins_with(sk, :v)".into(),
+            vec![(":v", s(p))],
+            Box::new(move |k: &str| k.starts_with(v.as_str())),
+        ));
+    }
+    for (a, b) in [
+        ("k000", "k010"),
+        ("k", "k1"),
+        ("a", "z"),
+        ("k\u{0}", "k00"),
+        ("k279", "l"),
+    ] {
+        let (lo, hi) = (a.to_owned(), b.to_owned());
+        cases.push((
+            "pk = :p AND sk BETWEEN :a AND :b".into(),
+            vec![(":a", s(a)), (":b", s(b))],
+            Box::new(move |k: &str| lo.as_str() <= k && k <= hi.as_str()),
+        ));
+    }
+    cases.push(("pk = :p".into(), vec![], Box::new(|_: &str| true)));
+    let mut in_order = sort_keys.clone();
+    in_order.sort();
+    for (condition, mut values, test) in cases {
+        values.push((":p", s("p")));
+        let expected: Vec<&String> = in_order.iter().filter(|k| test(k.as_str())).collect();
+        for forward in [true, false] {
+            for limit in [None, Some(37)] {
+                let got = query_pages(&db, None, &condition, &values, forward, limit).await;
+                let got: Vec<&str> = got
+                    .iter()
+                    .map(|i| i["sk"].as_s().unwrap().as_str())
+                    .collect();
+                let mut want: Vec<&str> = expected.iter().map(|k| k.as_str()).collect();
+                if !forward {
+                    want.reverse();
+                }
+                assert_eq!(
+                    got, want,
+                    "{condition} {values:?} forward {forward} limit {limit:?}"
+                );
+            }
+        }
+    }
+
+    // The newest item alone (the usual reason to read backwards).
+    let last = db
+        .query()
+        .table_name("ranges")
+        .key_condition_expression("pk = :p")
+        .expression_attribute_values(":p", s("p"))
+        .scan_index_forward(false)
+        .limit(1)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(last.items()[0]["sk"], s(in_order.last().unwrap()));
+    assert!(last.last_evaluated_key().is_some());
+
+    // The index: numeric conditions over repeated values, both ways.
+    let nums: Vec<f64> = (0..sort_keys.len()).map(num_of).collect();
+    for (op, v) in [
+        ("=", 0.0),
+        ("=", -12.5),
+        ("<", 0.25),
+        ("<=", -3.0),
+        (">", 12.0),
+        (">=", 12.5),
+        (">", 100.0),
+        ("<", -100.0),
+    ] {
+        let condition = format!("g = :g AND num {op} :v");
+        let values = [(":g", s("g")), (":v", n(v))];
+        let test = |x: f64| match op {
+            "=" => x == v,
+            "<" => x < v,
+            "<=" => x <= v,
+            ">" => x > v,
+            _ => x >= v,
+        };
+        let mut want: Vec<f64> = nums.iter().copied().filter(|x| test(*x)).collect();
+        want.sort_by(f64::total_cmp);
+        for forward in [true, false] {
+            for limit in [None, Some(37)] {
+                let got =
+                    query_pages(&db, Some("ByNum"), &condition, &values, forward, limit).await;
+                let got_nums: Vec<f64> = got
+                    .iter()
+                    .map(|i| i["num"].as_n().unwrap().parse().unwrap())
+                    .collect();
+                let mut want = want.clone();
+                if !forward {
+                    want.reverse();
+                }
+                assert_eq!(
+                    got_nums, want,
+                    "{condition} {v} forward {forward} limit {limit:?}"
+                );
+                let mut keys: Vec<&str> = got
+                    .iter()
+                    .map(|i| i["sk"].as_s().unwrap().as_str())
+                    .collect();
+                keys.sort();
+                keys.dedup();
+                assert_eq!(keys.len(), got.len(), "{condition}: an item twice");
+            }
+        }
+    }
+    let between = query_pages(
+        &db,
+        Some("ByNum"),
+        "g = :g AND num BETWEEN :a AND :b",
+        &[(":g", s("g")), (":a", n(-1.5)), (":b", n(2))],
+        false,
+        Some(5),
+    )
+    .await;
+    let want = nums.iter().filter(|x| (-1.5..=2.0).contains(*x)).count();
+    assert_eq!(between.len(), want);
+}

@@ -397,7 +397,19 @@ impl Db {
         end: Bound<&[u8]>,
         limit: usize,
     ) -> Result<Entries, StoreError> {
-        self.read(|conn| scan(conn, &self.path, tree, start, end, limit))
+        self.read(|conn| scan(conn, &self.path, tree, start, end, limit, Order::Ascending))
+    }
+
+    /// Up to `limit` entries of `tree` in descending key order within the
+    /// bounds: the last ones first.
+    pub fn scan_descending(
+        &self,
+        tree: &str,
+        start: Bound<&[u8]>,
+        end: Bound<&[u8]>,
+        limit: usize,
+    ) -> Result<Entries, StoreError> {
+        self.read(|conn| scan(conn, &self.path, tree, start, end, limit, Order::Descending))
     }
 
     pub fn put(&self, tree: &str, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
@@ -662,7 +674,15 @@ impl Tx<'_> {
         end: Bound<&[u8]>,
         limit: usize,
     ) -> Result<Entries, StoreError> {
-        scan(self.conn(), self.path, tree, start, end, limit)
+        scan(
+            self.conn(),
+            self.path,
+            tree,
+            start,
+            end,
+            limit,
+            Order::Ascending,
+        )
     }
 
     /// Notes a write of the cached tree, to invalidate after the commit.
@@ -707,6 +727,12 @@ fn get(
         .map_err(|e| engine_error(path, e))
 }
 
+#[derive(Clone, Copy)]
+enum Order {
+    Ascending,
+    Descending,
+}
+
 fn scan(
     conn: &Connection,
     path: &Path,
@@ -714,6 +740,7 @@ fn scan(
     start: Bound<&[u8]>,
     end: Bound<&[u8]>,
     limit: usize,
+    order: Order,
 ) -> Result<Entries, StoreError> {
     let (lo_op, lo): (&str, &[u8]) = match start {
         Bound::Included(k) => (">=", k),
@@ -725,8 +752,12 @@ fn scan(
         Bound::Excluded(k) => ("AND k < ?3", k),
         Bound::Unbounded => ("AND ?3 IS NOT NULL", b""),
     };
+    let direction = match order {
+        Order::Ascending => "",
+        Order::Descending => " DESC",
+    };
     let sql = format!(
-        "SELECT k, v FROM kv WHERE tree = ?1 AND k {lo_op} ?2 {hi_clause} ORDER BY k LIMIT ?4"
+        "SELECT k, v FROM kv WHERE tree = ?1 AND k {lo_op} ?2 {hi_clause} ORDER BY k{direction} LIMIT ?4"
     );
     let mut stmt = conn
         .prepare_cached(&sql)
@@ -989,6 +1020,16 @@ mod tests {
             .scan("t", Bound::Excluded(b"a"), Bound::Included(b"c"), 100)
             .unwrap();
         assert_eq!(mid.len(), 2);
+        let last_two = db
+            .scan_descending("t", Bound::Excluded(b"a"), Bound::Unbounded, 2)
+            .unwrap();
+        assert_eq!(
+            last_two
+                .iter()
+                .map(|(k, _)| k.as_slice())
+                .collect::<Vec<_>>(),
+            [b"d", b"c"]
+        );
         assert_eq!(
             db.scan("t", Bound::Unbounded, Bound::Unbounded, 1)
                 .unwrap()

@@ -7,7 +7,9 @@ use moat_dynamodb::expr::{
     parse_condition, parse_key_condition, parse_projection, parse_update, Condition, Placeholders,
     Projection, SortCondition,
 };
-use moat_dynamodb::tables::{DdbError, DdbErrorKind, KeyAttr, Table, TableMeta, Tables};
+use moat_dynamodb::tables::{
+    sort_key_range, DdbError, DdbErrorKind, KeyAttr, Table, TableMeta, Tables,
+};
 use moat_dynamodb::value::{
     item_from_json, item_size, item_to_json, key_bytes, AttributeValue, Item,
 };
@@ -1226,7 +1228,7 @@ fn read_many(
     };
 
     // The storage range to read.
-    let (mut lower, upper, sort) = match &key_condition {
+    let (lower, upper, sort) = match &key_condition {
         Some(kc) => {
             if kc.partition_name != hash_attr.name {
                 return Err(validation(format!(
@@ -1250,14 +1252,42 @@ fn read_many(
                 (Some(_), None) => return Err(validation("Query key condition not supported")),
                 (s, _) => s.clone().map(|(_, c)| c),
             };
-            (Bound::Included(prefix.clone()), end, Some((prefix, sort)))
+            // Only the keys the sort key condition can match are read.
+            let (first, end) = sort_key_range(&prefix, end, sort.as_ref());
+            (Bound::Included(first), end, Some((prefix, sort)))
         }
         None => (Bound::Unbounded, None, None),
     };
-    if let Some(start) = object(input, "ExclusiveStartKey")? {
-        let start_item = item_from_json(start).map_err(|e| validation(e.0))?;
-        lower = Bound::Excluded(table.position_of(index.as_ref(), &start_item)?);
-    }
+    // Where the previous page stopped: reading forward, the range starts
+    // after it; backward, it ends before it.
+    let start = match object(input, "ExclusiveStartKey")? {
+        Some(start) => {
+            let start_item = item_from_json(start).map_err(|e| validation(e.0))?;
+            Some(table.position_of(index.as_ref(), &start_item)?)
+        }
+        None => None,
+    };
+    let (lower, upper) = match start {
+        None => (lower, upper),
+        Some(start) if forward => {
+            let after_start = match &lower {
+                Bound::Included(first) => start >= *first,
+                _ => true,
+            };
+            (
+                if after_start {
+                    Bound::Excluded(start)
+                } else {
+                    lower
+                },
+                upper,
+            )
+        }
+        Some(start) => {
+            let before_end = upper.as_ref().is_none_or(|end| start < *end);
+            (lower, if before_end { Some(start) } else { upper })
+        }
+    };
     let sort_name = range_attr.as_ref().map(|r| r.name.clone());
     // An index that does not keep every attribute cannot answer for others.
     if let Some(i) = &index {
@@ -1304,56 +1334,32 @@ fn read_many(
     let mut bytes = 0usize;
     let mut truncated = false;
     let sort_cond = sort.as_ref().and_then(|(_, c)| c.clone());
-    if forward {
-        table.range_in(index.as_ref(), lower, upper, |k, item| {
-            if total_segments > 1 {
-                let pk_len = u16::from_be_bytes([k[0], k[1]]) as usize;
-                let h = k[..2 + pk_len].iter().fold(0u64, |h, b| {
-                    h.wrapping_mul(1_099_511_628_211)
-                        .wrapping_add(u64::from(*b))
-                });
-                if h % total_segments != segment {
-                    return Ok(true);
-                }
-            }
-            if !in_sort_range(&item, &sort_cond) {
+    let visit = |k: &[u8], item: Item| {
+        if total_segments > 1 {
+            let pk_len = u16::from_be_bytes([k[0], k[1]]) as usize;
+            let h = k[..2 + pk_len].iter().fold(0u64, |h, b| {
+                h.wrapping_mul(1_099_511_628_211)
+                    .wrapping_add(u64::from(*b))
+            });
+            if h % total_segments != segment {
                 return Ok(true);
             }
-            if evaluated.len() >= limit || bytes >= PAGE_BYTES {
-                truncated = true;
-                return Ok(false);
-            }
-            bytes += item_size(&item);
-            evaluated.push((k.to_vec(), item));
-            Ok(true)
-        })?;
-    } else {
-        let mut all: Vec<(Vec<u8>, Item)> = Vec::new();
-        let start_excl = match &lower {
-            Bound::Excluded(k) => Some(k.clone()),
-            _ => None,
-        };
-        let whole_lower = match &sort {
-            Some((prefix, _)) => Bound::Included(prefix.clone()),
-            None => Bound::Unbounded,
-        };
-        table.range_in(index.as_ref(), whole_lower, upper, |k, item| {
-            if start_excl.as_ref().is_some_and(|s| k >= s.as_slice()) {
-                return Ok(false);
-            }
-            if in_sort_range(&item, &sort_cond) {
-                all.push((k.to_vec(), item));
-            }
-            Ok(true)
-        })?;
-        for (k, item) in all.into_iter().rev() {
-            if evaluated.len() >= limit || bytes >= PAGE_BYTES {
-                truncated = true;
-                break;
-            }
-            bytes += item_size(&item);
-            evaluated.push((k, item));
         }
+        if !in_sort_range(&item, &sort_cond) {
+            return Ok(true);
+        }
+        if evaluated.len() >= limit || bytes >= PAGE_BYTES {
+            truncated = true;
+            return Ok(false);
+        }
+        bytes += item_size(&item);
+        evaluated.push((k.to_vec(), item));
+        Ok(true)
+    };
+    if forward {
+        table.range_in(index.as_ref(), lower, upper, visit)?;
+    } else {
+        table.range_in_descending(index.as_ref(), lower, upper, visit)?;
     }
 
     let scanned = evaluated.len();
