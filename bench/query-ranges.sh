@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# Query over one large partition: the newest items (a backward Query) and a
+# sort key condition near the partition's end, against a release Moat as
+# users run it (TLS, the bench IAM user of bench/common.sh). Prints
+# milliseconds per Query, client time included (botocore, one connection).
+# Knobs: ITEMS (20000), SECONDS_PER_RUN (5).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/cache/moat-target}"
+tools="${MOAT_TOOLS_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/moat-tools}"
+cargo build --release --locked -p moat
+bin="$CARGO_TARGET_DIR/release"
+source bench/common.sh
+start_moat query no
+ENDPOINT=$MOAT_ENDPOINT CA_FILE="$work/query/tls/ca.pem" ITEMS="${ITEMS:-20000}" \
+  SECONDS_PER_RUN="${SECONDS_PER_RUN:-5}" "$tools/venv/bin/python" - <<'PY'
+import os, time
+import botocore.session
+from botocore.config import Config
+
+client = botocore.session.get_session().create_client(
+    "dynamodb", region_name="us-east-1", endpoint_url=os.environ["ENDPOINT"],
+    verify=os.environ["CA_FILE"], config=Config(retries={"max_attempts": 0}))
+items, seconds = int(os.environ["ITEMS"]), float(os.environ["SECONDS_PER_RUN"])
+client.create_table(
+    TableName="bench", BillingMode="PAY_PER_REQUEST",
+    AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"},
+                          {"AttributeName": "sk", "AttributeType": "N"}],
+    KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"},
+               {"AttributeName": "sk", "KeyType": "RANGE"}])
+pad = "x" * 200
+for first in range(0, items, 25):
+    client.batch_write_item(RequestItems={"bench": [
+        {"PutRequest": {"Item": {"pk": {"S": "big"}, "sk": {"N": str(i)}, "d": {"S": pad}}}}
+        for i in range(first, min(first + 25, items))]})
+
+def run(label, **query):
+    n, started = 0, time.time()
+    while time.time() - started < seconds:
+        answer = client.query(TableName="bench", Limit=10, **query)
+        n += 1
+    ms = (time.time() - started) / n * 1000
+    print(f"{label}: {ms:.2f} ms per query, {len(answer['Items'])} items")
+
+partition = {":p": {"S": "big"}}
+run("newest 10 (ScanIndexForward false, Limit 10)", KeyConditionExpression="pk = :p",
+    ExpressionAttributeValues=partition, ScanIndexForward=False)
+run("sk > :v (the last 10), Limit 10", KeyConditionExpression="pk = :p AND sk > :v",
+    ExpressionAttributeValues={**partition, ":v": {"N": str(items - 11)}})
+run("first 10 (forward, Limit 10)", KeyConditionExpression="pk = :p",
+    ExpressionAttributeValues=partition)
+PY
