@@ -7,7 +7,7 @@
 //! transaction: conditions are checked and the write made atomically, and
 //! the call returns only once the commit is durable.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -309,10 +309,61 @@ pub fn now_micros() -> u64 {
 }
 
 /// Item count and size, kept with the items.
-#[derive(Debug, Default, Clone, Copy, Serialize, Deserialize)]
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
 pub struct Stats {
     pub items: i64,
     pub bytes: i64,
+    /// The same for each secondary index, by name, kept by every write
+    /// that changes an index entry. An index missing here (one made before
+    /// these were kept) is counted once, when first described.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub indexes: BTreeMap<String, IndexStats>,
+}
+
+/// An index's entry count and the size of its projected items.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IndexStats {
+    pub items: i64,
+    pub bytes: i64,
+}
+
+fn read_stats(tx: &Tx<'_>) -> Result<Stats, DdbError> {
+    Ok(match tx.get(STATS, b"stats")? {
+        Some(b) => serde_json::from_slice(&b).unwrap_or_default(),
+        None => Stats::default(),
+    })
+}
+
+fn write_stats(tx: &Tx<'_>, stats: &Stats) -> Result<(), DdbError> {
+    tx.put(
+        STATS,
+        b"stats",
+        &serde_json::to_vec(stats).unwrap_or_default(),
+    )?;
+    Ok(())
+}
+
+/// Counts an index's entries (inside a transaction, so that no write
+/// slips between the count and its use).
+fn count_index(tx: &Tx<'_>, index: &IndexMeta) -> Result<IndexStats, DdbError> {
+    let tree = index.tree();
+    let mut stats = IndexStats::default();
+    let mut cursor: Option<Vec<u8>> = None;
+    loop {
+        let lower = match &cursor {
+            Some(k) => Bound::Excluded(k.as_slice()),
+            None => Bound::Unbounded,
+        };
+        let chunk = tx.scan(&tree, lower, Bound::Unbounded, 1024)?;
+        let Some(last) = chunk.last().map(|(k, _)| k.clone()) else {
+            return Ok(stats);
+        };
+        for (_, v) in &chunk {
+            stats.items += 1;
+            stats.bytes += item_size(&Table::decode(v)?) as i64;
+        }
+        cursor = Some(last);
+    }
 }
 
 /// All tables of the deployment.
@@ -467,7 +518,17 @@ impl Tables {
             .keys
             .database_key(&meta.arn, &key_path)
             .map_err(|e| DdbError::new(DdbErrorKind::Internal, e))?;
-        Db::open(&db_path, &db_key)?;
+        let db = Db::open(&db_path, &db_key)?;
+        // Its indexes are empty: counted from the first write.
+        let stats = Stats {
+            indexes: meta
+                .indexes
+                .iter()
+                .map(|i| (i.name.clone(), IndexStats::default()))
+                .collect(),
+            ..Stats::default()
+        };
+        db.transaction(|tx: &Tx<'_>| write_stats(tx, &stats))?;
         self.save_meta(&meta)?;
         Ok(meta)
     }
@@ -722,6 +783,24 @@ impl Table {
         })
     }
 
+    /// An index's entry count and size: kept by every write, or counted
+    /// now (once) for an index made before they were kept.
+    pub fn index_stats(&self, index: &IndexMeta) -> Result<IndexStats, DdbError> {
+        if let Some(kept) = self.stats()?.indexes.get(&index.name) {
+            return Ok(*kept);
+        }
+        self.db.transaction(|tx: &Tx<'_>| {
+            let mut stats = read_stats(tx)?;
+            if let Some(kept) = stats.indexes.get(&index.name) {
+                return Ok(*kept);
+            }
+            let counted = count_index(tx, index)?;
+            stats.indexes.insert(index.name.clone(), counted);
+            write_stats(tx, &stats)?;
+            Ok(counted)
+        })
+    }
+
     /// Reads the item, lets `decide` compute the new one (or refuse), and
     /// writes it, all in one durable transaction. Returns the old and new item.
     pub fn write(
@@ -793,10 +872,7 @@ impl Table {
         new: Option<&Item>,
     ) -> Result<(), DdbError> {
         let old_size = old.map(item_size).unwrap_or(0) as i64;
-        let mut stats: Stats = match tx.get(STATS, b"stats")? {
-            Some(b) => serde_json::from_slice(&b).unwrap_or_default(),
-            None => Stats::default(),
-        };
+        let mut stats = read_stats(tx)?;
         match new {
             Some(item) => {
                 let size = item_size(item);
@@ -819,26 +895,33 @@ impl Table {
                 }
             }
         }
-        tx.put(
-            STATS,
-            b"stats",
-            &serde_json::to_vec(&stats).unwrap_or_default(),
-        )?;
         self.track_collection(tx, key, old, new)?;
         // Indexes change in the same transaction as the item.
         for index in &self.meta.indexes {
             let tree = index.tree();
+            // Counted only where counting started (see `Stats::indexes`).
+            let mut counted = stats.indexes.get_mut(&index.name);
             if let Some(old) = old {
                 if let Some(k) = index.entry_key(old, &key.storage)? {
                     tx.delete(&tree, &k)?;
+                    if let Some(c) = counted.as_deref_mut() {
+                        c.items -= 1;
+                        c.bytes -= item_size(&index.project(&self.meta, old)) as i64;
+                    }
                 }
             }
             if let Some(new) = new {
                 if let Some(k) = index.entry_key(new, &key.storage)? {
-                    tx.put(&tree, &k, &Self::encode(&index.project(&self.meta, new)))?;
+                    let entry = index.project(&self.meta, new);
+                    tx.put(&tree, &k, &Self::encode(&entry))?;
+                    if let Some(c) = counted {
+                        c.items += 1;
+                        c.bytes += item_size(&entry) as i64;
+                    }
                 }
             }
         }
+        write_stats(tx, &stats)?;
         if self.meta.pitr.is_some() && (old.is_some() || new.is_some()) {
             // Logged in the same transaction: a change is recoverable
             // exactly when it is committed.
@@ -1836,6 +1919,14 @@ impl Tables {
             })?;
             cursor = Bound::Excluded(last);
         }
+        // Counted once it is whole; every write keeps the count from here.
+        table.db.transaction(|tx: &Tx<'_>| {
+            let mut stats = read_stats(tx)?;
+            stats
+                .indexes
+                .insert(index.name.clone(), count_index(tx, &index)?);
+            write_stats(tx, &stats)
+        })?;
         self.update_meta(region, name, |m| {
             if let Some(i) = m.indexes.iter_mut().find(|i| i.name == index_name) {
                 i.backfilling = false;
@@ -1881,26 +1972,22 @@ impl Tables {
             for k in &keys {
                 tx.delete(&tree, k)?;
             }
-            Ok::<(), DdbError>(())
+            let mut stats = read_stats(tx)?;
+            stats.indexes.remove(index_name);
+            write_stats(tx, &stats)
         })?;
         Ok(meta)
     }
 
-    /// An index's item count and size (read from the index itself).
+    /// An index's item count and size (see [`Table::index_stats`]).
     pub fn index_stats(
         &self,
         region: &str,
         name: &str,
         index_name: &str,
-    ) -> Result<Stats, DdbError> {
+    ) -> Result<IndexStats, DdbError> {
         let table = self.table(region, name)?;
-        let index = table.index(index_name)?;
-        let mut stats = Stats::default();
-        table.range_in(Some(index), Bound::Unbounded, None, |_, item| {
-            stats.items += 1;
-            stats.bytes += item_size(&item) as i64;
-            Ok(true)
-        })?;
-        Ok(stats)
+        let index = table.index(index_name)?.clone();
+        table.index_stats(&index)
     }
 }

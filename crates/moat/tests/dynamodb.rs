@@ -3102,3 +3102,158 @@ async fn every_key_condition_reads_the_same_items_both_ways_and_in_pages() {
     let want = nums.iter().filter(|x| (-1.5..=2.0).contains(*x)).count();
     assert_eq!(between.len(), want);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn index_counts_and_sizes_follow_every_write() {
+    use aws_sdk_dynamodb::types::{GlobalSecondaryIndex, Projection, ProjectionType};
+    let dir = TempDir::new("ddb-index-stats");
+    let moat = Moat::must_start(dir.path());
+    let db = client(&moat);
+    let index = |name: &str, key: &str| {
+        GlobalSecondaryIndex::builder()
+            .index_name(name)
+            .key_schema(
+                KeySchemaElement::builder()
+                    .attribute_name(key)
+                    .key_type(KeyType::Hash)
+                    .build()
+                    .unwrap(),
+            )
+            .projection(
+                Projection::builder()
+                    .projection_type(ProjectionType::All)
+                    .build(),
+            )
+            .build()
+            .unwrap()
+    };
+    let def = |n: &str| {
+        AttributeDefinition::builder()
+            .attribute_name(n)
+            .attribute_type(ScalarAttributeType::S)
+            .build()
+            .unwrap()
+    };
+    db.create_table()
+        .table_name("counted")
+        .attribute_definitions(def("pk"))
+        .attribute_definitions(def("kind"))
+        .attribute_definitions(def("tag"))
+        .key_schema(
+            KeySchemaElement::builder()
+                .attribute_name("pk")
+                .key_type(KeyType::Hash)
+                .build()
+                .unwrap(),
+        )
+        // Every item has a kind: that index holds every item, whole.
+        .global_secondary_indexes(index("ByKind", "kind"))
+        // Only some items have a tag.
+        .global_secondary_indexes(index("ByTag", "tag"))
+        .billing_mode(BillingMode::PayPerRequest)
+        .send()
+        .await
+        .unwrap();
+    let check = |when: &'static str| {
+        let db = db.clone();
+        async move {
+            let described = db
+                .describe_table()
+                .table_name("counted")
+                .send()
+                .await
+                .unwrap();
+            let table = described.table().unwrap();
+            let by = |name: &str| {
+                table
+                    .global_secondary_indexes()
+                    .iter()
+                    .find(|i| i.index_name() == Some(name))
+                    .unwrap()
+                    .clone()
+            };
+            let (kind, tag) = (by("ByKind"), by("ByTag"));
+            assert_eq!(
+                kind.item_count(),
+                table.item_count(),
+                "{when}: ByKind count"
+            );
+            assert_eq!(
+                kind.index_size_bytes(),
+                table.table_size_bytes(),
+                "{when}: ByKind holds every item whole"
+            );
+            let tagged = scan_all(&db, "counted", Some("ByTag")).await.len() as i64;
+            assert_eq!(tag.item_count(), Some(tagged), "{when}: ByTag count");
+            assert_eq!(
+                tag.index_size_bytes() == Some(0),
+                tagged == 0,
+                "{when}: ByTag size"
+            );
+        }
+    };
+    check("empty").await;
+    for i in 0..40 {
+        let mut put = db
+            .put_item()
+            .table_name("counted")
+            .item("pk", s(&format!("item{i}")))
+            .item("kind", s(if i % 3 == 0 { "a" } else { "b" }))
+            .item("body", s(&"x".repeat(10 * i)));
+        if i % 2 == 0 {
+            put = put.item("tag", s(&format!("t{}", i % 5)));
+        }
+        put.send().await.unwrap();
+    }
+    check("after puts").await;
+    // Overwrites that grow, shrink, move and untag items; deletes.
+    for i in (0..40).step_by(3) {
+        db.update_item()
+            .table_name("counted")
+            .key("pk", s(&format!("item{i}")))
+            .update_expression("SET kind = :k, body = :b REMOVE tag")
+            .expression_attribute_values(":k", s("c"))
+            .expression_attribute_values(":b", s(&"y".repeat(500 - 10 * i)))
+            .send()
+            .await
+            .unwrap();
+    }
+    for i in (1..40).step_by(4) {
+        db.update_item()
+            .table_name("counted")
+            .key("pk", s(&format!("item{i}")))
+            .update_expression("SET tag = :t")
+            .expression_attribute_values(":t", s("new"))
+            .send()
+            .await
+            .unwrap();
+    }
+    for i in (0..40).step_by(7) {
+        db.delete_item()
+            .table_name("counted")
+            .key("pk", s(&format!("item{i}")))
+            .send()
+            .await
+            .unwrap();
+    }
+    check("after updates and deletes").await;
+    // A restarted server reads the same counts.
+    let mut moat = moat;
+    assert!(moat.must_stop());
+    let moat = Moat::must_start(dir.path());
+    let db = client(&moat);
+    let described = db
+        .describe_table()
+        .table_name("counted")
+        .send()
+        .await
+        .unwrap();
+    let table = described.table().unwrap();
+    let by_kind = table
+        .global_secondary_indexes()
+        .iter()
+        .find(|i| i.index_name() == Some("ByKind"))
+        .unwrap();
+    assert_eq!(by_kind.index_size_bytes(), table.table_size_bytes());
+    assert!(table.table_size_bytes().unwrap() > 5_000);
+}
