@@ -12,6 +12,7 @@
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -55,6 +56,11 @@ pub struct ExportMeta {
     /// The S3 key of `manifest-summary.json`.
     pub manifest: String,
     pub client_token: Option<String>,
+    /// Why a `FAILED` export failed.
+    #[serde(default)]
+    pub failure_code: Option<String>,
+    #[serde(default)]
+    pub failure_message: Option<String>,
 }
 
 /// What an export is asked for.
@@ -181,9 +187,99 @@ impl ExportWriter<'_> {
 }
 
 impl Tables {
-    /// Exports the table as it was at `request.at` (or its changes between
-    /// two times). Needs point-in-time recovery, as in DynamoDB.
-    pub fn export(&self, meta: &TableMeta, request: ExportRequest) -> Result<ExportMeta, DdbError> {
+    /// Starts exporting the table as it was at `request.at` (or its changes
+    /// between two times) and returns the export `IN_PROGRESS`, as DynamoDB
+    /// does: a thread of its own writes the objects and then records the
+    /// export `COMPLETED` (or `FAILED`, with the reason), so a large table
+    /// does not hold the request past the client's timeout. Needs
+    /// point-in-time recovery, as in DynamoDB; a request outside its window
+    /// fails at once.
+    pub fn export(
+        self: &Arc<Self>,
+        meta: &TableMeta,
+        request: ExportRequest,
+    ) -> Result<ExportMeta, DdbError> {
+        let (first, last) = match &request.incremental {
+            Some((from, to, _)) => (*from, *to),
+            None => (request.at, request.at),
+        };
+        self.check_export_window(meta, first, last)?;
+        let seconds = |micros: u64| micros as f64 / 1e6;
+        let base = export_base(&request);
+        let started = ExportMeta {
+            arn: format!("{}/export/{}", meta.arn, request.id),
+            id: request.id.clone(),
+            status: "IN_PROGRESS".into(),
+            table_arn: meta.arn.clone(),
+            table_id: meta.id.clone(),
+            start_time: request.now,
+            end_time: 0.0,
+            export_time: seconds(request.at),
+            bucket: request.bucket.clone(),
+            prefix: request.prefix.clone(),
+            format: "DYNAMODB_JSON".into(),
+            export_type: if request.incremental.is_some() {
+                "INCREMENTAL_EXPORT".into()
+            } else {
+                "FULL_EXPORT".into()
+            },
+            from_time: request.incremental.as_ref().map(|i| seconds(i.0)),
+            to_time: request.incremental.as_ref().map(|i| seconds(i.1)),
+            view_type: request.incremental.as_ref().map(|i| i.2.clone()),
+            item_count: 0,
+            billed_bytes: 0,
+            manifest: format!("{base}/manifest-summary.json"),
+            client_token: request.client_token.clone(),
+            failure_code: None,
+            failure_message: None,
+        };
+        self.save_export(&started)?;
+        let (tables, meta, record) = (self.clone(), meta.clone(), started.clone());
+        std::thread::Builder::new()
+            .name("moat-export".into())
+            .spawn(move || {
+                let finished = tables
+                    .write_export(&meta, &request, record.clone())
+                    .unwrap_or_else(|e| ExportMeta {
+                        status: "FAILED".into(),
+                        end_time: seconds(crate::tables::now_micros()),
+                        failure_code: Some("ExportFailed".into()),
+                        failure_message: Some(e.message),
+                        ..record
+                    });
+                if let Err(e) = tables.save_export(&finished) {
+                    tracing::error!(export = %finished.arn, error = %e.message, "recording an export failed");
+                }
+            })
+            .map_err(internal)?;
+        Ok(started)
+    }
+
+    fn save_export(&self, export: &ExportMeta) -> Result<(), DdbError> {
+        self.catalog.put(
+            EXPORTS,
+            export.arn.as_bytes(),
+            &serde_json::to_vec(export).map_err(internal)?,
+        )?;
+        Ok(())
+    }
+
+    /// Exports a stop interrupted are recorded as failed (at start).
+    pub fn fail_interrupted_exports(&self) -> Result<(), DdbError> {
+        for export in self.records::<ExportMeta>(EXPORTS)? {
+            if export.status == "IN_PROGRESS" {
+                self.save_export(&ExportMeta {
+                    status: "FAILED".into(),
+                    failure_code: Some("ExportFailed".into()),
+                    failure_message: Some("Moat stopped while the export was written".into()),
+                    ..export
+                })?;
+            }
+        }
+        Ok(())
+    }
+
+    fn check_export_window(&self, meta: &TableMeta, first: u64, last: u64) -> Result<(), DdbError> {
         let pitr = meta.pitr.clone().ok_or_else(|| {
             DdbError::new(
                 DdbErrorKind::PitrNotEnabled,
@@ -194,24 +290,29 @@ impl Tables {
             )
         })?;
         let now = crate::tables::now_micros();
-        let earliest = pitr.earliest(now);
-        let (first, last) = match &request.incremental {
-            Some((from, to, _)) => (*from, *to),
-            None => (request.at, request.at),
-        };
-        if first < earliest || last > now {
+        if first < pitr.earliest(now) || last > now {
             return Err(DdbError::new(
                 DdbErrorKind::InvalidExportTime,
                 "The export time is outside the table's point-in-time recovery window",
             ));
         }
-        let arn = format!("{}/export/{}", meta.arn, request.id);
-        let base = match &request.prefix {
-            Some(p) if !p.is_empty() => {
-                format!("{}/AWSDynamoDB/{}", p.trim_end_matches('/'), request.id)
-            }
-            _ => format!("AWSDynamoDB/{}", request.id),
-        };
+        Ok(())
+    }
+
+    /// Writes the export's objects; returns its record, `COMPLETED`.
+    fn write_export(
+        &self,
+        meta: &TableMeta,
+        request: &ExportRequest,
+        started: ExportMeta,
+    ) -> Result<ExportMeta, DdbError> {
+        let pitr = meta.pitr.clone().ok_or_else(|| {
+            DdbError::new(
+                DdbErrorKind::PitrNotEnabled,
+                "Point in time recovery was disabled during the export",
+            )
+        })?;
+        let base = export_base(request);
         let mut writer = ExportWriter {
             tables: self,
             // Ids, not names: key objects are readable metadata.
@@ -277,32 +378,13 @@ impl Tables {
         let files_key = format!("{base}/manifest-files.json");
         let files: String = writer.files.iter().map(|f| format!("{f}\n")).collect();
         writer.put(&files_key, files.as_bytes())?;
-        let summary_key = format!("{base}/manifest-summary.json");
-        let seconds = |micros: u64| micros as f64 / 1e6;
+        let summary_key = started.manifest.clone();
         let export = ExportMeta {
-            arn,
-            id: request.id.clone(),
             status: "COMPLETED".into(),
-            table_arn: meta.arn.clone(),
-            table_id: meta.id.clone(),
-            start_time: request.now,
-            end_time: seconds(crate::tables::now_micros()),
-            export_time: seconds(request.at),
-            bucket: request.bucket.clone(),
-            prefix: request.prefix.clone(),
-            format: "DYNAMODB_JSON".into(),
-            export_type: if request.incremental.is_some() {
-                "INCREMENTAL_EXPORT".into()
-            } else {
-                "FULL_EXPORT".into()
-            },
-            from_time: request.incremental.as_ref().map(|i| seconds(i.0)),
-            to_time: request.incremental.as_ref().map(|i| seconds(i.1)),
-            view_type: request.incremental.as_ref().map(|i| i.2.clone()),
+            end_time: crate::tables::now_micros() as f64 / 1e6,
             item_count: writer.items,
             billed_bytes: writer.bytes,
-            manifest: summary_key.clone(),
-            client_token: request.client_token,
+            ..started
         };
         let summary = json!({
             "version": "2020-06-30", "exportArn": export.arn, "startTime": export.start_time,
@@ -313,11 +395,6 @@ impl Tables {
             "outputFormat": "DYNAMODB_JSON", "exportType": export.export_type
         });
         writer.put(&summary_key, summary.to_string().as_bytes())?;
-        self.catalog.put(
-            EXPORTS,
-            export.arn.as_bytes(),
-            &serde_json::to_vec(&export).map_err(internal)?,
-        )?;
         Ok(export)
     }
 
@@ -442,6 +519,16 @@ impl Tables {
         let mut out: Vec<ImportMeta> = self.records(IMPORTS)?;
         out.sort_by(|a, b| a.start_time.total_cmp(&b.start_time));
         Ok(out)
+    }
+}
+
+/// Where an export's objects go: `[PREFIX/]AWSDynamoDB/ID`.
+fn export_base(request: &ExportRequest) -> String {
+    match &request.prefix {
+        Some(p) if !p.is_empty() => {
+            format!("{}/AWSDynamoDB/{}", p.trim_end_matches('/'), request.id)
+        }
+        _ => format!("AWSDynamoDB/{}", request.id),
     }
 }
 

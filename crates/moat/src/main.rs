@@ -190,6 +190,10 @@ async fn serve(settings: Settings) -> Result<(), String> {
     if finished > 0 {
         tracing::info!(finished, "finished interrupted DynamoDB transactions");
     }
+    // An export runs on a thread of its own; one a stop cut short failed.
+    tables
+        .fail_interrupted_exports()
+        .map_err(|e| format!("cannot record interrupted exports: {e}"))?;
     spawn_ttl_sweeper(tables.clone());
     spawn_backup_plans(tables.clone(), settings.backup_plans.clone());
     let edge = Arc::new(Edge::new(

@@ -135,6 +135,20 @@ fn read_object(moat: &Moat, key: &str) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
+/// The export once it is over: an export starts `IN_PROGRESS` and a thread
+/// of Moat's finishes it, as in DynamoDB.
+async fn finished_export(db: &Client, arn: &str) -> aws_sdk_dynamodb::types::ExportDescription {
+    for _ in 0..600 {
+        let described = db.describe_export().export_arn(arn).send().await.unwrap();
+        let export = described.export_description().unwrap().clone();
+        if export.export_status().map(|s| s.as_str()) != Some("IN_PROGRESS") {
+            return export;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("the export {arn} did not finish in 30 s");
+}
+
 fn now() -> DateTime {
     DateTime::from(std::time::SystemTime::now())
 }
@@ -227,15 +241,13 @@ async fn exports_round_trip_through_imports() {
         .await
         .unwrap();
     let export = export.export_description().unwrap();
+    assert_eq!(export.export_status().unwrap().as_str(), "IN_PROGRESS");
+    assert_eq!(export.item_count(), None, "counted once it is over");
     let export_arn = export.export_arn().unwrap().to_owned();
-    let described = db
-        .describe_export()
-        .export_arn(&export_arn)
-        .send()
-        .await
-        .unwrap();
-    let described = described.export_description().unwrap();
+    let described = finished_export(&db, &export_arn).await;
+    let described = &described;
     assert_eq!(described.export_status().unwrap().as_str(), "COMPLETED");
+    assert!(described.end_time().is_some());
     assert_eq!(described.item_count(), Some(30));
     let listed = db
         .list_exports()
@@ -403,7 +415,15 @@ async fn exports_round_trip_through_imports() {
         .send()
         .await
         .unwrap();
-    let incremental = incremental.export_description().unwrap();
+    let incremental = finished_export(
+        &db,
+        incremental
+            .export_description()
+            .unwrap()
+            .export_arn()
+            .unwrap(),
+    )
+    .await;
     assert_eq!(incremental.item_count(), Some(3));
     let id = incremental
         .export_arn()
@@ -507,12 +527,12 @@ async fn exports_round_trip_through_imports() {
         ),
         "AccessDeniedException"
     );
-    exporter
-        .describe_export()
-        .export_arn(mine.export_description().unwrap().export_arn().unwrap())
-        .send()
-        .await
-        .unwrap();
+    let mine = finished_export(
+        &exporter,
+        mine.export_description().unwrap().export_arn().unwrap(),
+    )
+    .await;
+    assert_eq!(mine.export_status().unwrap().as_str(), "COMPLETED");
     let denied = exporter
         .import_table()
         .s3_bucket_source(
@@ -722,15 +742,15 @@ async fn backups_and_exports_live_on_an_s3_endpoint() {
         .send()
         .await
         .unwrap();
-    let id = export
+    let export = export
         .export_description()
         .unwrap()
         .export_arn()
         .unwrap()
-        .rsplit('/')
-        .next()
-        .unwrap()
         .to_owned();
+    let finished = finished_export(&db, &export).await;
+    assert_eq!(finished.export_status().unwrap().as_str(), "COMPLETED");
+    let id = export.rsplit('/').next().unwrap();
     db.import_table()
         .s3_bucket_source(
             S3BucketSource::builder()

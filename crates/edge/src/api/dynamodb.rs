@@ -2226,7 +2226,7 @@ fn export_id(ctx: &Ctx<'_>) -> String {
 
 fn export_table(
     ctx: &Ctx<'_>,
-    tables: &Tables,
+    tables: &std::sync::Arc<Tables>,
     input: &Map<String, Value>,
 ) -> Result<Value, ApiError> {
     let table_arn = required(input, "TableArn")?;
@@ -2317,11 +2317,24 @@ fn export_table(
 fn export_description(e: &moat_dynamodb::exports::ExportMeta) -> Value {
     let mut out = json!({
         "ExportArn": e.arn, "ExportStatus": e.status, "StartTime": e.start_time,
-        "EndTime": e.end_time, "ExportManifest": e.manifest, "TableArn": e.table_arn,
+        "ExportManifest": e.manifest, "TableArn": e.table_arn,
         "TableId": e.table_id, "ExportTime": e.export_time, "S3Bucket": e.bucket,
-        "S3SseAlgorithm": "AES256", "ExportFormat": e.format, "BilledSizeBytes": e.billed_bytes,
-        "ItemCount": e.item_count, "ExportType": e.export_type
+        "S3SseAlgorithm": "AES256", "ExportFormat": e.format, "ExportType": e.export_type
     });
+    // Known once the export is over.
+    if e.status != "IN_PROGRESS" {
+        out["EndTime"] = json!(e.end_time);
+    }
+    if e.status == "COMPLETED" {
+        out["BilledSizeBytes"] = json!(e.billed_bytes);
+        out["ItemCount"] = json!(e.item_count);
+    }
+    if let Some(code) = &e.failure_code {
+        out["FailureCode"] = json!(code);
+    }
+    if let Some(message) = &e.failure_message {
+        out["FailureMessage"] = json!(message);
+    }
     if let Some(p) = &e.prefix {
         out["S3Prefix"] = json!(p);
     }
