@@ -312,6 +312,10 @@ impl Tables {
                 "Point in time recovery was disabled during the export",
             )
         })?;
+        if crate::tables::fail_point("export-hold") {
+            // Tests: an export still running when Moat stops.
+            std::thread::sleep(std::time::Duration::from_secs(30));
+        }
         let base = export_base(request);
         let mut writer = ExportWriter {
             tables: self,

@@ -1780,7 +1780,7 @@ impl Drop for Release<'_> {
 }
 
 /// Test hook: whether `MOAT_FAIL_POINT` names this point.
-fn fail_point(name: &str) -> bool {
+pub(crate) fn fail_point(name: &str) -> bool {
     std::env::var("MOAT_FAIL_POINT").is_ok_and(|v| v == name)
 }
 

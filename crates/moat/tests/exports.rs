@@ -805,3 +805,86 @@ async fn backups_and_exports_live_on_an_s3_endpoint() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_export_a_stop_cuts_short_reads_as_failed() {
+    let dir = TempDir::new("export-cut");
+    // The export waits 30 s before writing anything.
+    let mut moat = Moat::must_start_with(dir.path(), &[], &[("MOAT_FAIL_POINT", "export-hold")]);
+    let db = client(&moat);
+    db.create_table()
+        .table_name("cut")
+        .attribute_definitions(def("pk", ScalarAttributeType::S))
+        .key_schema(elem("pk", KeyType::Hash))
+        .billing_mode(BillingMode::PayPerRequest)
+        .send()
+        .await
+        .unwrap();
+    db.update_continuous_backups()
+        .table_name("cut")
+        .point_in_time_recovery_specification(
+            PointInTimeRecoverySpecification::builder()
+                .point_in_time_recovery_enabled(true)
+                .build()
+                .unwrap(),
+        )
+        .send()
+        .await
+        .unwrap();
+    db.put_item()
+        .table_name("cut")
+        .item("pk", AV::S("a".into()))
+        .send()
+        .await
+        .unwrap();
+    let table_arn = format!("arn:aws:dynamodb:us-east-1:{}:table/cut", moat.account);
+    let started = db
+        .export_table_to_point_in_time()
+        .table_arn(&table_arn)
+        .s3_bucket("exports")
+        .send()
+        .await
+        .unwrap();
+    let arn = started
+        .export_description()
+        .unwrap()
+        .export_arn()
+        .unwrap()
+        .to_owned();
+    let listed = db.list_exports().send().await.unwrap();
+    assert_eq!(
+        listed.export_summaries()[0]
+            .export_status()
+            .unwrap()
+            .as_str(),
+        "IN_PROGRESS"
+    );
+    let running = db.describe_export().export_arn(&arn).send().await.unwrap();
+    let running = running.export_description().unwrap();
+    assert_eq!(running.export_status().unwrap().as_str(), "IN_PROGRESS");
+    assert!(running.end_time().is_none());
+
+    assert!(moat.must_stop());
+    let moat = Moat::must_start(dir.path());
+    let db = client(&moat);
+    let cut = finished_export(&db, &arn).await;
+    assert_eq!(cut.export_status().unwrap().as_str(), "FAILED");
+    assert_eq!(cut.failure_code(), Some("ExportFailed"));
+    assert!(cut.failure_message().unwrap().contains("stopped"));
+    assert!(cut.item_count().is_none());
+    // Exports go on working after it.
+    let again = db
+        .export_table_to_point_in_time()
+        .table_arn(&table_arn)
+        .s3_bucket("exports")
+        .send()
+        .await
+        .unwrap();
+    let again = finished_export(
+        &db,
+        again.export_description().unwrap().export_arn().unwrap(),
+    )
+    .await;
+    assert_eq!(again.export_status().unwrap().as_str(), "COMPLETED");
+    assert_eq!(again.item_count(), Some(1));
+}
