@@ -204,6 +204,13 @@ impl Tables {
             None => (request.at, request.at),
         };
         self.check_export_window(meta, first, last)?;
+        // Each export holds a thread and a temporary copy of the table.
+        let slot = ExportSlot::take().ok_or_else(|| {
+            DdbError::new(
+                DdbErrorKind::LimitExceeded,
+                format!("There are already {MAX_RUNNING_EXPORTS} exports in progress; try again when one has finished"),
+            )
+        })?;
         let seconds = |micros: u64| micros as f64 / 1e6;
         let base = export_base(&request);
         let started = ExportMeta {
@@ -235,23 +242,26 @@ impl Tables {
         };
         self.save_export(&started)?;
         let (tables, meta, record) = (self.clone(), meta.clone(), started.clone());
-        std::thread::Builder::new()
+        let spawned = std::thread::Builder::new()
             .name("moat-export".into())
             .spawn(move || {
-                let finished = tables
-                    .write_export(&meta, &request, record.clone())
-                    .unwrap_or_else(|e| ExportMeta {
-                        status: "FAILED".into(),
-                        end_time: seconds(crate::tables::now_micros()),
-                        failure_code: Some("ExportFailed".into()),
-                        failure_message: Some(e.message),
-                        ..record
-                    });
+                let _slot = slot;
+                let written = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    tables.write_export(&meta, &request, record.clone())
+                }));
+                let finished = match written {
+                    Ok(Ok(done)) => done,
+                    Ok(Err(e)) => failed(record, e.message),
+                    Err(_) => failed(record, "the export stopped on an internal error".into()),
+                };
                 if let Err(e) = tables.save_export(&finished) {
                     tracing::error!(export = %finished.arn, error = %e.message, "recording an export failed");
                 }
-            })
-            .map_err(internal)?;
+            });
+        if let Err(e) = spawned {
+            self.save_export(&failed(started, "the export could not be started".into()))?;
+            return Err(internal(e));
+        }
         Ok(started)
     }
 
@@ -268,12 +278,10 @@ impl Tables {
     pub fn fail_interrupted_exports(&self) -> Result<(), DdbError> {
         for export in self.records::<ExportMeta>(EXPORTS)? {
             if export.status == "IN_PROGRESS" {
-                self.save_export(&ExportMeta {
-                    status: "FAILED".into(),
-                    failure_code: Some("ExportFailed".into()),
-                    failure_message: Some("Moat stopped while the export was written".into()),
-                    ..export
-                })?;
+                self.save_export(&failed(
+                    export,
+                    "Moat stopped while the export was written".into(),
+                ))?;
             }
         }
         Ok(())
@@ -523,6 +531,43 @@ impl Tables {
         let mut out: Vec<ImportMeta> = self.records(IMPORTS)?;
         out.sort_by(|a, b| a.start_time.total_cmp(&b.start_time));
         Ok(out)
+    }
+}
+
+/// The most exports written at once.
+const MAX_RUNNING_EXPORTS: usize = 4;
+
+/// One of the `MAX_RUNNING_EXPORTS` places, given back when dropped.
+struct ExportSlot;
+
+static RUNNING_EXPORTS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+impl ExportSlot {
+    fn take() -> Option<ExportSlot> {
+        use std::sync::atomic::Ordering;
+        RUNNING_EXPORTS
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+                (n < MAX_RUNNING_EXPORTS).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| ExportSlot)
+    }
+}
+
+impl Drop for ExportSlot {
+    fn drop(&mut self) {
+        RUNNING_EXPORTS.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// The export's record once it failed, ended now.
+fn failed(export: ExportMeta, message: String) -> ExportMeta {
+    ExportMeta {
+        status: "FAILED".into(),
+        end_time: crate::tables::now_micros() as f64 / 1e6,
+        failure_code: Some("ExportFailed".into()),
+        failure_message: Some(message),
+        ..export
     }
 }
 

@@ -1854,9 +1854,47 @@ impl Tables {
         // A write still running on the retired handle does not know the new
         // index, so it would not update an entry the backfill had already
         // made. The backfill starts once every such write is over.
-        let retired = retired.as_ref().map(Arc::downgrade);
+        self.spawn_backfill(
+            region,
+            name,
+            &index_name,
+            retired.as_ref().map(Arc::downgrade),
+        )?;
+        Ok(meta)
+    }
+
+    /// Finishes the backfills a stop cut short (at start): each index still
+    /// `CREATING` is filled in again from the start, which is harmless for
+    /// the entries already made.
+    pub fn resume_backfills(self: &Arc<Self>) -> Result<usize, DdbError> {
+        let metas: Vec<TableMeta> = self
+            .catalog
+            .scan(CATALOG, Bound::Unbounded, Bound::Unbounded, usize::MAX)?
+            .into_iter()
+            .filter_map(|(_, v)| serde_json::from_slice(&v).ok())
+            .collect();
+        let mut resumed = 0;
+        for meta in metas {
+            for index in meta.indexes.iter().filter(|i| i.backfilling) {
+                self.spawn_backfill(&meta.region, &meta.name, &index.name, None)?;
+                resumed += 1;
+            }
+        }
+        Ok(resumed)
+    }
+
+    /// Fills in `index_name` on a thread of its own, once the `retired`
+    /// handle (if any) is no longer held.
+    fn spawn_backfill(
+        self: &Arc<Self>,
+        region: &str,
+        name: &str,
+        index_name: &str,
+        retired: Option<std::sync::Weak<Table>>,
+    ) -> Result<(), DdbError> {
         let tables = self.clone();
-        let (region, name) = (region.to_owned(), name.to_owned());
+        let (region, name, index_name) =
+            (region.to_owned(), name.to_owned(), index_name.to_owned());
         std::thread::Builder::new()
             .name("moat-backfill".into())
             .spawn(move || {
@@ -1873,7 +1911,7 @@ impl Tables {
                 }
             })
             .map_err(|e| DdbError::new(DdbErrorKind::Internal, e.to_string()))?;
-        Ok(meta)
+        Ok(())
     }
 
     fn backfill(&self, region: &str, name: &str, index_name: &str) -> Result<(), DdbError> {

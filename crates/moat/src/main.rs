@@ -194,6 +194,13 @@ async fn serve(settings: Settings) -> Result<(), String> {
     tables
         .fail_interrupted_exports()
         .map_err(|e| format!("cannot record interrupted exports: {e}"))?;
+    // So does an index backfill; one a stop cut short starts again.
+    let resumed = tables
+        .resume_backfills()
+        .map_err(|e| format!("cannot resume index backfills: {e}"))?;
+    if resumed > 0 {
+        tracing::info!(resumed, "resumed filling in new indexes");
+    }
     spawn_ttl_sweeper(tables.clone());
     spawn_backup_plans(tables.clone(), settings.backup_plans.clone());
     let edge = Arc::new(Edge::new(

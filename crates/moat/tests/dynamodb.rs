@@ -3263,3 +3263,105 @@ async fn index_counts_and_sizes_follow_every_write() {
     assert_eq!(by_kind.index_size_bytes(), table.table_size_bytes());
     assert!(table.table_size_bytes().unwrap() > 5_000);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_backfill_a_stop_cut_short_finishes_after_the_restart() {
+    use aws_sdk_dynamodb::types::{
+        CreateGlobalSecondaryIndexAction, GlobalSecondaryIndexUpdate, IndexStatus, Projection,
+        ProjectionType, PutRequest, WriteRequest,
+    };
+    let dir = TempDir::new("ddb-backfill-cut");
+    // 50 ms per chunk of 256 items: the backfill is still running at the stop.
+    let mut moat = Moat::must_start_with(dir.path(), &[], &[("MOAT_FAIL_POINT", "backfill-slow")]);
+    let db = client(&moat);
+    must_create(&db, "cut", false).await;
+    for first in (0..3000).step_by(25) {
+        let writes: Vec<WriteRequest> = (first..first + 25)
+            .map(|i: usize| {
+                let mut item = HashMap::from([("pk".to_owned(), s(&format!("k{i:05}")))]);
+                if i % 3 != 0 {
+                    item.insert("grp".to_owned(), s(&format!("g{}", i % 10)));
+                }
+                WriteRequest::builder()
+                    .put_request(PutRequest::builder().set_item(Some(item)).build().unwrap())
+                    .build()
+            })
+            .collect();
+        db.batch_write_item()
+            .request_items("cut", writes)
+            .send()
+            .await
+            .unwrap();
+    }
+    db.update_table()
+        .table_name("cut")
+        .attribute_definitions(
+            AttributeDefinition::builder()
+                .attribute_name("grp")
+                .attribute_type(ScalarAttributeType::S)
+                .build()
+                .unwrap(),
+        )
+        .global_secondary_index_updates(
+            GlobalSecondaryIndexUpdate::builder()
+                .create(
+                    CreateGlobalSecondaryIndexAction::builder()
+                        .index_name("ByGroup")
+                        .key_schema(
+                            KeySchemaElement::builder()
+                                .attribute_name("grp")
+                                .key_type(KeyType::Hash)
+                                .build()
+                                .unwrap(),
+                        )
+                        .projection(
+                            Projection::builder()
+                                .projection_type(ProjectionType::KeysOnly)
+                                .build(),
+                        )
+                        .build()
+                        .unwrap(),
+                )
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let status = |db: Client| async move {
+        let described = db.describe_table().table_name("cut").send().await.unwrap();
+        described.table().unwrap().global_secondary_indexes()[0].clone()
+    };
+    assert_eq!(
+        status(db.clone()).await.index_status(),
+        Some(&IndexStatus::Creating)
+    );
+    assert!(moat.must_stop());
+
+    let moat = Moat::must_start(dir.path());
+    let db = client(&moat);
+    let mut index = status(db.clone()).await;
+    for _ in 0..300 {
+        if index.index_status() == Some(&IndexStatus::Active) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        index = status(db.clone()).await;
+    }
+    assert_eq!(
+        index.index_status(),
+        Some(&IndexStatus::Active),
+        "the backfill finished after the restart"
+    );
+    let mut indexed: Vec<String> = scan_all(&db, "cut", Some("ByGroup"))
+        .await
+        .iter()
+        .map(|i| i["pk"].as_s().unwrap().clone())
+        .collect();
+    indexed.sort();
+    let expected: Vec<String> = (0..3000)
+        .filter(|i| i % 3 != 0)
+        .map(|i| format!("k{i:05}"))
+        .collect();
+    assert_eq!(indexed, expected);
+    assert_eq!(index.item_count(), Some(expected.len() as i64));
+}
