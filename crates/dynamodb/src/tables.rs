@@ -1995,20 +1995,27 @@ impl Tables {
                 format!("Attempt to change a resource which is still in use: Index {index_name} is being created"),
             ));
         }
-        let meta = self.update_meta(region, name, |m| {
+        let (meta, retired) = self.replace_meta(region, name, |m| {
             m.indexes.retain(|i| i.name != index_name);
             Ok(())
         })?;
+        // A write still running on the old handle would write an entry
+        // after the deletion below: it goes first (a few milliseconds).
+        drop(table);
+        let retired = retired.map(|handle| Arc::downgrade(&handle));
+        let since = std::time::Instant::now();
+        while retired.as_ref().is_some_and(|w| w.strong_count() > 0) {
+            if since.elapsed() > std::time::Duration::from_secs(5) {
+                tracing::warn!(table = %name, "an old table handle is still held; deleting the index anyway");
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+        let table = self.table(region, name)?;
         let tree = index.tree();
-        let keys: Vec<Vec<u8>> = table
-            .db
-            .scan(&tree, Bound::Unbounded, Bound::Unbounded, usize::MAX)?
-            .into_iter()
-            .map(|(k, _)| k)
-            .collect();
         table.db.transaction(|tx: &Tx<'_>| {
-            for k in &keys {
-                tx.delete(&tree, k)?;
+            for (k, _) in tx.scan(&tree, Bound::Unbounded, Bound::Unbounded, usize::MAX)? {
+                tx.delete(&tree, &k)?;
             }
             let mut stats = read_stats(tx)?;
             stats.indexes.remove(index_name);
