@@ -842,6 +842,7 @@ async fn an_export_a_stop_cuts_short_reads_as_failed() {
         .export_table_to_point_in_time()
         .table_arn(&table_arn)
         .s3_bucket("exports")
+        .client_token("once")
         .send()
         .await
         .unwrap();
@@ -872,6 +873,32 @@ async fn an_export_a_stop_cuts_short_reads_as_failed() {
     assert_eq!(cut.failure_code(), Some("ExportFailed"));
     assert!(cut.failure_message().unwrap().contains("stopped"));
     assert!(cut.item_count().is_none());
+    // The same token names the same export for 8 hours, whatever became of
+    // it; other parameters under it are a conflict.
+    let retried = db
+        .export_table_to_point_in_time()
+        .table_arn(&table_arn)
+        .s3_bucket("exports")
+        .client_token("once")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        retried.export_description().unwrap().export_arn(),
+        Some(arn.as_str())
+    );
+    assert_eq!(
+        code(
+            db.export_table_to_point_in_time()
+                .table_arn(&table_arn)
+                .s3_bucket("exports")
+                .s3_prefix("elsewhere")
+                .client_token("once")
+                .send()
+                .await
+        ),
+        "ExportConflictException"
+    );
     // Exports go on working after it.
     let again = db
         .export_table_to_point_in_time()
@@ -887,4 +914,55 @@ async fn an_export_a_stop_cuts_short_reads_as_failed() {
     .await;
     assert_eq!(again.export_status().unwrap().as_str(), "COMPLETED");
     assert_eq!(again.item_count(), Some(1));
+
+    // Nine hours later the token is free again: a new export.
+    let mut moat = moat;
+    assert!(moat.must_stop());
+    let moat = Moat::must_start_with(
+        dir.path(),
+        &[],
+        &[
+            (
+                "LD_PRELOAD",
+                "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1",
+            ),
+            ("FAKETIME", "+9h"),
+            ("FAKETIME_DONT_FAKE_MONOTONIC", "1"),
+        ],
+    );
+    let (id, secret) = moat.root_credentials();
+    let later = |operation: &str, body: Value| {
+        let signer = common::Signer {
+            time: std::time::SystemTime::now() + std::time::Duration::from_secs(9 * 3600),
+            ..common::Signer::new(&id, &secret, "dynamodb")
+        };
+        let response = common::RawRequest::dynamodb(moat.port, operation, &body.to_string())
+            .signed(&signer)
+            .send(moat.port, &moat.ca_pem());
+        assert_eq!(response.status, 200, "{operation}: {}", response.body);
+        serde_json::from_str::<Value>(&response.body).unwrap()
+    };
+    let fresh = later(
+        "ExportTableToPointInTime",
+        serde_json::json!({"TableArn": table_arn, "S3Bucket": "exports", "ClientToken": "once"}),
+    );
+    let fresh_arn = fresh["ExportDescription"]["ExportArn"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_ne!(fresh_arn, arn);
+    for _ in 0..600 {
+        let described = later(
+            "DescribeExport",
+            serde_json::json!({"ExportArn": fresh_arn}),
+        );
+        match described["ExportDescription"]["ExportStatus"].as_str() {
+            Some("IN_PROGRESS") => std::thread::sleep(std::time::Duration::from_millis(50)),
+            status => {
+                assert_eq!(status, Some("COMPLETED"), "{described}");
+                return;
+            }
+        }
+    }
+    panic!("the export nine hours later did not finish");
 }

@@ -2198,16 +2198,26 @@ fn valid_prefix(prefix: &str) -> bool {
 /// What an earlier request with this `ClientToken` started, so that a retry
 /// gets it again; `conflict` if the token was used for another table or
 /// bucket. `token_of` gives a record's token and whether it matches.
+/// How long a `ClientToken` names its request, as in DynamoDB.
+const CLIENT_TOKEN_SECONDS: f64 = 8.0 * 3600.0;
+
+/// The earlier request with this request's `ClientToken`, if one was made
+/// within the last 8 hours. `token_of` gives a record's token, whether
+/// its parameters match this request's, and when it started (seconds).
 fn by_client_token<T>(
     input: &Map<String, Value>,
     records: Vec<T>,
-    token_of: impl Fn(&T) -> (Option<&str>, bool),
+    now: f64,
+    token_of: impl Fn(&T) -> (Option<&str>, bool, f64),
     conflict: DdbErrorKind,
 ) -> Result<Option<T>, ApiError> {
     let Some(token) = text(input, "ClientToken")? else {
         return Ok(None);
     };
-    let Some(earlier) = records.into_iter().find(|r| token_of(r).0 == Some(token)) else {
+    let Some(earlier) = records.into_iter().find(|r| {
+        let (t, _, started) = token_of(r);
+        t == Some(token) && now - started < CLIENT_TOKEN_SECONDS
+    }) else {
         return Ok(None);
     };
     if !token_of(&earlier).1 {
@@ -2285,13 +2295,23 @@ fn export_table(
         ))),
     };
     let at = seconds_arg(input, "ExportTime")?.unwrap_or(now);
+    let export_type = if incremental.is_some() {
+        "INCREMENTAL_EXPORT"
+    } else {
+        "FULL_EXPORT"
+    };
     let retried = by_client_token(
         input,
         tables.exports()?,
+        now_seconds(ctx),
         |e| {
             (
                 e.client_token.as_deref(),
-                e.table_arn == meta.arn && e.bucket == bucket,
+                e.table_arn == meta.arn
+                    && e.bucket == bucket
+                    && e.prefix.as_deref() == prefix
+                    && e.export_type == export_type,
+                e.start_time,
             )
         },
         DdbErrorKind::ExportConflict,
@@ -2434,10 +2454,12 @@ fn import_table(
     let retried = by_client_token(
         input,
         tables.imports()?,
+        now_seconds(ctx),
         |i| {
             (
                 i.client_token.as_deref(),
                 i.table_arn == meta.arn && i.bucket == bucket,
+                i.start_time,
             )
         },
         DdbErrorKind::ImportConflict,
