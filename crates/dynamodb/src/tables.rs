@@ -1047,34 +1047,9 @@ impl Table {
         index: Option<&IndexMeta>,
         lower: Bound<Vec<u8>>,
         upper: Option<Vec<u8>>,
-        mut visit: impl FnMut(&[u8], Item) -> Result<bool, DdbError>,
+        visit: impl FnMut(&[u8], Item) -> Result<bool, DdbError>,
     ) -> Result<(), DdbError> {
-        let tree = index
-            .map(IndexMeta::tree)
-            .unwrap_or_else(|| ITEMS.to_owned());
-        let mut cursor = lower;
-        loop {
-            let lower_ref = match &cursor {
-                Bound::Included(v) => Bound::Included(v.as_slice()),
-                Bound::Excluded(v) => Bound::Excluded(v.as_slice()),
-                Bound::Unbounded => Bound::Unbounded,
-            };
-            let upper_ref = match &upper {
-                Some(u) => Bound::Excluded(u.as_slice()),
-                None => Bound::Unbounded,
-            };
-            let chunk = self.db.scan(&tree, lower_ref, upper_ref, 256)?;
-            if chunk.is_empty() {
-                return Ok(());
-            }
-            let last = chunk.last().map(|(k, _)| k.clone()).unwrap_or_default();
-            for (k, v) in chunk {
-                if !visit(&k, Self::decode(&v)?)? {
-                    return Ok(());
-                }
-            }
-            cursor = Bound::Excluded(last);
-        }
+        self.walk(index, lower, upper, false, visit)
     }
 
     /// As `range_in`, backwards: from `upper` (exclusive) down to `lower`,
@@ -1085,23 +1060,32 @@ impl Table {
         index: Option<&IndexMeta>,
         lower: Bound<Vec<u8>>,
         upper: Option<Vec<u8>>,
+        visit: impl FnMut(&[u8], Item) -> Result<bool, DdbError>,
+    ) -> Result<(), DdbError> {
+        self.walk(index, lower, upper, true, visit)
+    }
+
+    /// Reads `[lower, upper)` of the items or of an index in chunks of 256,
+    /// each chunk continuing after (or, descending, before) the last key.
+    fn walk(
+        &self,
+        index: Option<&IndexMeta>,
+        mut lower: Bound<Vec<u8>>,
+        mut upper: Option<Vec<u8>>,
+        descending: bool,
         mut visit: impl FnMut(&[u8], Item) -> Result<bool, DdbError>,
     ) -> Result<(), DdbError> {
         let tree = index
             .map(IndexMeta::tree)
             .unwrap_or_else(|| ITEMS.to_owned());
-        let lower_ref = match &lower {
-            Bound::Included(v) => Bound::Included(v.as_slice()),
-            Bound::Excluded(v) => Bound::Excluded(v.as_slice()),
-            Bound::Unbounded => Bound::Unbounded,
-        };
-        let mut cursor = upper;
         loop {
-            let upper_ref = match &cursor {
-                Some(u) => Bound::Excluded(u.as_slice()),
-                None => Bound::Unbounded,
+            let from = lower.as_ref().map(Vec::as_slice);
+            let to = upper.as_deref().map_or(Bound::Unbounded, Bound::Excluded);
+            let chunk = if descending {
+                self.db.scan_descending(&tree, from, to, 256)?
+            } else {
+                self.db.scan(&tree, from, to, 256)?
             };
-            let chunk = self.db.scan_descending(&tree, lower_ref, upper_ref, 256)?;
             let Some(last) = chunk.last().map(|(k, _)| k.clone()) else {
                 return Ok(());
             };
@@ -1110,7 +1094,11 @@ impl Table {
                     return Ok(());
                 }
             }
-            cursor = Some(last);
+            if descending {
+                upper = Some(last);
+            } else {
+                lower = Bound::Excluded(last);
+            }
         }
     }
 
@@ -1157,12 +1145,11 @@ pub fn sort_key_range(
             key
         })
     };
-    let whole = (prefix.to_vec(), end.clone());
     // Keys of values up to and including `v`, in either trees: an index
     // entry goes on with its item's key after the value.
     let after = |v: &AttributeValue| at(v).and_then(|k| successor(&k));
     let Some(condition) = condition else {
-        return whole;
+        return (prefix.to_vec(), end);
     };
     let range = match condition {
         SortCondition::Eq(v) => at(v).map(|k| (k.clone(), successor(&k))),
@@ -1188,7 +1175,7 @@ pub fn sort_key_range(
             })
         }
     };
-    range.unwrap_or(whole)
+    range.unwrap_or_else(|| (prefix.to_vec(), end))
 }
 
 /// The smallest byte string greater than every string starting with `prefix`.

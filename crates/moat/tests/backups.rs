@@ -525,30 +525,15 @@ fn ddb_raw(
     body: serde_json::Value,
     offset: u64,
 ) -> common::RawResponse {
-    let (id, secret) = moat.root_credentials();
-    let signer = common::Signer {
-        time: std::time::SystemTime::now() + std::time::Duration::from_secs(offset),
-        ..common::Signer::new(&id, &secret, "dynamodb")
-    };
-    common::RawRequest::dynamodb(moat.port, operation, &body.to_string())
-        .signed(&signer)
-        .send(moat.port, &moat.ca_pem())
+    moat.dynamodb_at(
+        std::time::Duration::from_secs(offset),
+        operation,
+        &body.to_string(),
+    )
 }
 
 fn shifted(dir: &std::path::Path, days: u64) -> Moat {
-    let shift = format!("+{days}d");
-    Moat::must_start_with(
-        dir,
-        &[],
-        &[
-            (
-                "LD_PRELOAD",
-                "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1",
-            ),
-            ("FAKETIME", shift.as_str()),
-            ("FAKETIME_DONT_FAKE_MONOTONIC", "1"),
-        ],
-    )
+    Moat::must_start_shifted(dir, &format!("+{days}d"))
 }
 
 fn pitr_files(dir: &std::path::Path) -> usize {

@@ -89,6 +89,22 @@ async fn must_create(db: &Client, name: &str, range: bool) {
     req.send().await.unwrap();
 }
 
+fn def(name: &str, kind: ScalarAttributeType) -> AttributeDefinition {
+    AttributeDefinition::builder()
+        .attribute_name(name)
+        .attribute_type(kind)
+        .build()
+        .unwrap()
+}
+
+fn ks(name: &str, kind: KeyType) -> KeySchemaElement {
+    KeySchemaElement::builder()
+        .attribute_name(name)
+        .key_type(kind)
+        .build()
+        .unwrap()
+}
+
 fn s(v: &str) -> AV {
     AV::S(v.to_owned())
 }
@@ -1683,20 +1699,6 @@ async fn secondary_indexes_follow_every_write() {
     let dir = TempDir::new("ddb-gsi");
     let moat = Moat::must_start(dir.path());
     let db = client(&moat);
-    let def = |n: &str, t: ScalarAttributeType| {
-        AttributeDefinition::builder()
-            .attribute_name(n)
-            .attribute_type(t)
-            .build()
-            .unwrap()
-    };
-    let ks = |n: &str, t: KeyType| {
-        KeySchemaElement::builder()
-            .attribute_name(n)
-            .key_type(t)
-            .build()
-            .unwrap()
-    };
     db.create_table()
         .table_name("games")
         .attribute_definitions(def("UserId", ScalarAttributeType::S))
@@ -2075,12 +2077,39 @@ async fn scan_all(db: &Client, table: &str, index: Option<&str>) -> Vec<HashMap<
     }
 }
 
+/// Adds the global index `ByGroup` (key `grp`, keys only) to a table that
+/// holds data; it fills in on Moat's backfill thread.
+async fn add_group_index(db: &Client, table: &str) {
+    use aws_sdk_dynamodb::types::{
+        CreateGlobalSecondaryIndexAction, GlobalSecondaryIndexUpdate, Projection, ProjectionType,
+    };
+    db.update_table()
+        .table_name(table)
+        .attribute_definitions(def("grp", ScalarAttributeType::S))
+        .global_secondary_index_updates(
+            GlobalSecondaryIndexUpdate::builder()
+                .create(
+                    CreateGlobalSecondaryIndexAction::builder()
+                        .index_name("ByGroup")
+                        .key_schema(ks("grp", KeyType::Hash))
+                        .projection(
+                            Projection::builder()
+                                .projection_type(ProjectionType::KeysOnly)
+                                .build(),
+                        )
+                        .build()
+                        .unwrap(),
+                )
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn an_index_added_to_10000_items_backfills_while_writes_go_on() {
-    use aws_sdk_dynamodb::types::{
-        CreateGlobalSecondaryIndexAction, GlobalSecondaryIndexUpdate, IndexStatus, Projection,
-        ProjectionType, PutRequest, WriteRequest,
-    };
+    use aws_sdk_dynamodb::types::{IndexStatus, PutRequest, WriteRequest};
     let dir = TempDir::new("ddb-backfill");
     // Each 256-item chunk waits 50 ms, so the writes below always meet the
     // backfill, however fast the machine.
@@ -2124,40 +2153,7 @@ async fn an_index_added_to_10000_items_backfills_while_writes_go_on() {
             .is_empty());
     }
 
-    db.update_table()
-        .table_name("events")
-        .attribute_definitions(
-            AttributeDefinition::builder()
-                .attribute_name("grp")
-                .attribute_type(ScalarAttributeType::S)
-                .build()
-                .unwrap(),
-        )
-        .global_secondary_index_updates(
-            GlobalSecondaryIndexUpdate::builder()
-                .create(
-                    CreateGlobalSecondaryIndexAction::builder()
-                        .index_name("ByGroup")
-                        .key_schema(
-                            KeySchemaElement::builder()
-                                .attribute_name("grp")
-                                .key_type(KeyType::Hash)
-                                .build()
-                                .unwrap(),
-                        )
-                        .projection(
-                            Projection::builder()
-                                .projection_type(ProjectionType::KeysOnly)
-                                .build(),
-                        )
-                        .build()
-                        .unwrap(),
-                )
-                .build(),
-        )
-        .send()
-        .await
-        .unwrap();
+    add_group_index(&db, "events").await;
 
     // Writes while the index fills in: moves between groups, groups taken
     // away and given, deletions and new items.
@@ -2855,20 +2851,6 @@ async fn every_key_condition_reads_the_same_items_both_ways_and_in_pages() {
     let dir = TempDir::new("ddb-key-ranges");
     let moat = Moat::must_start(dir.path());
     let db = client(&moat);
-    let def = |n: &str, t: ScalarAttributeType| {
-        AttributeDefinition::builder()
-            .attribute_name(n)
-            .attribute_type(t)
-            .build()
-            .unwrap()
-    };
-    let ks = |n: &str, t: KeyType| {
-        KeySchemaElement::builder()
-            .attribute_name(n)
-            .key_type(t)
-            .build()
-            .unwrap()
-    };
     db.create_table()
         .table_name("ranges")
         .attribute_definitions(def("pk", ScalarAttributeType::S))
@@ -3118,13 +3100,7 @@ async fn index_counts_and_sizes_follow_every_write() {
     let index = |name: &str, key: &str| {
         GlobalSecondaryIndex::builder()
             .index_name(name)
-            .key_schema(
-                KeySchemaElement::builder()
-                    .attribute_name(key)
-                    .key_type(KeyType::Hash)
-                    .build()
-                    .unwrap(),
-            )
+            .key_schema(ks(key, KeyType::Hash))
             .projection(
                 Projection::builder()
                     .projection_type(ProjectionType::All)
@@ -3133,25 +3109,12 @@ async fn index_counts_and_sizes_follow_every_write() {
             .build()
             .unwrap()
     };
-    let def = |n: &str| {
-        AttributeDefinition::builder()
-            .attribute_name(n)
-            .attribute_type(ScalarAttributeType::S)
-            .build()
-            .unwrap()
-    };
     db.create_table()
         .table_name("counted")
-        .attribute_definitions(def("pk"))
-        .attribute_definitions(def("kind"))
-        .attribute_definitions(def("tag"))
-        .key_schema(
-            KeySchemaElement::builder()
-                .attribute_name("pk")
-                .key_type(KeyType::Hash)
-                .build()
-                .unwrap(),
-        )
+        .attribute_definitions(def("pk", ScalarAttributeType::S))
+        .attribute_definitions(def("kind", ScalarAttributeType::S))
+        .attribute_definitions(def("tag", ScalarAttributeType::S))
+        .key_schema(ks("pk", KeyType::Hash))
         // Every item has a kind: that index holds every item, whole.
         .global_secondary_indexes(index("ByKind", "kind"))
         // Only some items have a tag.
@@ -3266,10 +3229,7 @@ async fn index_counts_and_sizes_follow_every_write() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_backfill_a_stop_cut_short_finishes_after_the_restart() {
-    use aws_sdk_dynamodb::types::{
-        CreateGlobalSecondaryIndexAction, GlobalSecondaryIndexUpdate, IndexStatus, Projection,
-        ProjectionType, PutRequest, WriteRequest,
-    };
+    use aws_sdk_dynamodb::types::{IndexStatus, PutRequest, WriteRequest};
     let dir = TempDir::new("ddb-backfill-cut");
     // 50 ms per chunk of 256 items: the backfill is still running at the stop.
     let mut moat = Moat::must_start_with(dir.path(), &[], &[("MOAT_FAIL_POINT", "backfill-slow")]);
@@ -3293,40 +3253,7 @@ async fn a_backfill_a_stop_cut_short_finishes_after_the_restart() {
             .await
             .unwrap();
     }
-    db.update_table()
-        .table_name("cut")
-        .attribute_definitions(
-            AttributeDefinition::builder()
-                .attribute_name("grp")
-                .attribute_type(ScalarAttributeType::S)
-                .build()
-                .unwrap(),
-        )
-        .global_secondary_index_updates(
-            GlobalSecondaryIndexUpdate::builder()
-                .create(
-                    CreateGlobalSecondaryIndexAction::builder()
-                        .index_name("ByGroup")
-                        .key_schema(
-                            KeySchemaElement::builder()
-                                .attribute_name("grp")
-                                .key_type(KeyType::Hash)
-                                .build()
-                                .unwrap(),
-                        )
-                        .projection(
-                            Projection::builder()
-                                .projection_type(ProjectionType::KeysOnly)
-                                .build(),
-                        )
-                        .build()
-                        .unwrap(),
-                )
-                .build(),
-        )
-        .send()
-        .await
-        .unwrap();
+    add_group_index(&db, "cut").await;
     let status = |db: Client| async move {
         let described = db.describe_table().table_name("cut").send().await.unwrap();
         described.table().unwrap().global_secondary_indexes()[0].clone()

@@ -149,6 +149,21 @@ async fn finished_export(db: &Client, arn: &str) -> aws_sdk_dynamodb::types::Exp
     panic!("the export {arn} did not finish in 30 s");
 }
 
+/// Point-in-time recovery on, which exports need.
+async fn enable_pitr(db: &Client, table: &str) {
+    db.update_continuous_backups()
+        .table_name(table)
+        .point_in_time_recovery_specification(
+            PointInTimeRecoverySpecification::builder()
+                .point_in_time_recovery_enabled(true)
+                .build()
+                .unwrap(),
+        )
+        .send()
+        .await
+        .unwrap();
+}
+
 fn now() -> DateTime {
     DateTime::from(std::time::SystemTime::now())
 }
@@ -189,17 +204,7 @@ async fn exports_round_trip_through_imports() {
         ),
         "PointInTimeRecoveryUnavailableException"
     );
-    db.update_continuous_backups()
-        .table_name("source")
-        .point_in_time_recovery_specification(
-            PointInTimeRecoverySpecification::builder()
-                .point_in_time_recovery_enabled(true)
-                .build()
-                .unwrap(),
-        )
-        .send()
-        .await
-        .unwrap();
+    enable_pitr(&db, "source").await;
     for i in 0..30 {
         db.put_item()
             .table_name("source")
@@ -698,17 +703,7 @@ async fn backups_and_exports_live_on_an_s3_endpoint() {
         .send()
         .await
         .unwrap();
-    db.update_continuous_backups()
-        .table_name("remote")
-        .point_in_time_recovery_specification(
-            PointInTimeRecoverySpecification::builder()
-                .point_in_time_recovery_enabled(true)
-                .build()
-                .unwrap(),
-        )
-        .send()
-        .await
-        .unwrap();
+    enable_pitr(&db, "remote").await;
     for i in 0..20 {
         db.put_item()
             .table_name("remote")
@@ -820,17 +815,7 @@ async fn an_export_a_stop_cuts_short_reads_as_failed() {
         .send()
         .await
         .unwrap();
-    db.update_continuous_backups()
-        .table_name("cut")
-        .point_in_time_recovery_specification(
-            PointInTimeRecoverySpecification::builder()
-                .point_in_time_recovery_enabled(true)
-                .build()
-                .unwrap(),
-        )
-        .send()
-        .await
-        .unwrap();
+    enable_pitr(&db, "cut").await;
     db.put_item()
         .table_name("cut")
         .item("pk", AV::S("a".into()))
@@ -918,27 +903,10 @@ async fn an_export_a_stop_cuts_short_reads_as_failed() {
     // Nine hours later the token is free again: a new export.
     let mut moat = moat;
     assert!(moat.must_stop());
-    let moat = Moat::must_start_with(
-        dir.path(),
-        &[],
-        &[
-            (
-                "LD_PRELOAD",
-                "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1",
-            ),
-            ("FAKETIME", "+9h"),
-            ("FAKETIME_DONT_FAKE_MONOTONIC", "1"),
-        ],
-    );
-    let (id, secret) = moat.root_credentials();
+    let moat = Moat::must_start_shifted(dir.path(), "+9h");
     let later = |operation: &str, body: Value| {
-        let signer = common::Signer {
-            time: std::time::SystemTime::now() + std::time::Duration::from_secs(9 * 3600),
-            ..common::Signer::new(&id, &secret, "dynamodb")
-        };
-        let response = common::RawRequest::dynamodb(moat.port, operation, &body.to_string())
-            .signed(&signer)
-            .send(moat.port, &moat.ca_pem());
+        let nine_hours = std::time::Duration::from_secs(9 * 3600);
+        let response = moat.dynamodb_at(nine_hours, operation, &body.to_string());
         assert_eq!(response.status, 200, "{operation}: {}", response.body);
         serde_json::from_str::<Value>(&response.body).unwrap()
     };

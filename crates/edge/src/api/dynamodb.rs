@@ -1228,7 +1228,7 @@ fn read_many(
     };
 
     // The storage range to read.
-    let (lower, upper, sort) = match &key_condition {
+    let (lower, upper, sort_cond) = match &key_condition {
         Some(kc) => {
             if kc.partition_name != hash_attr.name {
                 return Err(validation(format!(
@@ -1254,7 +1254,7 @@ fn read_many(
             };
             // Only the keys the sort key condition can match are read.
             let (first, end) = sort_key_range(&prefix, end, sort.as_ref());
-            (Bound::Included(first), end, Some((prefix, sort)))
+            (Bound::Included(first), end, sort)
         }
         None => (Bound::Unbounded, None, None),
     };
@@ -1333,7 +1333,6 @@ fn read_many(
     let mut evaluated: Vec<(Vec<u8>, Item)> = Vec::new();
     let mut bytes = 0usize;
     let mut truncated = false;
-    let sort_cond = sort.as_ref().and_then(|(_, c)| c.clone());
     let visit = |k: &[u8], item: Item| {
         if total_segments > 1 {
             let pk_len = u16::from_be_bytes([k[0], k[1]]) as usize;

@@ -53,9 +53,39 @@ pub struct Moat {
     pub account: String,
 }
 
+/// Debian's libfaketime (scripts/test installs it).
+pub const LIBFAKETIME: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1";
+
 impl Moat {
     pub fn must_start(data_dir: &Path) -> Moat {
         Moat::must_start_with(data_dir, &[], &[])
+    }
+
+    /// Moat with its clock `shift` ahead, in libfaketime's `FAKETIME`
+    /// syntax (`+2d`, `+9h`); its monotonic clock stays real.
+    pub fn must_start_shifted(data_dir: &Path, shift: &str) -> Moat {
+        Moat::must_start_with(
+            data_dir,
+            &[],
+            &[
+                ("LD_PRELOAD", LIBFAKETIME),
+                ("FAKETIME", shift),
+                ("FAKETIME_DONT_FAKE_MONOTONIC", "1"),
+            ],
+        )
+    }
+
+    /// A DynamoDB request as root, signed `offset` from now: for a Moat
+    /// whose clock is shifted, which the SDK's clock would not match.
+    pub fn dynamodb_at(&self, offset: Duration, operation: &str, body: &str) -> RawResponse {
+        let (id, secret) = self.root_credentials();
+        let signer = Signer {
+            time: SystemTime::now() + offset,
+            ..Signer::new(&id, &secret, "dynamodb")
+        };
+        RawRequest::dynamodb(self.port, operation, body)
+            .signed(&signer)
+            .send(self.port, &self.ca_pem())
     }
 
     // The child moves into the returned `Moat`, whose `Drop` kills and waits for it.
