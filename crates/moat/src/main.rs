@@ -8,6 +8,7 @@ mod cli;
 mod config;
 mod iam_state;
 mod init;
+mod lock;
 mod oidc;
 mod vault;
 
@@ -122,6 +123,7 @@ fn init_logging(level: &str) {
 }
 
 async fn serve(settings: Settings) -> Result<(), String> {
+    let _lock = lock::lock_data_dir(&settings.data_dir)?;
     let user_tls = match (&settings.tls_cert, &settings.tls_key) {
         (Some(c), Some(k)) => Some((c.as_path(), k.as_path())),
         _ => None,

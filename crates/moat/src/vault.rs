@@ -92,6 +92,8 @@ pub fn rotate(
     new_file: &Path,
     object_store_dir: Option<&Path>,
 ) -> Result<usize, String> {
+    // Not under a running server: it would go on with the old master key.
+    let _lock = crate::lock::lock_data_dir(data_dir)?;
     let old = load_master(data_dir, old_file, None)?;
     let (mut ring, _db) = open(data_dir, old)?;
     let new = SoftwareMasterKey::from_file(new_file, true)

@@ -5,7 +5,7 @@
 
 mod common;
 
-use std::io::Write;
+use std::io::{Read, Write};
 use std::time::Duration;
 
 use aws_credential_types::Credentials;
@@ -196,6 +196,8 @@ async fn root_credentials_and_account_can_come_from_the_environment() {
     assert!(!log.contains(secret));
 }
 
+/// Also: one server per data directory, and no master-key rotation under
+/// a running one.
 #[test]
 fn plain_http_needs_the_flag_and_a_loopback_address() {
     let dir = TempDir::new("plain");
@@ -215,6 +217,23 @@ fn plain_http_needs_the_flag_and_a_loopback_address() {
 
     let moat = Moat::must_start_with(dir.path(), &["--plain-http"], &[]);
     assert!(moat.endpoint.starts_with("http://127.0.0.1:"));
+    for args in [
+        &["serve", "--plain-http", "--listen", "127.0.0.1:0"][..],
+        &["rotate-master-key", "--new-master-key-file", "new.key"],
+    ] {
+        let said = must_fail_soon(
+            std::process::Command::new(env!("CARGO_BIN_EXE_moat"))
+                .current_dir(dir.path())
+                .args(args)
+                .arg("--data-dir")
+                .arg(dir.path()),
+        );
+        assert!(
+            said.contains("another Moat is using the data directory"),
+            "{said}"
+        );
+    }
+    assert!(!dir.path().join("new.key").exists());
     let (id, secret) = moat.root_credentials();
     let request =
         RawRequest::sts_get_caller_identity(moat.port).signed(&Signer::new(&id, &secret, "sts"));
@@ -225,6 +244,32 @@ fn plain_http_needs_the_flag_and_a_loopback_address() {
     assert!(resp
         .body
         .contains(&format!("arn:aws:iam::{}:root", moat.account)));
+}
+
+/// Runs a command that should stop with an error within seconds (a second
+/// server that started would not stop); its stderr.
+fn must_fail_soon(command: &mut std::process::Command) -> String {
+    let mut child = command
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    for _ in 0..200 {
+        if let Some(status) = child.try_wait().unwrap() {
+            assert!(!status.success());
+            let mut said = String::new();
+            child
+                .stderr
+                .take()
+                .unwrap()
+                .read_to_string(&mut said)
+                .unwrap();
+            return said;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    panic!("still running after 10 s: {command:?}");
 }
 
 fn http_get(base: &str, path: &str) -> String {

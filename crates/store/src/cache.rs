@@ -9,13 +9,24 @@
 //! it. Between a commit and its invalidation a reader may still see the old
 //! value; the write has not returned yet, so it is not acknowledged.
 //!
+//! Layout: each shard appends its records (key and value) to slabs of a
+//! fixed size and evicts its oldest slab whole, so memory is the slabs plus
+//! an index from a key's 64-bit hash to its record, and the budget counts
+//! what is really held. A value allocated on its own rounds up to its
+//! allocator's size class and needed a second copy of its key for the
+//! eviction order: with 1 KB items that held 1.3 to 1.5 times the bytes it
+//! counted (BENCHMARKS.md). A record found through the index is a hit only
+//! if its key is the key asked for, so two keys with one hash cost a miss,
+//! never a wrong answer. A record of an invalidated key stays in its slab,
+//! unreachable, until the slab goes.
+//!
 //! Every handle on one file shares one cache (a table's handle is replaced
 //! when its description changes, and requests holding the old handle may
 //! still write through it). A file created anew gets a fresh cache.
 
-use std::collections::hash_map::DefaultHasher;
+use std::collections::hash_map::RandomState;
 use std::collections::{HashMap, VecDeque};
-use std::hash::{Hash, Hasher};
+use std::hash::{BuildHasher, BuildHasherDefault, Hasher};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
@@ -23,79 +34,173 @@ use std::sync::{Arc, Mutex, OnceLock, Weak};
 /// What all caches of the process may hold together, in bytes, unless
 /// [`set_budget`] says otherwise.
 ///
-/// 96 MiB: with a million items stored, 128 took Moat's resident memory to
-/// 285 MiB (about 299 MB) after a history of loads, 96 to 251 (BENCHMARKS.md).
-pub(crate) const DEFAULT_BUDGET: usize = 96 * 1024 * 1024;
-static BUDGET: AtomicUsize = AtomicUsize::new(DEFAULT_BUDGET);
+/// 128 MiB of slabs holds about what 96 MiB held when every value had an
+/// allocation of its own and the budget counted less than was resident
+/// (BENCHMARKS.md).
+pub(crate) const DEFAULT_BUDGET: usize = 128 * 1024 * 1024;
+
+/// The process's budget, shared by the caches of all its stores.
+static POOL: Pool = Pool {
+    budget: AtomicUsize::new(DEFAULT_BUDGET),
+    held: AtomicUsize::new(0),
+};
 
 /// Sets what all caches of the process may hold together; 0 turns caching
 /// off. Caches above a lowered budget shrink as they are next filled.
 pub(crate) fn set_budget(bytes: usize) {
-    BUDGET.store(bytes, Ordering::Relaxed);
+    POOL.budget.store(bytes, Ordering::Relaxed);
 }
-/// Larger values are not cached: one would displace dozens of small ones.
+
+/// Bytes that caches share: their budget and what they hold.
+pub(crate) struct Pool {
+    budget: AtomicUsize,
+    held: AtomicUsize,
+}
+
+/// The unit of allocation and of eviction.
+const SLAB_BYTES: usize = 256 * 1024;
+/// Larger values are not cached: one would displace hundreds of small ones.
 const LARGEST_VALUE: usize = 64 * 1024;
-/// Bookkeeping per entry (map slot, queue slot, allocation headers).
-const ENTRY_OVERHEAD: usize = 96;
+/// A record's header in its slab: the key's length (u16), the value's (u32).
+const RECORD_HEADER: usize = 6;
+/// What an index entry costs (slot, control byte, the table's spare room),
+/// charged to the slab that holds its record.
+const INDEX_ENTRY: usize = 32;
 const SHARDS: usize = 16;
 
-/// Bytes held by every cache of the process.
-static HELD: AtomicUsize = AtomicUsize::new(0);
+/// Where a record starts: its slab's sequence number and the offset in it.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+struct Slot {
+    slab: u32,
+    offset: u32,
+}
+
+struct Slab {
+    records: Vec<u8>,
+    /// Bytes of records plus their index entries: what the slab may still
+    /// take is `SLAB_BYTES - charged`.
+    charged: usize,
+}
+
+/// The index's keys are hashes already: its hasher passes them through.
+#[derive(Default)]
+struct Prehashed(u64);
+
+impl Hasher for Prehashed {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(*b);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
 
 #[derive(Default)]
 struct Shard {
-    entries: HashMap<Vec<u8>, Arc<[u8]>>,
-    /// Insertion order, for eviction (oldest first). May name keys already
-    /// invalidated; those are skipped.
-    order: VecDeque<Vec<u8>>,
-    bytes: usize,
+    index: HashMap<u64, Slot, BuildHasherDefault<Prehashed>>,
+    /// Oldest first; `slabs[0]` has the sequence number `first_slab`.
+    slabs: VecDeque<Slab>,
+    first_slab: u32,
     /// Bumped by every invalidation in this shard.
     generation: u64,
 }
 
+/// A record's key and value, read from its slab.
+fn record_at(slab: &Slab, offset: usize) -> Option<(&[u8], &[u8])> {
+    let header = slab.records.get(offset..offset + RECORD_HEADER)?;
+    let key_len = usize::from(u16::from_le_bytes([header[0], header[1]]));
+    let value_len = u32::from_le_bytes([header[2], header[3], header[4], header[5]]) as usize;
+    let key_start = offset + RECORD_HEADER;
+    let key = slab.records.get(key_start..key_start + key_len)?;
+    let value_start = key_start + key_len;
+    let value = slab.records.get(value_start..value_start + value_len)?;
+    Some((key, value))
+}
+
 impl Shard {
-    fn remove(&mut self, key: &[u8]) {
-        if let Some(v) = self.entries.remove(key) {
-            let size = cost(key, &v);
-            self.bytes -= size;
-            HELD.fetch_sub(size, Ordering::Relaxed);
-        }
+    fn slab(&self, number: u32) -> Option<&Slab> {
+        self.slabs
+            .get(number.wrapping_sub(self.first_slab) as usize)
     }
 
-    /// Evicts the oldest entries until `size` more bytes fit the budget.
+    /// The value of `key` if the record its hash leads to is that key's.
+    fn value(&self, hash: u64, key: &[u8]) -> Option<&[u8]> {
+        let slot = self.index.get(&hash)?;
+        let (k, v) = record_at(self.slab(slot.slab)?, slot.offset as usize)?;
+        (k == key).then_some(v)
+    }
+
+    /// Drops the oldest slab and the index entries that lead into it.
+    /// False if there is none.
+    fn evict_oldest(&mut self, pool: &Pool, hasher: &RandomState) -> bool {
+        let Some(slab) = self.slabs.pop_front() else {
+            return false;
+        };
+        let number = self.first_slab;
+        self.first_slab = number.wrapping_add(1);
+        let mut offset = 0;
+        while let Some((key, value)) = record_at(&slab, offset) {
+            let hash = hasher.hash_one(key);
+            let here = Slot {
+                slab: number,
+                offset: offset as u32,
+            };
+            // A key written and cached again since has a newer record.
+            if self.index.get(&hash) == Some(&here) {
+                self.index.remove(&hash);
+            }
+            offset += RECORD_HEADER + key.len() + value.len();
+        }
+        pool.held.fetch_sub(SLAB_BYTES, Ordering::Relaxed);
+        true
+    }
+
+    /// Evicts the oldest slabs until a new one fits the budget and this
+    /// shard's share of it (a sixteenth: shards that filled first would
+    /// otherwise keep more for good, and older records than the rest).
     /// False if this shard has nothing left to give.
-    fn make_room(&mut self, size: usize) -> bool {
-        while HELD.load(Ordering::Relaxed) + size > BUDGET.load(Ordering::Relaxed) {
-            match self.order.pop_front() {
-                Some(k) => self.remove(&k),
-                None => return false,
+    fn make_room(&mut self, pool: &Pool, hasher: &RandomState) -> bool {
+        let budget = pool.budget.load(Ordering::Relaxed);
+        let share = (budget / SHARDS).max(SLAB_BYTES);
+        while pool.held.load(Ordering::Relaxed) + SLAB_BYTES > budget
+            || (self.slabs.len() + 1) * SLAB_BYTES > share
+        {
+            if !self.evict_oldest(pool, hasher) {
+                return false;
             }
         }
         true
     }
 }
 
-fn cost(key: &[u8], value: &[u8]) -> usize {
-    key.len() * 2 + value.len() + ENTRY_OVERHEAD
-}
-
 pub(crate) struct Cache {
     /// The cached tree, once a caller asked for one.
     tree: OnceLock<String>,
+    pool: &'static Pool,
+    /// Hashes keys for the shards and their indexes (keyed per process, so
+    /// that nobody can choose keys that collide).
+    hasher: RandomState,
     shards: Vec<Mutex<Shard>>,
 }
 
 /// What a reader must hand back to [`Cache::fill`] after a miss.
 #[derive(Debug)]
 pub(crate) struct Ticket {
-    shard: usize,
+    hash: u64,
     generation: u64,
 }
 
 impl Cache {
-    fn new() -> Cache {
+    fn new(pool: &'static Pool) -> Cache {
         Cache {
             tree: OnceLock::new(),
+            pool,
+            hasher: RandomState::new(),
             shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
         }
     }
@@ -109,24 +214,25 @@ impl Cache {
         self.tree.get().is_some_and(|t| t == tree)
     }
 
-    fn shard_of(&self, key: &[u8]) -> usize {
-        let mut h = DefaultHasher::new();
-        key.hash(&mut h);
-        (h.finish() as usize) % SHARDS
-    }
-
-    fn lock(&self, shard: usize) -> std::sync::MutexGuard<'_, Shard> {
+    /// The shard of a hash: bits the index's table does not use (it takes
+    /// its buckets from the low bits and its control bytes from the top).
+    fn lock(&self, hash: u64) -> std::sync::MutexGuard<'_, Shard> {
+        let shard = (hash >> 32) as usize % SHARDS;
         self.shards[shard].lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The cached value, or the ticket to fill it after reading the store.
-    pub(crate) fn get(&self, key: &[u8]) -> Result<Arc<[u8]>, Ticket> {
-        let shard = self.shard_of(key);
-        let s = self.lock(shard);
-        match s.entries.get(key) {
-            Some(v) => Ok(v.clone()),
+    /// A copy of the cached value, or the ticket to fill it after reading
+    /// the store.
+    pub(crate) fn get(&self, key: &[u8]) -> Result<Vec<u8>, Ticket> {
+        self.get_hashed(self.hasher.hash_one(key), key)
+    }
+
+    fn get_hashed(&self, hash: u64, key: &[u8]) -> Result<Vec<u8>, Ticket> {
+        let s = self.lock(hash);
+        match s.value(hash, key) {
+            Some(v) => Ok(v.to_vec()),
             None => Err(Ticket {
-                shard,
+                hash,
                 generation: s.generation,
             }),
         }
@@ -135,48 +241,75 @@ impl Cache {
     /// Stores what a reader read after a miss, unless a write in the shard
     /// came in between (the value may then be older than that write).
     pub(crate) fn fill(&self, ticket: Ticket, key: &[u8], value: &[u8]) {
+        let Ok(key_len) = u16::try_from(key.len()) else {
+            return;
+        };
         if value.len() > LARGEST_VALUE {
             return;
         }
-        let size = cost(key, value);
-        let mut s = self.lock(ticket.shard);
-        if s.generation != ticket.generation || s.entries.contains_key(key) {
+        let hash = ticket.hash;
+        let mut s = self.lock(hash);
+        if s.generation != ticket.generation || s.value(hash, key).is_some() {
             return;
         }
-        if !s.make_room(size) {
-            return;
+        let charge = RECORD_HEADER + key.len() + value.len() + INDEX_ENTRY;
+        let fits = s
+            .slabs
+            .back()
+            .is_some_and(|slab| slab.charged + charge <= SLAB_BYTES);
+        if !fits {
+            if !s.make_room(self.pool, &self.hasher) {
+                return;
+            }
+            self.pool.held.fetch_add(SLAB_BYTES, Ordering::Relaxed);
+            s.slabs.push_back(Slab {
+                records: Vec::with_capacity(SLAB_BYTES - INDEX_ENTRY),
+                charged: 0,
+            });
         }
-        s.entries.insert(key.to_vec(), Arc::from(value));
-        s.order.push_back(key.to_vec());
-        s.bytes += size;
-        HELD.fetch_add(size, Ordering::Relaxed);
-        // Invalidated keys linger in the queue; drop them before it grows
-        // far past the entries.
-        if s.order.len() > 2 * s.entries.len() + 64 {
-            let Shard { entries, order, .. } = &mut *s;
-            order.retain(|k| entries.contains_key(k));
-        }
+        let number = s
+            .first_slab
+            .wrapping_add(s.slabs.len() as u32)
+            .wrapping_sub(1);
+        let slab = s.slabs.back_mut().expect("a slab was just ensured");
+        let offset = slab.records.len() as u32;
+        slab.records.extend_from_slice(&key_len.to_le_bytes());
+        slab.records
+            .extend_from_slice(&(value.len() as u32).to_le_bytes());
+        slab.records.extend_from_slice(key);
+        slab.records.extend_from_slice(value);
+        slab.charged += charge;
+        s.index.insert(
+            hash,
+            Slot {
+                slab: number,
+                offset,
+            },
+        );
     }
 
     /// Forgets keys a committed transaction wrote.
     pub(crate) fn invalidate<K: AsRef<[u8]>>(&self, keys: impl IntoIterator<Item = K>) {
         for key in keys {
-            let key = key.as_ref();
-            let mut s = self.lock(self.shard_of(key));
+            let hash = self.hasher.hash_one(key.as_ref());
+            let mut s = self.lock(hash);
             s.generation += 1;
-            s.remove(key);
+            // Whichever key's record the hash leads to: at worst a miss.
+            s.index.remove(&hash);
         }
     }
 }
 
 impl Drop for Cache {
     fn drop(&mut self) {
-        let held: usize = self
+        let slabs: usize = self
             .shards
             .iter()
-            .map(|s| s.lock().unwrap_or_else(|p| p.into_inner()).bytes)
+            .map(|s| s.lock().unwrap_or_else(|p| p.into_inner()).slabs.len())
             .sum();
-        HELD.fetch_sub(held, Ordering::Relaxed);
+        self.pool
+            .held
+            .fetch_sub(slabs * SLAB_BYTES, Ordering::Relaxed);
     }
 }
 
@@ -196,7 +329,7 @@ pub(crate) fn for_file(path: &Path, created: bool) -> Arc<Cache> {
             return cache;
         }
     }
-    let cache = Arc::new(Cache::new());
+    let cache = Arc::new(Cache::new(&POOL));
     registry.insert(path.to_owned(), Arc::downgrade(&cache));
     cache
 }
@@ -205,10 +338,26 @@ pub(crate) fn for_file(path: &Path, created: bool) -> Arc<Cache> {
 mod tests {
     use super::*;
 
+    /// A cache with a budget of its own (tests run side by side).
+    fn cache(budget: usize) -> Cache {
+        let pool = Box::leak(Box::new(Pool {
+            budget: AtomicUsize::new(budget),
+            held: AtomicUsize::new(0),
+        }));
+        let cache = Cache::new(pool);
+        cache.enable("items");
+        cache
+    }
+
+    fn put(cache: &Cache, key: &[u8], value: &[u8]) {
+        if let Err(ticket) = cache.get(key) {
+            cache.fill(ticket, key, value);
+        }
+    }
+
     #[test]
     fn a_read_that_raced_a_write_is_not_cached() {
-        let cache = Cache::new();
-        cache.enable("items");
+        let cache = cache(DEFAULT_BUDGET);
         let ticket = cache.get(b"k").unwrap_err();
         // A write commits and invalidates between the read and the fill.
         cache.invalidate([b"k"]);
@@ -216,9 +365,12 @@ mod tests {
         assert!(cache.get(b"k").is_err());
         let ticket = cache.get(b"k").unwrap_err();
         cache.fill(ticket, b"k", b"new");
-        assert_eq!(&*cache.get(b"k").unwrap(), b"new");
+        assert_eq!(cache.get(b"k").unwrap(), b"new");
         cache.invalidate([b"k"]);
         assert!(cache.get(b"k").is_err());
+        // Cached again after the write, from the newer read.
+        put(&cache, b"k", b"newer");
+        assert_eq!(cache.get(b"k").unwrap(), b"newer");
     }
 
     #[test]
@@ -231,18 +383,86 @@ mod tests {
         assert!(!Arc::ptr_eq(&a, &c));
     }
 
+    /// The budget is what the slabs hold; within it, 1 KB values cost
+    /// little more than their bytes, and the oldest go first.
     #[test]
-    fn the_budget_holds() {
-        let cache = Cache::new();
-        let value = vec![7u8; 60 * 1024];
-        for i in 0..2000u32 {
-            let key = i.to_be_bytes();
-            if let Err(t) = cache.get(&key) {
-                cache.fill(t, &key, &value);
-            }
+    fn the_budget_holds_and_the_oldest_go() {
+        let budget = 32 * 1024 * 1024;
+        let cache = cache(budget);
+        let value = vec![7u8; 1024];
+        let key = |i: u32| format!("item{i}").into_bytes();
+        let n = 60_000;
+        for i in 0..n {
+            put(&cache, &key(i), &value);
+            assert!(cache.pool.held.load(Ordering::Relaxed) <= budget);
         }
-        assert!(HELD.load(Ordering::Relaxed) <= DEFAULT_BUDGET);
-        let held: usize = cache.shards.iter().map(|s| s.lock().unwrap().bytes).sum();
-        assert!(held > DEFAULT_BUDGET / 2, "{held}");
+        let cached: Vec<u32> = (0..n).filter(|i| cache.get(&key(*i)).is_ok()).collect();
+        // A record and its index entry take 1,068 bytes: 31,400 would fill
+        // the budget, and each shard's newest slab is half full on average
+        // (eight slabs a shard here), so about 29,000 stay.
+        assert!(cached.len() > 27_000, "{}", cached.len());
+        // What is left is the newest: evictions took the oldest slabs, and
+        // no shard keeps more than its share.
+        assert!(
+            cached.iter().all(|i| *i >= n - 34_000),
+            "{:?}",
+            &cached[..5]
+        );
+        assert_eq!(cache.get(&key(n - 1)).unwrap(), value);
+        // Large values are not cached; a budget of 0 caches nothing.
+        put(&cache, b"large", &vec![1u8; LARGEST_VALUE + 1]);
+        assert!(cache.get(b"large").is_err());
+        let off = super::tests::cache(0);
+        put(&off, b"k", b"v");
+        assert!(off.get(b"k").is_err());
+    }
+
+    /// Two keys behind one hash: each read of either is its own value or
+    /// a miss, never the other's.
+    #[test]
+    fn keys_that_share_a_hash_never_answer_for_each_other() {
+        let cache = cache(DEFAULT_BUDGET);
+        let hash = 0x1234_5678_9abc_def0;
+        let a = cache.get_hashed(hash, b"a").unwrap_err();
+        cache.fill(a, b"a", b"value of a");
+        assert_eq!(cache.get_hashed(hash, b"a").unwrap(), b"value of a");
+        let b = cache.get_hashed(hash, b"b").unwrap_err();
+        cache.fill(b, b"b", b"value of b");
+        assert_eq!(cache.get_hashed(hash, b"b").unwrap(), b"value of b");
+        assert!(cache.get_hashed(hash, b"a").is_err());
+    }
+
+    /// Evicting a slab drops the entries of its records but keeps those
+    /// of keys cached again since in a newer one; the cache's bytes go back
+    /// to the pool when it goes.
+    #[test]
+    fn eviction_spares_newer_records_and_drop_returns_the_bytes() {
+        let cache = cache(DEFAULT_BUDGET);
+        let shard_of = |key: &[u8]| (cache.hasher.hash_one(key) >> 32) as usize % SHARDS;
+        let first = b"k0".to_vec();
+        // Keys of the same shard as the first, enough for two slabs.
+        let same_shard: Vec<Vec<u8>> = (1..)
+            .map(|i: u32| format!("k{i}").into_bytes())
+            .filter(|k| shard_of(k) == shard_of(&first))
+            .take(70)
+            .collect();
+        let value = vec![3u8; 4000];
+        put(&cache, &first, b"old");
+        cache.invalidate([&first]);
+        for key in &same_shard {
+            put(&cache, key, &value);
+        }
+        put(&cache, &first, b"new");
+        assert_eq!(cache.lock(cache.hasher.hash_one(&first)).slabs.len(), 2);
+        assert!(cache
+            .lock(cache.hasher.hash_one(&first))
+            .evict_oldest(cache.pool, &cache.hasher));
+        assert_eq!(cache.get(&first).unwrap(), b"new");
+        assert!(cache.get(&same_shard[0]).is_err());
+        assert_eq!(cache.get(&same_shard[69]).unwrap(), value);
+        let pool = cache.pool;
+        assert_eq!(pool.held.load(Ordering::Relaxed), SLAB_BYTES);
+        drop(cache);
+        assert_eq!(pool.held.load(Ordering::Relaxed), 0);
     }
 }

@@ -379,7 +379,7 @@ impl Db {
             return self.read(|conn| get(conn, &self.path, tree, key));
         }
         let ticket = match self.cache.get(key) {
-            Ok(hit) => return Ok(Some(hit.to_vec())),
+            Ok(hit) => return Ok(Some(hit)),
             Err(ticket) => ticket,
         };
         let value = self.read(|conn| get(conn, &self.path, tree, key))?;
