@@ -136,6 +136,32 @@ async fn refuse_plaintext(mut stream: TcpStream, remote: SocketAddr, edge: &Edge
     let _ = stream.shutdown().await;
 }
 
+/// Handles a request so that a client hanging up cannot cancel it half-way:
+/// its effects and its audit line always complete. Most requests finish in
+/// their first poll (a cached read, a denial), which runs here; one that has
+/// to wait goes on in a task of its own, which the connection's end does not
+/// drop. (A task for every request cost a tenth of GetItem's throughput:
+/// BENCHMARKS.md.) None if the handler panicked.
+async fn handle_uncancellable(
+    edge: Arc<Edge>,
+    req: http::Request<hyper::body::Incoming>,
+    remote: SocketAddr,
+    tls: bool,
+) -> Option<http::Response<Body>> {
+    let mut handling = Box::pin(async move { edge.handle(req, remote, tls).await });
+    let first = std::future::poll_fn(|cx| {
+        Poll::Ready(std::panic::catch_unwind(std::panic::AssertUnwindSafe(
+            || handling.as_mut().poll(cx),
+        )))
+    })
+    .await;
+    match first {
+        Ok(Poll::Ready(response)) => Some(response),
+        Ok(Poll::Pending) => tokio::spawn(handling).await.ok(),
+        Err(_) => None,
+    }
+}
+
 async fn serve_http<I>(
     io: I,
     remote: SocketAddr,
@@ -161,11 +187,9 @@ async fn serve_http<I>(
         let edge = handler_edge.clone();
         let (received, answered_at) = (service_received.clone(), service_answered.clone());
         async move {
-            // A task of its own, so that a client hanging up cannot cancel a
-            // request half-way (its effects and its audit line always complete).
-            let handled = tokio::spawn(async move { edge.handle(req, remote, tls).await }).await;
+            let handled = handle_uncancellable(edge, req, remote, tls).await;
             answered_at.store(received.load(Ordering::Relaxed), Ordering::Relaxed);
-            Ok::<_, Infallible>(handled.unwrap_or_else(|_| {
+            Ok::<_, Infallible>(handled.unwrap_or_else(|| {
                 codec::respond(
                     http::StatusCode::INTERNAL_SERVER_ERROR,
                     "text/plain",

@@ -18,7 +18,8 @@
 //! counted (BENCHMARKS.md). A record found through the index is a hit only
 //! if its key is the key asked for, so two keys with one hash cost a miss,
 //! never a wrong answer. A record of an invalidated key stays in its slab,
-//! unreachable, until the slab goes.
+//! unreachable, until the slab goes: evicted, or freed as soon as none of
+//! its records is reachable.
 //!
 //! Every handle on one file shares one cache (a table's handle is replaced
 //! when its description changes, and requests holding the old handle may
@@ -34,9 +35,10 @@ use std::sync::{Arc, Mutex, OnceLock, Weak};
 /// What all caches of the process may hold together, in bytes, unless
 /// [`set_budget`] says otherwise.
 ///
-/// 128 MiB of slabs holds about what 96 MiB held when every value had an
-/// allocation of its own and the budget counted less than was resident
-/// (BENCHMARKS.md).
+/// 128 MiB of slabs holds 100,000 items of 1 KB (96 MiB held four in five
+/// of them when every value had an allocation of its own and the budget
+/// counted less than was resident), and keeps a server with a million items
+/// under 300 MB once the cache is full (BENCHMARKS.md).
 pub(crate) const DEFAULT_BUDGET: usize = 128 * 1024 * 1024;
 
 /// The process's budget, shared by the caches of all its stores.
@@ -76,10 +78,17 @@ struct Slot {
 }
 
 struct Slab {
+    /// Empty once freed.
     records: Vec<u8>,
     /// Bytes of records plus their index entries: what the slab may still
     /// take is `SLAB_BYTES - charged`.
     charged: usize,
+    /// Records the index leads to. A slab none of whose records is reachable
+    /// any more (its keys were all written) is freed at once, not when it
+    /// would be evicted: writes give memory back as they did when every
+    /// value had an allocation of its own.
+    live: usize,
+    held: bool,
 }
 
 /// The index's keys are hashes already: its hasher passes them through.
@@ -106,6 +115,8 @@ struct Shard {
     /// Oldest first; `slabs[0]` has the sequence number `first_slab`.
     slabs: VecDeque<Slab>,
     first_slab: u32,
+    /// Slabs not yet freed.
+    allocated: usize,
     /// Bumped by every invalidation in this shard.
     generation: u64,
 }
@@ -128,6 +139,49 @@ impl Shard {
             .get(number.wrapping_sub(self.first_slab) as usize)
     }
 
+    /// The sequence number of the newest slab, the one being filled.
+    fn newest(&self) -> u32 {
+        self.first_slab
+            .wrapping_add(self.slabs.len() as u32)
+            .wrapping_sub(1)
+    }
+
+    /// Gives a slab's memory back to the pool; its place in the sequence
+    /// stays until it is the oldest.
+    fn free(&mut self, number: u32, pool: &Pool) {
+        let Some(slab) = self
+            .slabs
+            .get_mut(number.wrapping_sub(self.first_slab) as usize)
+        else {
+            return;
+        };
+        if slab.held {
+            slab.records = Vec::new();
+            slab.held = false;
+            self.allocated -= 1;
+            pool.held.fetch_sub(SLAB_BYTES, Ordering::Relaxed);
+        }
+        while self.slabs.front().is_some_and(|s| !s.held) {
+            self.slabs.pop_front();
+            self.first_slab = self.first_slab.wrapping_add(1);
+        }
+    }
+
+    /// Notes that the index no longer leads to the record at `slot`.
+    fn unlink(&mut self, slot: Slot, pool: &Pool) {
+        let newest = self.newest();
+        let Some(slab) = self
+            .slabs
+            .get_mut(slot.slab.wrapping_sub(self.first_slab) as usize)
+        else {
+            return;
+        };
+        slab.live = slab.live.saturating_sub(1);
+        if slab.live == 0 && slot.slab != newest {
+            self.free(slot.slab, pool);
+        }
+    }
+
     /// The value of `key` if the record its hash leads to is that key's.
     fn value(&self, hash: u64, key: &[u8]) -> Option<&[u8]> {
         let slot = self.index.get(&hash)?;
@@ -143,6 +197,10 @@ impl Shard {
         };
         let number = self.first_slab;
         self.first_slab = number.wrapping_add(1);
+        if !slab.held {
+            return true;
+        }
+        self.allocated -= 1;
         let mut offset = 0;
         while let Some((key, value)) = record_at(&slab, offset) {
             let hash = hasher.hash_one(key);
@@ -168,7 +226,7 @@ impl Shard {
         let budget = pool.budget.load(Ordering::Relaxed);
         let share = (budget / SHARDS).max(SLAB_BYTES);
         while pool.held.load(Ordering::Relaxed) + SLAB_BYTES > budget
-            || (self.slabs.len() + 1) * SLAB_BYTES > share
+            || (self.allocated + 1) * SLAB_BYTES > share
         {
             if !self.evict_oldest(pool, hasher) {
                 return false;
@@ -258,19 +316,25 @@ impl Cache {
             .back()
             .is_some_and(|slab| slab.charged + charge <= SLAB_BYTES);
         if !fits {
+            // The slab being filled is done: free now if nothing in it is
+            // reachable.
+            if s.slabs.back().is_some_and(|slab| slab.live == 0) {
+                let newest = s.newest();
+                s.free(newest, self.pool);
+            }
             if !s.make_room(self.pool, &self.hasher) {
                 return;
             }
             self.pool.held.fetch_add(SLAB_BYTES, Ordering::Relaxed);
+            s.allocated += 1;
             s.slabs.push_back(Slab {
                 records: Vec::with_capacity(SLAB_BYTES - INDEX_ENTRY),
                 charged: 0,
+                live: 0,
+                held: true,
             });
         }
-        let number = s
-            .first_slab
-            .wrapping_add(s.slabs.len() as u32)
-            .wrapping_sub(1);
+        let number = s.newest();
         let slab = s.slabs.back_mut().expect("a slab was just ensured");
         let offset = slab.records.len() as u32;
         slab.records.extend_from_slice(&key_len.to_le_bytes());
@@ -279,13 +343,15 @@ impl Cache {
         slab.records.extend_from_slice(key);
         slab.records.extend_from_slice(value);
         slab.charged += charge;
-        s.index.insert(
-            hash,
-            Slot {
-                slab: number,
-                offset,
-            },
-        );
+        slab.live += 1;
+        let slot = Slot {
+            slab: number,
+            offset,
+        };
+        // Another key's record under the same hash is unreachable now.
+        if let Some(other) = s.index.insert(hash, slot) {
+            s.unlink(other, self.pool);
+        }
     }
 
     /// Forgets keys a committed transaction wrote.
@@ -295,7 +361,9 @@ impl Cache {
             let mut s = self.lock(hash);
             s.generation += 1;
             // Whichever key's record the hash leads to: at worst a miss.
-            s.index.remove(&hash);
+            if let Some(slot) = s.index.remove(&hash) {
+                s.unlink(slot, self.pool);
+            }
         }
     }
 }
@@ -305,7 +373,7 @@ impl Drop for Cache {
         let slabs: usize = self
             .shards
             .iter()
-            .map(|s| s.lock().unwrap_or_else(|p| p.into_inner()).slabs.len())
+            .map(|s| s.lock().unwrap_or_else(|p| p.into_inner()).allocated)
             .sum();
         self.pool
             .held
@@ -415,6 +483,37 @@ mod tests {
         let off = super::tests::cache(0);
         put(&off, b"k", b"v");
         assert!(off.get(b"k").is_err());
+    }
+
+    /// A slab whose records were all written (invalidated) goes back to
+    /// the pool at once; the slab being filled stays.
+    #[test]
+    fn a_slab_whose_keys_were_all_written_is_freed() {
+        let cache = cache(DEFAULT_BUDGET);
+        let shard_of = |key: &[u8]| (cache.hasher.hash_one(key) >> 32) as usize % SHARDS;
+        let keys: Vec<Vec<u8>> = (0..)
+            .map(|i: u32| format!("k{i}").into_bytes())
+            .filter(|k| shard_of(k) == 0)
+            .take(70)
+            .collect();
+        let value = vec![5u8; 4000];
+        for key in &keys {
+            put(&cache, key, &value);
+        }
+        assert_eq!(cache.pool.held.load(Ordering::Relaxed), 2 * SLAB_BYTES);
+        cache.invalidate(&keys[..69]);
+        assert_eq!(cache.pool.held.load(Ordering::Relaxed), SLAB_BYTES);
+        assert_eq!(cache.get(&keys[69]).unwrap(), value);
+        cache.invalidate(&keys[69..]);
+        assert_eq!(cache.pool.held.load(Ordering::Relaxed), SLAB_BYTES);
+        // Filling goes on in the newest slab, then in fresh ones.
+        for key in &keys {
+            put(&cache, key, &value);
+        }
+        assert_eq!(cache.pool.held.load(Ordering::Relaxed), 2 * SLAB_BYTES);
+        assert!(keys.iter().all(|k| cache.get(k).is_ok()));
+        let shard = cache.lock(cache.hasher.hash_one(&keys[0]));
+        assert_eq!((shard.slabs.len(), shard.allocated), (2, 2));
     }
 
     /// Two keys behind one hash: each read of either is its own value or
