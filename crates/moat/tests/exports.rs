@@ -823,21 +823,30 @@ async fn an_export_a_stop_cuts_short_reads_as_failed() {
         .await
         .unwrap();
     let table_arn = format!("arn:aws:dynamodb:us-east-1:{}:table/cut", moat.account);
-    let started = db
-        .export_table_to_point_in_time()
-        .table_arn(&table_arn)
-        .s3_bucket("exports")
-        .client_token("once")
-        .send()
-        .await
-        .unwrap();
-    let arn = started
-        .export_description()
-        .unwrap()
-        .export_arn()
-        .unwrap()
-        .to_owned();
+    // Four requests with one token at once start one export.
+    let start = || {
+        db.export_table_to_point_in_time()
+            .table_arn(&table_arn)
+            .s3_bucket("exports")
+            .client_token("once")
+            .send()
+    };
+    let (a, b, c, d) = tokio::join!(start(), start(), start(), start());
+    let arns: Vec<String> = [a, b, c, d]
+        .into_iter()
+        .map(|r| {
+            r.unwrap()
+                .export_description()
+                .unwrap()
+                .export_arn()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    let arn = arns[0].clone();
+    assert!(arns.iter().all(|a| *a == arn), "{arns:?}");
     let listed = db.list_exports().send().await.unwrap();
+    assert_eq!(listed.export_summaries().len(), 1);
     assert_eq!(
         listed.export_summaries()[0]
             .export_status()

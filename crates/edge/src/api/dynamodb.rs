@@ -2299,6 +2299,10 @@ fn export_table(
     } else {
         "FULL_EXPORT"
     };
+    // From the token's check until the export's record is saved: two
+    // requests with one token at once start one export.
+    static EXPORT_TOKENS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _checking = EXPORT_TOKENS.lock().unwrap_or_else(|p| p.into_inner());
     let retried = by_client_token(
         input,
         tables.exports()?,
