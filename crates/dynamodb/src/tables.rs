@@ -1030,49 +1030,28 @@ impl Table {
         }
     }
 
-    /// Items in storage order from `start` (exclusive) within `[lower, upper)`,
-    /// read in chunks; `visit` returns false to stop.
+    /// Items in storage order within `[lower, upper)`, read in chunks;
+    /// `visit` returns false to stop.
     pub fn range(
         &self,
         lower: Bound<Vec<u8>>,
         upper: Option<Vec<u8>>,
         visit: impl FnMut(&[u8], Item) -> Result<bool, DdbError>,
     ) -> Result<(), DdbError> {
-        self.range_in(None, lower, upper, visit)
+        self.range_in(None, lower, upper, true, visit)
     }
 
-    /// As `range`, over an index's entries when `index` is given.
+    /// Reads `[lower, upper)` of the items, or of an index's entries when
+    /// `index` is given, in chunks of 256, each continuing after the last
+    /// key; or, not `forward`, from `upper` down, each chunk before the last
+    /// key, so that a reader of the last few items of a large partition
+    /// reads only those.
     pub fn range_in(
-        &self,
-        index: Option<&IndexMeta>,
-        lower: Bound<Vec<u8>>,
-        upper: Option<Vec<u8>>,
-        visit: impl FnMut(&[u8], Item) -> Result<bool, DdbError>,
-    ) -> Result<(), DdbError> {
-        self.walk(index, lower, upper, false, visit)
-    }
-
-    /// As `range_in`, backwards: from `upper` (exclusive) down to `lower`,
-    /// read in chunks from the end, so that a reader of the last few items
-    /// of a large partition reads only those.
-    pub fn range_in_descending(
-        &self,
-        index: Option<&IndexMeta>,
-        lower: Bound<Vec<u8>>,
-        upper: Option<Vec<u8>>,
-        visit: impl FnMut(&[u8], Item) -> Result<bool, DdbError>,
-    ) -> Result<(), DdbError> {
-        self.walk(index, lower, upper, true, visit)
-    }
-
-    /// Reads `[lower, upper)` of the items or of an index in chunks of 256,
-    /// each chunk continuing after (or, descending, before) the last key.
-    fn walk(
         &self,
         index: Option<&IndexMeta>,
         mut lower: Bound<Vec<u8>>,
         mut upper: Option<Vec<u8>>,
-        descending: bool,
+        forward: bool,
         mut visit: impl FnMut(&[u8], Item) -> Result<bool, DdbError>,
     ) -> Result<(), DdbError> {
         let tree = index
@@ -1081,10 +1060,10 @@ impl Table {
         loop {
             let from = lower.as_ref().map(Vec::as_slice);
             let to = upper.as_deref().map_or(Bound::Unbounded, Bound::Excluded);
-            let chunk = if descending {
-                self.db.scan_descending(&tree, from, to, 256)?
-            } else {
+            let chunk = if forward {
                 self.db.scan(&tree, from, to, 256)?
+            } else {
+                self.db.scan_descending(&tree, from, to, 256)?
             };
             let Some(last) = chunk.last().map(|(k, _)| k.clone()) else {
                 return Ok(());
@@ -1094,10 +1073,10 @@ impl Table {
                     return Ok(());
                 }
             }
-            if descending {
-                upper = Some(last);
-            } else {
+            if forward {
                 lower = Bound::Excluded(last);
+            } else {
+                upper = Some(last);
             }
         }
     }

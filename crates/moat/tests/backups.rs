@@ -16,7 +16,7 @@ use common::{files_under, Moat, TempDir};
 
 #[path = "common/sdk.rs"]
 mod sdk;
-use sdk::code;
+use sdk::{code, def, ks};
 
 fn s(v: &str) -> AV {
     AV::S(v.to_owned())
@@ -361,21 +361,15 @@ async fn point_in_time_recovery_returns_each_recorded_moment() {
     // An index on the value: restores rebuild it to the same moment.
     db.create_table()
         .table_name("ledger")
-        .attribute_definitions(key_def("pk", ScalarAttributeType::S))
-        .attribute_definitions(key_def("v", ScalarAttributeType::S))
-        .key_schema(key_elem("pk", KeyType::Hash))
-        .global_secondary_indexes(
-            aws_sdk_dynamodb::types::GlobalSecondaryIndex::builder()
-                .index_name("by-value")
-                .key_schema(key_elem("v", KeyType::Hash))
-                .projection(
-                    aws_sdk_dynamodb::types::Projection::builder()
-                        .projection_type(aws_sdk_dynamodb::types::ProjectionType::KeysOnly)
-                        .build(),
-                )
-                .build()
-                .unwrap(),
-        )
+        .attribute_definitions(def("pk", ScalarAttributeType::S))
+        .attribute_definitions(def("v", ScalarAttributeType::S))
+        .key_schema(ks("pk", KeyType::Hash))
+        .global_secondary_indexes(sdk::global_index(
+            "by-value",
+            "v",
+            None,
+            aws_sdk_dynamodb::types::ProjectionType::KeysOnly,
+        ))
         .billing_mode(BillingMode::PayPerRequest)
         .send()
         .await
@@ -673,22 +667,6 @@ async fn recovery_history_is_rebased_and_pruned_to_its_period() {
     );
 }
 
-fn key_def(name: &str, kind: ScalarAttributeType) -> AttributeDefinition {
-    AttributeDefinition::builder()
-        .attribute_name(name)
-        .attribute_type(kind)
-        .build()
-        .unwrap()
-}
-
-fn key_elem(name: &str, kind: KeyType) -> KeySchemaElement {
-    KeySchemaElement::builder()
-        .attribute_name(name)
-        .key_type(kind)
-        .build()
-        .unwrap()
-}
-
 async fn backup_arn(db: &Client, table: &str, name: &str) -> String {
     db.create_backup()
         .table_name(table)
@@ -716,27 +694,20 @@ async fn group_count(db: &Client, table: &str, group: &str) -> usize {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn incremental_backups_store_only_changes_restore_completely_and_survive_rotation() {
-    use aws_sdk_dynamodb::types::{GlobalSecondaryIndex, Projection, ProjectionType};
     let dir = TempDir::new("backups-incr");
     let mut moat = Moat::must_start(dir.path());
     let db = client(&moat, "us-east-1");
     db.create_table()
         .table_name("catalog")
-        .attribute_definitions(key_def("pk", ScalarAttributeType::S))
-        .attribute_definitions(key_def("g", ScalarAttributeType::S))
-        .key_schema(key_elem("pk", KeyType::Hash))
-        .global_secondary_indexes(
-            GlobalSecondaryIndex::builder()
-                .index_name("by-group")
-                .key_schema(key_elem("g", KeyType::Hash))
-                .projection(
-                    Projection::builder()
-                        .projection_type(ProjectionType::All)
-                        .build(),
-                )
-                .build()
-                .unwrap(),
-        )
+        .attribute_definitions(def("pk", ScalarAttributeType::S))
+        .attribute_definitions(def("g", ScalarAttributeType::S))
+        .key_schema(ks("pk", KeyType::Hash))
+        .global_secondary_indexes(sdk::global_index(
+            "by-group",
+            "g",
+            None,
+            aws_sdk_dynamodb::types::ProjectionType::All,
+        ))
         .billing_mode(BillingMode::PayPerRequest)
         .send()
         .await
@@ -854,8 +825,8 @@ copy_to_table = "orders-replica"
     let eu = client(&moat, "eu-west-1");
     db.create_table()
         .table_name("orders")
-        .attribute_definitions(key_def("pk", ScalarAttributeType::S))
-        .key_schema(key_elem("pk", KeyType::Hash))
+        .attribute_definitions(def("pk", ScalarAttributeType::S))
+        .key_schema(ks("pk", KeyType::Hash))
         .billing_mode(BillingMode::PayPerRequest)
         .send()
         .await

@@ -17,8 +17,8 @@ use common::{Moat, TempDir};
 
 #[path = "common/sdk.rs"]
 mod sdk;
-use sdk::code;
 use sdk::dynamodb_client;
+use sdk::{code, def, ks};
 
 fn message<T, E: ProvideErrorMetadata>(result: Result<T, E>) -> String {
     match result {
@@ -87,22 +87,6 @@ async fn must_create(db: &Client, name: &str, range: bool) {
             );
     }
     req.send().await.unwrap();
-}
-
-fn def(name: &str, kind: ScalarAttributeType) -> AttributeDefinition {
-    AttributeDefinition::builder()
-        .attribute_name(name)
-        .attribute_type(kind)
-        .build()
-        .unwrap()
-}
-
-fn ks(name: &str, kind: KeyType) -> KeySchemaElement {
-    KeySchemaElement::builder()
-        .attribute_name(name)
-        .key_type(kind)
-        .build()
-        .unwrap()
 }
 
 fn s(v: &str) -> AV {
@@ -2079,6 +2063,32 @@ async fn scan_all(db: &Client, table: &str, index: Option<&str>) -> Vec<HashMap<
 
 /// Adds the global index `ByGroup` (key `grp`, keys only) to a table that
 /// holds data; it fills in on Moat's backfill thread.
+/// Writes the items with BatchWriteItem, 25 at a time; none may come back
+/// unprocessed.
+async fn put_all(db: &Client, table: &str, items: impl IntoIterator<Item = HashMap<String, AV>>) {
+    use aws_sdk_dynamodb::types::{PutRequest, WriteRequest};
+    let writes: Vec<WriteRequest> = items
+        .into_iter()
+        .map(|item| {
+            WriteRequest::builder()
+                .put_request(PutRequest::builder().set_item(Some(item)).build().unwrap())
+                .build()
+        })
+        .collect();
+    for chunk in writes.chunks(25) {
+        let out = db
+            .batch_write_item()
+            .request_items(table, chunk.to_vec())
+            .send()
+            .await
+            .unwrap();
+        assert!(out
+            .unprocessed_items()
+            .unwrap_or(&HashMap::new())
+            .is_empty());
+    }
+}
+
 async fn add_group_index(db: &Client, table: &str) {
     use aws_sdk_dynamodb::types::{
         CreateGlobalSecondaryIndexAction, GlobalSecondaryIndexUpdate, Projection, ProjectionType,
@@ -2109,7 +2119,7 @@ async fn add_group_index(db: &Client, table: &str) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_index_added_to_10000_items_backfills_while_writes_go_on() {
-    use aws_sdk_dynamodb::types::{IndexStatus, PutRequest, WriteRequest};
+    use aws_sdk_dynamodb::types::IndexStatus;
     let dir = TempDir::new("ddb-backfill");
     // Each 256-item chunk waits 50 ms, so the writes below always meet the
     // backfill, however fast the machine.
@@ -2127,31 +2137,12 @@ async fn an_index_added_to_10000_items_backfills_while_writes_go_on() {
         }
         item
     };
-    for chunk in (0..10_000).collect::<Vec<_>>().chunks(25) {
-        let writes: Vec<WriteRequest> = chunk
-            .iter()
-            .map(|&i| {
-                WriteRequest::builder()
-                    .put_request(
-                        PutRequest::builder()
-                            .set_item(Some(item(i, (i % 7 != 0).then_some(i % 40))))
-                            .build()
-                            .unwrap(),
-                    )
-                    .build()
-            })
-            .collect();
-        let out = db
-            .batch_write_item()
-            .request_items("events", writes)
-            .send()
-            .await
-            .unwrap();
-        assert!(out
-            .unprocessed_items()
-            .unwrap_or(&HashMap::new())
-            .is_empty());
-    }
+    put_all(
+        &db,
+        "events",
+        (0..10_000).map(|i| item(i, (i % 7 != 0).then_some(i % 40))),
+    )
+    .await;
 
     add_group_index(&db, "events").await;
 
@@ -2847,7 +2838,7 @@ async fn query_pages(
 
 #[tokio::test(flavor = "multi_thread")]
 async fn every_key_condition_reads_the_same_items_both_ways_and_in_pages() {
-    use aws_sdk_dynamodb::types::{GlobalSecondaryIndex, Projection, ProjectionType};
+    use aws_sdk_dynamodb::types::ProjectionType;
     let dir = TempDir::new("ddb-key-ranges");
     let moat = Moat::must_start(dir.path());
     let db = client(&moat);
@@ -2859,19 +2850,12 @@ async fn every_key_condition_reads_the_same_items_both_ways_and_in_pages() {
         .attribute_definitions(def("num", ScalarAttributeType::N))
         .key_schema(ks("pk", KeyType::Hash))
         .key_schema(ks("sk", KeyType::Range))
-        .global_secondary_indexes(
-            GlobalSecondaryIndex::builder()
-                .index_name("ByNum")
-                .key_schema(ks("g", KeyType::Hash))
-                .key_schema(ks("num", KeyType::Range))
-                .projection(
-                    Projection::builder()
-                        .projection_type(ProjectionType::All)
-                        .build(),
-                )
-                .build()
-                .unwrap(),
-        )
+        .global_secondary_indexes(sdk::global_index(
+            "ByNum",
+            "g",
+            Some("num"),
+            ProjectionType::All,
+        ))
         .billing_mode(BillingMode::PayPerRequest)
         .send()
         .await
@@ -3093,22 +3077,11 @@ async fn every_key_condition_reads_the_same_items_both_ways_and_in_pages() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn index_counts_and_sizes_follow_every_write() {
-    use aws_sdk_dynamodb::types::{GlobalSecondaryIndex, Projection, ProjectionType};
+    use aws_sdk_dynamodb::types::ProjectionType;
     let dir = TempDir::new("ddb-index-stats");
     let moat = Moat::must_start(dir.path());
     let db = client(&moat);
-    let index = |name: &str, key: &str| {
-        GlobalSecondaryIndex::builder()
-            .index_name(name)
-            .key_schema(ks(key, KeyType::Hash))
-            .projection(
-                Projection::builder()
-                    .projection_type(ProjectionType::All)
-                    .build(),
-            )
-            .build()
-            .unwrap()
-    };
+    let index = |name: &str, key: &str| sdk::global_index(name, key, None, ProjectionType::All);
     db.create_table()
         .table_name("counted")
         .attribute_definitions(def("pk", ScalarAttributeType::S))
@@ -3229,30 +3202,24 @@ async fn index_counts_and_sizes_follow_every_write() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_backfill_a_stop_cut_short_finishes_after_the_restart() {
-    use aws_sdk_dynamodb::types::{IndexStatus, PutRequest, WriteRequest};
+    use aws_sdk_dynamodb::types::IndexStatus;
     let dir = TempDir::new("ddb-backfill-cut");
     // 50 ms per chunk of 256 items: the backfill is still running at the stop.
     let mut moat = Moat::must_start_with(dir.path(), &[], &[("MOAT_FAIL_POINT", "backfill-slow")]);
     let db = client(&moat);
     must_create(&db, "cut", false).await;
-    for first in (0..3000).step_by(25) {
-        let writes: Vec<WriteRequest> = (first..first + 25)
-            .map(|i: usize| {
-                let mut item = HashMap::from([("pk".to_owned(), s(&format!("k{i:05}")))]);
-                if i % 3 != 0 {
-                    item.insert("grp".to_owned(), s(&format!("g{}", i % 10)));
-                }
-                WriteRequest::builder()
-                    .put_request(PutRequest::builder().set_item(Some(item)).build().unwrap())
-                    .build()
-            })
-            .collect();
-        db.batch_write_item()
-            .request_items("cut", writes)
-            .send()
-            .await
-            .unwrap();
-    }
+    put_all(
+        &db,
+        "cut",
+        (0..3000).map(|i| {
+            let mut item = HashMap::from([("pk".to_owned(), s(&format!("k{i:05}")))]);
+            if i % 3 != 0 {
+                item.insert("grp".to_owned(), s(&format!("g{}", i % 10)));
+            }
+            item
+        }),
+    )
+    .await;
     add_group_index(&db, "cut").await;
     let status = |db: Client| async move {
         let described = db.describe_table().table_name("cut").send().await.unwrap();

@@ -10,10 +10,9 @@ use std::collections::HashMap;
 use aws_credential_types::Credentials;
 use aws_sdk_dynamodb::primitives::{Blob, DateTime};
 use aws_sdk_dynamodb::types::{
-    AttributeDefinition, AttributeValue as AV, BillingMode, CsvOptions, ExportType, ExportViewType,
-    ImportStatus, IncrementalExportSpecification, InputCompressionType, InputFormat,
-    InputFormatOptions, KeySchemaElement, KeyType, PointInTimeRecoverySpecification,
-    S3BucketSource, ScalarAttributeType, TableCreationParameters,
+    AttributeValue as AV, BillingMode, CsvOptions, ExportType, ExportViewType, ImportStatus,
+    IncrementalExportSpecification, InputCompressionType, InputFormat, InputFormatOptions, KeyType,
+    PointInTimeRecoverySpecification, S3BucketSource, ScalarAttributeType, TableCreationParameters,
 };
 use aws_sdk_dynamodb::Client;
 use common::{files_under, Moat, TempDir};
@@ -21,26 +20,10 @@ use serde_json::Value;
 
 #[path = "common/sdk.rs"]
 mod sdk;
-use sdk::code;
+use sdk::{code, def, ks};
 
 fn client(moat: &Moat) -> Client {
     sdk::dynamodb_client(moat, sdk::root(moat))
-}
-
-fn def(name: &str, kind: ScalarAttributeType) -> AttributeDefinition {
-    AttributeDefinition::builder()
-        .attribute_name(name)
-        .attribute_type(kind)
-        .build()
-        .unwrap()
-}
-
-fn elem(name: &str, kind: KeyType) -> KeySchemaElement {
-    KeySchemaElement::builder()
-        .attribute_name(name)
-        .key_type(kind)
-        .build()
-        .unwrap()
 }
 
 fn creation(name: &str) -> TableCreationParameters {
@@ -48,8 +31,8 @@ fn creation(name: &str) -> TableCreationParameters {
         .table_name(name)
         .attribute_definitions(def("pk", ScalarAttributeType::S))
         .attribute_definitions(def("sk", ScalarAttributeType::N))
-        .key_schema(elem("pk", KeyType::Hash))
-        .key_schema(elem("sk", KeyType::Range))
+        .key_schema(ks("pk", KeyType::Hash))
+        .key_schema(ks("sk", KeyType::Range))
         .billing_mode(BillingMode::PayPerRequest)
         .build()
         .unwrap()
@@ -605,7 +588,7 @@ async fn csv_imports_type_the_key_attributes() {
             TableCreationParameters::builder()
                 .table_name("people")
                 .attribute_definitions(def("id", ScalarAttributeType::N))
-                .key_schema(elem("id", KeyType::Hash))
+                .key_schema(ks("id", KeyType::Hash))
                 .billing_mode(BillingMode::PayPerRequest)
                 .build()
                 .unwrap(),
@@ -654,7 +637,7 @@ async fn csv_imports_type_the_key_attributes() {
             TableCreationParameters::builder()
                 .table_name("people")
                 .attribute_definitions(def("id", ScalarAttributeType::N))
-                .key_schema(elem("id", KeyType::Hash))
+                .key_schema(ks("id", KeyType::Hash))
                 .billing_mode(BillingMode::PayPerRequest)
                 .build()
                 .unwrap(),
@@ -810,7 +793,7 @@ async fn an_export_a_stop_cuts_short_reads_as_failed() {
     db.create_table()
         .table_name("cut")
         .attribute_definitions(def("pk", ScalarAttributeType::S))
-        .key_schema(elem("pk", KeyType::Hash))
+        .key_schema(ks("pk", KeyType::Hash))
         .billing_mode(BillingMode::PayPerRequest)
         .send()
         .await

@@ -139,6 +139,11 @@ impl Shard {
             .get(number.wrapping_sub(self.first_slab) as usize)
     }
 
+    fn slab_mut(&mut self, number: u32) -> Option<&mut Slab> {
+        self.slabs
+            .get_mut(number.wrapping_sub(self.first_slab) as usize)
+    }
+
     /// The sequence number of the newest slab, the one being filled.
     fn newest(&self) -> u32 {
         self.first_slab
@@ -149,10 +154,7 @@ impl Shard {
     /// Gives a slab's memory back to the pool; its place in the sequence
     /// stays until it is the oldest.
     fn free(&mut self, number: u32, pool: &Pool) {
-        let Some(slab) = self
-            .slabs
-            .get_mut(number.wrapping_sub(self.first_slab) as usize)
-        else {
+        let Some(slab) = self.slab_mut(number) else {
             return;
         };
         if slab.held {
@@ -170,10 +172,7 @@ impl Shard {
     /// Notes that the index no longer leads to the record at `slot`.
     fn unlink(&mut self, slot: Slot, pool: &Pool) {
         let newest = self.newest();
-        let Some(slab) = self
-            .slabs
-            .get_mut(slot.slab.wrapping_sub(self.first_slab) as usize)
-        else {
+        let Some(slab) = self.slab_mut(slot.slab) else {
             return;
         };
         slab.live = slab.live.saturating_sub(1);

@@ -1355,11 +1355,7 @@ fn read_many(
         evaluated.push((k.to_vec(), item));
         Ok(true)
     };
-    if forward {
-        table.range_in(index.as_ref(), lower, upper, visit)?;
-    } else {
-        table.range_in_descending(index.as_ref(), lower, upper, visit)?;
-    }
+    table.range_in(index.as_ref(), lower, upper, forward, visit)?;
 
     let scanned = evaluated.len();
     // Straight to JSON: no copy of an item that is returned whole, and none

@@ -120,3 +120,48 @@ fn dynamodb_client_of(
         .build();
     aws_sdk_dynamodb::Client::from_conf(config)
 }
+
+/// An attribute definition for CreateTable or UpdateTable.
+pub fn def(
+    name: &str,
+    kind: aws_sdk_dynamodb::types::ScalarAttributeType,
+) -> aws_sdk_dynamodb::types::AttributeDefinition {
+    aws_sdk_dynamodb::types::AttributeDefinition::builder()
+        .attribute_name(name)
+        .attribute_type(kind)
+        .build()
+        .unwrap()
+}
+
+/// One element of a key schema.
+pub fn ks(
+    name: &str,
+    kind: aws_sdk_dynamodb::types::KeyType,
+) -> aws_sdk_dynamodb::types::KeySchemaElement {
+    aws_sdk_dynamodb::types::KeySchemaElement::builder()
+        .attribute_name(name)
+        .key_type(kind)
+        .build()
+        .unwrap()
+}
+
+/// A global secondary index for CreateTable: its partition key, its sort
+/// key if any, and what it projects.
+pub fn global_index(
+    name: &str,
+    hash: &str,
+    range: Option<&str>,
+    projection: aws_sdk_dynamodb::types::ProjectionType,
+) -> aws_sdk_dynamodb::types::GlobalSecondaryIndex {
+    use aws_sdk_dynamodb::types::{GlobalSecondaryIndex, KeyType, Projection};
+    let mut index = GlobalSecondaryIndex::builder()
+        .index_name(name)
+        .key_schema(ks(hash, KeyType::Hash));
+    if let Some(range) = range {
+        index = index.key_schema(ks(range, KeyType::Range));
+    }
+    index
+        .projection(Projection::builder().projection_type(projection).build())
+        .build()
+        .unwrap()
+}
