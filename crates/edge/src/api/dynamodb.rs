@@ -2190,15 +2190,13 @@ fn valid_prefix(prefix: &str) -> bool {
             .all(|s| !s.is_empty() && s != "." && s != ".." && !s.contains('\0'))
 }
 
-/// What an earlier request with this `ClientToken` started, so that a retry
-/// gets it again; `conflict` if the token was used for another table or
-/// bucket. `token_of` gives a record's token and whether it matches.
 /// How long a `ClientToken` names its request, as in DynamoDB.
 const CLIENT_TOKEN_SECONDS: f64 = 8.0 * 3600.0;
 
 /// The earlier request with this request's `ClientToken`, if one was made
-/// within the last 8 hours. `token_of` gives a record's token, whether
-/// its parameters match this request's, and when it started (seconds).
+/// within the last 8 hours, so that a retry gets it again; `conflict` if it
+/// had other parameters. `token_of` gives a record's token, whether its
+/// parameters match this request's, and when it started (seconds).
 fn by_client_token<T>(
     input: &Map<String, Value>,
     records: Vec<T>,
@@ -2254,7 +2252,8 @@ fn export_table(
         ))),
     }
     let now = moat_dynamodb::tables::now_micros();
-    let incremental = match text(input, "ExportType")?.unwrap_or("FULL_EXPORT") {
+    let export_type = text(input, "ExportType")?.unwrap_or("FULL_EXPORT");
+    let incremental = match export_type {
         "FULL_EXPORT" => None,
         "INCREMENTAL_EXPORT" => {
             let spec = object(input, "IncrementalExportSpecification")?.ok_or_else(|| {
@@ -2290,11 +2289,6 @@ fn export_table(
         ))),
     };
     let at = seconds_arg(input, "ExportTime")?.unwrap_or(now);
-    let export_type = if incremental.is_some() {
-        "INCREMENTAL_EXPORT"
-    } else {
-        "FULL_EXPORT"
-    };
     // From the token's check until the export's record is saved: two
     // requests with one token at once start one export.
     static EXPORT_TOKENS: std::sync::Mutex<()> = std::sync::Mutex::new(());
