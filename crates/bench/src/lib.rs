@@ -141,14 +141,20 @@ fn item(pk: &str, sk: u64, value: &str) -> Value {
 }
 
 /// One request of a workload: (operation, body).
+///
+/// Every write stores something new: `put` and `batch` write keys of their
+/// own run (`run` differs between runs), and `mixed` overwrites preloaded
+/// items with a stamp of its own. An item rewritten as it was changes no
+/// page of the store, so a rerun would otherwise measure writes that write
+/// nothing.
 fn request(
     workload: Workload,
     data: &Data,
     rng: &mut Rng,
-    worker: usize,
-    seq: u64,
+    (run, worker, seq): (u64, usize, u64),
     pad: &str,
 ) -> (&'static str, String) {
+    let stamp = format!("{run:x}-{worker}-{seq}");
     let get = |rng: &mut Rng| {
         let i = rng.below(data.items);
         (
@@ -158,14 +164,16 @@ fn request(
         )
     };
     let put = |pk: String| {
+        let mut item = item(&pk, 0, pad);
+        item["w"] = json!({"S": stamp});
         (
             "PutItem",
-            json!({"TableName": data.table, "Item": item(&pk, 0, pad)}).to_string(),
+            json!({"TableName": data.table, "Item": item}).to_string(),
         )
     };
     match workload {
         Workload::Get => get(rng),
-        Workload::Put => put(format!("put{worker}-{seq}")),
+        Workload::Put => put(format!("put{stamp}")),
         Workload::Query => {
             let p = rng.below(data.partitions);
             (
@@ -187,9 +195,9 @@ fn request(
         }
         Workload::Batch => {
             let requests: Vec<Value> = (0..25)
-                .map(|j| {
-                    json!({"PutRequest": {"Item": item(&format!("batch{worker}-{seq}-{j}"), 0, pad)}})
-                })
+                .map(
+                    |j| json!({"PutRequest": {"Item": item(&format!("batch{stamp}-{j}"), 0, pad)}}),
+                )
                 .collect();
             (
                 "BatchWriteItem",
@@ -233,6 +241,9 @@ pub async fn run(target: &Target, data: Arc<Data>, config: &RunConfig) -> Result
     let stop = Arc::new(AtomicBool::new(false));
     let measuring = Arc::new(AtomicBool::new(false));
     let pad: Arc<str> = padding(data.item_bytes).into();
+    let run = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
     let mut workers = Vec::new();
     for worker in 0..config.connections {
         let mut conn = target.connect().await?;
@@ -259,7 +270,7 @@ pub async fn run(target: &Target, data: Arc<Data>, config: &RunConfig) -> Result
                     next += every;
                     tokio::time::sleep_until(next).await;
                 }
-                let (op, body) = request(workload, &data, &mut rng, worker, seq, &pad);
+                let (op, body) = request(workload, &data, &mut rng, (run, worker, seq), &pad);
                 let started = Instant::now();
                 let result = conn.call(op, body.as_bytes()).await;
                 let took = started.elapsed();
@@ -422,4 +433,35 @@ pub async fn setup(target: &Target, data: &Data, connections: usize) -> Result<(
         l.await.map_err(|e| e.to_string())??;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The writes of a workload, as the server would store them.
+    fn writes(workload: Workload, run: u64) -> Vec<String> {
+        let data = Data {
+            table: "t".into(),
+            items: 10,
+            item_bytes: 10,
+            partitions: 1,
+        };
+        let mut rng = Rng(7);
+        (1..=20)
+            .map(|seq| request(workload, &data, &mut rng, (run, 0, seq), "x").1)
+            .filter(|body| body.contains("\"Item\""))
+            .collect()
+    }
+
+    #[test]
+    fn every_run_writes_something_new() {
+        for workload in [Workload::Put, Workload::Mixed, Workload::Batch] {
+            let (first, second) = (writes(workload, 1), writes(workload, 2));
+            assert!(!first.is_empty(), "{workload:?} wrote nothing");
+            for body in &second {
+                assert!(!first.contains(body), "{workload:?} wrote {body} again");
+            }
+        }
+    }
 }
