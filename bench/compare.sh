@@ -14,7 +14,9 @@
 #   bare-tls, bare-plain  moat-bench's baseline: a fixed answer, no work
 #
 # Knobs (environment): SECONDS_PER_RUN (10), WARMUP (2), CONNECTIONS (16),
-# ITEMS (100000), WORKLOADS ("get put query mixed batch"),
+# ITEMS (100000), FAKECLOUD_ITEMS (2000: fakecloud's persistent mode
+# rewrites its whole state on every write, 17 puts/s at 2,000 items, so
+# 100,000 take hours to load; its rows are then marked), WORKLOADS ("get put query mixed batch"),
 # SERVERS ("moat moat-plain moto dynalite fakecloud bare-tls bare-plain"),
 # BENCH_OUT (a file to also write the table to), BENCH_APPEND (yes: append
 # the table to BENCHMARKS.md, newest first).
@@ -26,6 +28,7 @@ seconds="${SECONDS_PER_RUN:-10}"
 warmup="${WARMUP:-2}"
 connections="${CONNECTIONS:-16}"
 items="${ITEMS:-100000}"
+fakecloud_items="${FAKECLOUD_ITEMS:-2000}"
 workloads="${WORKLOADS:-get put query mixed batch}"
 servers="${SERVERS:-moat moat-plain moto dynalite fakecloud bare-tls bare-plain}"
 want() { [[ " $servers " == *" $1 "* ]]; }
@@ -53,9 +56,10 @@ wait_port() { for _ in $(seq 300); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/n
 results="$work/results.jsonl"
 : > "$results"
 
-# bench NAME ENDPOINT PID [moat-bench options...]: every workload, setup first.
+# bench NAME ENDPOINT PID [moat-bench options...]: every workload, setup
+# first, with $items preloaded (BENCH_ITEMS overrides it for one server).
 bench() {
-  local name=$1 endpoint=$2 pid=$3
+  local name=$1 endpoint=$2 pid=$3 preload=${BENCH_ITEMS:-$items}
   shift 3
   local setup=(--setup)
   [ "${SETUP:-yes}" = yes ] || setup=()
@@ -63,8 +67,8 @@ bench() {
     echo "bench: $name $w" >&2
     if line=$("$bin/moat-bench" run --endpoint "$endpoint" --workload "$w" \
         --connections "$connections" --seconds "$seconds" --warmup "$warmup" \
-        --items "$items" --server-pid "$pid" --json "${setup[@]}" "$@"); then
-      echo "{\"server\":\"$name\",${line#\{}" >> "$results"
+        --items "$preload" --server-pid "$pid" --json "${setup[@]}" "$@"); then
+      echo "{\"server\":\"$name\",\"items\":$preload,${line#\{}" >> "$results"
     else
       echo "{\"server\":\"$name\",\"workload\":\"$w\",\"failed\":true}" >> "$results"
     fi
@@ -117,7 +121,7 @@ if want fakecloud; then
       {"Effect": "Deny", "Action": "dynamodb:DeleteTable", "Resource": "*"}]}' >/dev/null
   key=$(AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test "${fc[@]}" iam create-access-key --user-name bench \
     --query 'AccessKey.[AccessKeyId,SecretAccessKey]' --output text)
-  AWS_ACCESS_KEY_ID=${key%%$'\t'*} AWS_SECRET_ACCESS_KEY=${key##*$'\t'} bench fakecloud "http://127.0.0.1:$port" "$pid"
+  BENCH_ITEMS=$fakecloud_items AWS_ACCESS_KEY_ID=${key%%$'\t'*} AWS_SECRET_ACCESS_KEY=${key##*$'\t'} bench fakecloud "http://127.0.0.1:$port" "$pid"
   kill "$pid"
 fi
 for mode in tls plain; do
@@ -147,11 +151,14 @@ for r in rows:
     if r.get("failed"):
         out.append(f"| {r['server']} | {r['workload']} | failed | | | | | | | |")
         continue
+    server = r["server"]
+    if str(r.get("items", items)) != items:
+        server += f" ({r['items']} items)"
     base = moat.get(r["workload"])
     ratio = f"{r['throughput'] / base['throughput']:.2f}" if base and base["throughput"] else ""
     cpu = r.get("server_cpu_seconds")
     rss = r.get("server_peak_rss_mb")
-    out.append(f"| {r['server']} | {r['workload']} | {r['throughput']:.0f} | {ratio} | "
+    out.append(f"| {server} | {r['workload']} | {r['throughput']:.0f} | {ratio} | "
                f"{r['p50_us']/1000:.2f} | {r['p99_us']/1000:.2f} | {r['p999_us']/1000:.2f} | {r['errors']} | "
                f"{'' if cpu is None else f'{cpu:.1f}'} | {'' if rss is None else f'{rss:.0f}'} |")
 print("\n".join(out))
