@@ -808,6 +808,35 @@ impl Table {
         key: &ItemKey,
         decide: impl FnOnce(Option<&Item>) -> Result<Option<Item>, DdbError>,
     ) -> Result<(Option<Item>, Option<Item>), DdbError> {
+        self.check_unclaimed(key)?;
+        self.db.transaction(|tx: &Tx<'_>| {
+            let old = self.read_in(tx, key)?;
+            let new = decide(old.as_ref())?;
+            self.apply_in(tx, key, old.as_ref(), new.as_ref())?;
+            Ok((old, new))
+        })
+    }
+
+    /// [`Table::write`] for a task: waits for the store's writer and its
+    /// group commit without holding a thread (`Db::transaction_async`).
+    pub async fn write_async(
+        &self,
+        key: &ItemKey,
+        decide: impl FnOnce(Option<&Item>) -> Result<Option<Item>, DdbError>,
+    ) -> Result<(Option<Item>, Option<Item>), DdbError> {
+        self.check_unclaimed(key)?;
+        self.db
+            .transaction_async(|tx: &Tx<'_>| {
+                let old = self.read_in(tx, key)?;
+                let new = decide(old.as_ref())?;
+                self.apply_in(tx, key, old.as_ref(), new.as_ref())?;
+                Ok((old, new))
+            })
+            .await
+    }
+
+    /// Refuses a write to an item a transaction is writing.
+    fn check_unclaimed(&self, key: &ItemKey) -> Result<(), DdbError> {
         let claimed = {
             let held = self.in_flight.lock().unwrap_or_else(|p| p.into_inner());
             // Usually no transaction is in flight: no key is copied then.
@@ -819,12 +848,7 @@ impl Table {
                 "Transaction is ongoing for the item",
             ));
         }
-        self.db.transaction(|tx: &Tx<'_>| {
-            let old = self.read_in(tx, key)?;
-            let new = decide(old.as_ref())?;
-            self.apply_in(tx, key, old.as_ref(), new.as_ref())?;
-            Ok((old, new))
-        })
+        Ok(())
     }
 
     /// Writes (`Some`) or deletes (`None`) several items in one durable

@@ -448,15 +448,18 @@ impl Edge {
                 return Ok(codec::json_response(service.protocol(), &value, request_id));
             }
             Service::DynamoDb => {
-                // A write blocks on its store (fsync, a lock held by a
-                // transaction): on the multi-threaded runtime the worker's
-                // other tasks move elsewhere meanwhile. Quick reads
-                // (`Operation::is_quick_read`) run in place.
+                // A single-item write waits for its table's writer and group
+                // commit as a task. Other writes block on their store (fsync,
+                // a lock held by a transaction): on the multi-threaded runtime
+                // the worker's other tasks move elsewhere meanwhile. Quick
+                // reads (`Operation::is_quick_read`) run in place.
                 let run = || api::dynamodb::handle(operation, &ctx, &self.tables, &json_input);
                 let multi_thread = tokio::runtime::Handle::try_current().is_ok_and(|h| {
                     h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread
                 });
-                let body = if multi_thread && !operation.is_quick_read() {
+                let body = if api::dynamodb::is_item_write(operation) {
+                    api::dynamodb::write_item(operation, &ctx, &self.tables, &json_input).await?
+                } else if multi_thread && !operation.is_quick_read() {
                     tokio::task::block_in_place(run)?
                 } else {
                     run()?

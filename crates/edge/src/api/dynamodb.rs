@@ -873,7 +873,11 @@ fn conditional_failed(old: Option<&Item>, input: &Map<String, Value>) -> DdbErro
     e
 }
 
-fn put_item(ctx: &Ctx<'_>, tables: &Tables, input: &Map<String, Value>) -> Result<Value, ApiError> {
+async fn put_item(
+    ctx: &Ctx<'_>,
+    tables: &Tables,
+    input: &Map<String, Value>,
+) -> Result<Value, ApiError> {
     let name = required(input, "TableName")?;
     let table = tables.table(ctx.region, name)?;
     let item = item_arg(input, "Item")?;
@@ -893,10 +897,11 @@ fn put_item(ctx: &Ctx<'_>, tables: &Tables, input: &Map<String, Value>) -> Resul
     }
     let size = item_size(&item);
     let (old, _) = table
-        .write(&key, |old| {
+        .write_async(&key, |old| {
             check_condition(condition.as_ref(), old, input)?;
             Ok(Some(item))
         })
+        .await
         .map_err(ddb_with_item)?;
     let mut out = json!({});
     if return_values == "ALL_OLD" {
@@ -1005,7 +1010,7 @@ fn get_item(
     Ok(out)
 }
 
-fn delete_item(
+async fn delete_item(
     ctx: &Ctx<'_>,
     tables: &Tables,
     input: &Map<String, Value>,
@@ -1027,10 +1032,11 @@ fn delete_item(
         return Err(validation("Return values set to invalid value"));
     }
     let (old, _) = table
-        .write(&key, |old| {
+        .write_async(&key, |old| {
             check_condition(condition.as_ref(), old, input)?;
             Ok(None)
         })
+        .await
         .map_err(ddb_with_item)?;
     let size = old.as_ref().map(item_size).unwrap_or(0);
     let mut out = json!({});
@@ -1042,7 +1048,7 @@ fn delete_item(
     finish_write(out, input, &table, &key, size, metrics)
 }
 
-fn update_item(
+async fn update_item(
     ctx: &Ctx<'_>,
     tables: &Tables,
     input: &Map<String, Value>,
@@ -1086,7 +1092,7 @@ fn update_item(
     }
     let mut changed: Vec<String> = Vec::new();
     let (old, new) = table
-        .write(&key, |old| {
+        .write_async(&key, |old| {
             check_condition(condition.as_ref(), old, input)?;
             let mut item = old.cloned().unwrap_or_else(|| key.attributes.clone());
             if let Some(u) = &update {
@@ -1094,6 +1100,7 @@ fn update_item(
             }
             Ok(Some(item))
         })
+        .await
         .map_err(ddb_with_item)?;
     let pick = |item: &Item| -> Item {
         item.iter()
@@ -1617,7 +1624,36 @@ pub fn handle(
     }
 }
 
-/// Every operation but `GetItem`, answered as a value.
+/// Whether `op` writes one item ([`write_item`] answers it).
+pub fn is_item_write(op: Operation) -> bool {
+    matches!(
+        op,
+        Operation::PutItem | Operation::DeleteItem | Operation::UpdateItem
+    )
+}
+
+/// PutItem, DeleteItem and UpdateItem, answered as the encoded body. They
+/// wait for the table's writer and their group commit as a task, without
+/// holding a thread (`Table::write_async`).
+pub async fn write_item(
+    op: Operation,
+    ctx: &Ctx<'_>,
+    tables: &Tables,
+    input: &Map<String, Value>,
+) -> Result<Vec<u8>, ApiError> {
+    let value = match op {
+        Operation::PutItem => put_item(ctx, tables, input).await,
+        Operation::DeleteItem => delete_item(ctx, tables, input).await,
+        Operation::UpdateItem => update_item(ctx, tables, input).await,
+        _ => Err(ApiError::new(
+            ErrorKind::UnknownOperation,
+            "Unknown operation exception",
+        )),
+    }?;
+    Ok(serde_json::to_vec(&value).unwrap_or_else(|_| b"{}".to_vec()))
+}
+
+/// Every operation but `GetItem` and the single-item writes, answered as a value.
 fn answer(
     op: Operation,
     ctx: &Ctx<'_>,
@@ -1787,9 +1823,6 @@ fn answer(
                 None => json!({"TimeToLiveDescription": {"TimeToLiveStatus": "DISABLED"}}),
             })
         }
-        Operation::PutItem => put_item(ctx, tables, input),
-        Operation::DeleteItem => delete_item(ctx, tables, input),
-        Operation::UpdateItem => update_item(ctx, tables, input),
         Operation::Query => read_many(ctx, tables, input, true),
         Operation::Scan => read_many(ctx, tables, input, false),
         Operation::BatchGetItem => batch_get(ctx, tables, input),
