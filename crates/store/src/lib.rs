@@ -265,12 +265,12 @@ struct Format {
 
 /// The format of new stores.
 ///
-/// 8 KiB pages keep an item of up to about 2,000 bytes inside its B-tree
-/// leaf (4 KiB pages put anything over about 1,000 bytes on an overflow
-/// page, which doubled the time of a GetItem on a large table). Each write
-/// seals and writes every page it changed, so smaller pages are cheaper to
-/// write: against 16 KiB pages, PutItem of 1 KB items is 20% faster and
-/// GetItem 10% (BENCHMARKS.md).
+/// 8 KiB pages: each write seals and writes every page it changed, so
+/// smaller pages are cheaper to write (against 16 KiB pages, PutItem of
+/// 1 KB items is 20% faster and GetItem 10%), while a table leaf keeps a row
+/// of up to about 8 KB whole. With rows in a rowid table, 4 KiB pages
+/// measured 15% faster for 1 KB puts and 10% slower from 10 KB up, and were
+/// not taken (BENCHMARKS.md).
 ///
 /// HMAC-SHA256 instead of SQLCipher's default, HMAC-SHA512: this machine
 /// class hashes SHA-256 in hardware at twice SHA-512's speed (1.66 against
