@@ -660,7 +660,7 @@ async fn tables_items_and_errors() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn conditional_writes_serialise_under_concurrency() {
+async fn concurrent_writes_serialise_and_outlive_hung_up_clients() {
     let dir = TempDir::new("ddb-conc");
     let moat = Moat::must_start(dir.path());
     let db = client(&moat);
@@ -717,6 +717,56 @@ async fn conditional_writes_serialise_under_concurrency() {
         .await
         .unwrap();
     assert_eq!(fin.item().unwrap()["v"], n(tasks));
+
+    // Clients that hang up right after sending: a write that took effect
+    // was audited, and one audited as done took effect. (A request the
+    // server had not started when its connection closed may not run; one
+    // it started is not dropped half-way.)
+    let (key, secret) = moat.root_credentials();
+    let signer = common::Signer::new(&key, &secret, "dynamodb");
+    let (port, ca) = (moat.port, moat.ca_pem());
+    let hang_ups = 48;
+    let senders: Vec<_> = (0..hang_ups)
+        .map(|i| {
+            let body = format!(r#"{{"TableName":"counters","Item":{{"pk":{{"S":"gone{i}"}}}}}}"#);
+            let request = common::RawRequest::dynamodb(port, "PutItem", &body)
+                .signed(&signer)
+                .to_bytes();
+            let ca = ca.clone();
+            std::thread::spawn(move || {
+                use std::io::Write;
+                let mut stream = common::must_connect_tls(port, &ca);
+                stream.write_all(&request).unwrap();
+                stream.flush().unwrap();
+                std::thread::sleep(std::time::Duration::from_millis(i % 4));
+                let _ = stream.sock.shutdown(std::net::Shutdown::Both);
+            })
+        })
+        .collect();
+    for sender in senders {
+        sender.join().unwrap();
+    }
+    // Let whatever started finish.
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let mut stored = 0;
+    for i in 0..hang_ups {
+        let got = db
+            .get_item()
+            .table_name("counters")
+            .key("pk", s(&format!("gone{i}")))
+            .consistent_read(true)
+            .send()
+            .await
+            .unwrap();
+        stored += usize::from(got.item().is_some());
+    }
+    let audited = moat
+        .audit_lines()
+        .iter()
+        .filter(|l| l["operation"] == "PutItem" && l["status"] == 200)
+        .count();
+    // Less the counter's own first put.
+    assert_eq!(audited - 1, stored);
 }
 
 #[tokio::test(flavor = "multi_thread")]
