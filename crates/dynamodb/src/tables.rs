@@ -808,13 +808,9 @@ impl Table {
         key: &ItemKey,
         decide: impl FnOnce(Option<&Item>) -> Result<Option<Item>, DdbError>,
     ) -> Result<(Option<Item>, Option<Item>), DdbError> {
-        self.check_unclaimed(key)?;
-        self.db.transaction(|tx: &Tx<'_>| {
-            let old = self.read_in(tx, key)?;
-            let new = decide(old.as_ref())?;
-            self.apply_in(tx, key, old.as_ref(), new.as_ref())?;
-            Ok((old, new))
-        })
+        self.check_unclaimed([key])?;
+        self.db
+            .transaction(|tx: &Tx<'_>| self.decide_in(tx, key, decide))
     }
 
     /// [`Table::write`] for a task: waits for the store's writer and its
@@ -824,23 +820,39 @@ impl Table {
         key: &ItemKey,
         decide: impl FnOnce(Option<&Item>) -> Result<Option<Item>, DdbError>,
     ) -> Result<(Option<Item>, Option<Item>), DdbError> {
-        self.check_unclaimed(key)?;
+        self.check_unclaimed([key])?;
         self.db
-            .transaction_async(|tx: &Tx<'_>| {
-                let old = self.read_in(tx, key)?;
-                let new = decide(old.as_ref())?;
-                self.apply_in(tx, key, old.as_ref(), new.as_ref())?;
-                Ok((old, new))
-            })
+            .transaction_async(|tx: &Tx<'_>| self.decide_in(tx, key, decide))
             .await
     }
 
-    /// Refuses a write to an item a transaction is writing.
-    fn check_unclaimed(&self, key: &ItemKey) -> Result<(), DdbError> {
+    /// Reads the item under `key`, lets `decide` say what replaces it, and
+    /// writes that: (old, new).
+    fn decide_in(
+        &self,
+        tx: &Tx<'_>,
+        key: &ItemKey,
+        decide: impl FnOnce(Option<&Item>) -> Result<Option<Item>, DdbError>,
+    ) -> Result<(Option<Item>, Option<Item>), DdbError> {
+        let old = self.read_in(tx, key)?;
+        let new = decide(old.as_ref())?;
+        self.apply_in(tx, key, old.as_ref(), new.as_ref())?;
+        Ok((old, new))
+    }
+
+    /// Refuses a write to items a transaction is writing.
+    fn check_unclaimed<'k>(
+        &self,
+        keys: impl IntoIterator<Item = &'k ItemKey>,
+    ) -> Result<(), DdbError> {
         let claimed = {
             let held = self.in_flight.lock().unwrap_or_else(|p| p.into_inner());
             // Usually no transaction is in flight: no key is copied then.
-            !held.is_empty() && held.contains(&(self.db.path().to_path_buf(), key.storage.clone()))
+            !held.is_empty() && {
+                let path = self.db.path().to_path_buf();
+                keys.into_iter()
+                    .any(|k| held.contains(&(path.clone(), k.storage.clone())))
+            }
         };
         if claimed {
             return Err(DdbError::new(
@@ -855,20 +867,7 @@ impl Table {
     /// transaction: a BatchWriteItem's items of this table, with one fsync
     /// instead of one each. A refused item refuses them all.
     pub fn write_batch(&self, writes: &[(ItemKey, Option<Item>)]) -> Result<(), DdbError> {
-        {
-            let held = self.in_flight.lock().unwrap_or_else(|p| p.into_inner());
-            let path = self.db.path().to_path_buf();
-            if !held.is_empty()
-                && writes
-                    .iter()
-                    .any(|(k, _)| held.contains(&(path.clone(), k.storage.clone())))
-            {
-                return Err(DdbError::new(
-                    DdbErrorKind::TransactionConflict,
-                    "Transaction is ongoing for the item",
-                ));
-            }
-        }
+        self.check_unclaimed(writes.iter().map(|(k, _)| k))?;
         self.db.transaction(|tx: &Tx<'_>| {
             for (key, new) in writes {
                 let old = self.read_in(tx, key)?;

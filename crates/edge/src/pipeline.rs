@@ -457,8 +457,8 @@ impl Edge {
                 let multi_thread = tokio::runtime::Handle::try_current().is_ok_and(|h| {
                     h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread
                 });
-                let body = if api::dynamodb::is_item_write(operation) {
-                    api::dynamodb::write_item(operation, &ctx, &self.tables, &json_input).await?
+                let body = if let Some(write) = api::dynamodb::ItemWrite::of(operation) {
+                    api::dynamodb::write_item(write, &ctx, &self.tables, &json_input).await?
                 } else if multi_thread && !operation.is_quick_read() {
                     tokio::task::block_in_place(run)?
                 } else {

@@ -54,37 +54,13 @@ async fn must_create(db: &Client, name: &str, range: bool) {
     let mut req = db
         .create_table()
         .table_name(name)
-        .attribute_definitions(
-            AttributeDefinition::builder()
-                .attribute_name("pk")
-                .attribute_type(ScalarAttributeType::S)
-                .build()
-                .unwrap(),
-        )
-        .key_schema(
-            KeySchemaElement::builder()
-                .attribute_name("pk")
-                .key_type(KeyType::Hash)
-                .build()
-                .unwrap(),
-        )
+        .attribute_definitions(def("pk", ScalarAttributeType::S))
+        .key_schema(ks("pk", KeyType::Hash))
         .billing_mode(BillingMode::PayPerRequest);
     if range {
         req = req
-            .attribute_definitions(
-                AttributeDefinition::builder()
-                    .attribute_name("sk")
-                    .attribute_type(ScalarAttributeType::N)
-                    .build()
-                    .unwrap(),
-            )
-            .key_schema(
-                KeySchemaElement::builder()
-                    .attribute_name("sk")
-                    .key_type(KeyType::Range)
-                    .build()
-                    .unwrap(),
-            );
+            .attribute_definitions(def("sk", ScalarAttributeType::N))
+            .key_schema(ks("sk", KeyType::Range));
     }
     req.send().await.unwrap();
 }

@@ -177,6 +177,16 @@ impl Group {
     }
 }
 
+/// A member that has run in its group ([`Db::join_group`]).
+struct Joined<T, E> {
+    group: Arc<Group>,
+    /// What the member's transaction returned.
+    out: Result<T, E>,
+    /// Whether this member must commit the group now: no transaction is
+    /// waiting to join, or the group is full.
+    last: bool,
+}
+
 /// A task counted among the joiners until it holds the writer. A task that
 /// gives up waiting may have been the one a member left its group open
 /// for: if no joiner is left, it commits that group itself.
@@ -597,18 +607,18 @@ impl Db {
         self.joiners.fetch_add(1, Ordering::SeqCst);
         let mut writer = self.lock_writer();
         self.joiners.fetch_sub(1, Ordering::SeqCst);
-        let (group, out, last) = self.join_group(&mut writer, f)?;
-        if last {
+        let joined = self.join_group(&mut writer, f)?;
+        if joined.last {
             self.commit_group(&mut writer)?;
-            return out;
+            return joined.out;
         }
         drop(writer);
         // A refused transaction left nothing in the group: no need to wait.
-        let value = out?;
-        group.wait().map_err(|message| StoreError::Engine {
-            path: self.path.display().to_string(),
-            message,
-        })?;
+        let value = joined.out?;
+        joined
+            .group
+            .wait()
+            .map_err(|message| self.group_failed(message))?;
         Ok(value)
     }
 
@@ -629,8 +639,8 @@ impl Db {
             let joining = Joining::new(self);
             let mut writer = std::future::poll_fn(|cx| self.poll_writer(cx)).await;
             joining.joined();
-            let (group, out, last) = self.join_group(&mut writer, f)?;
-            if last {
+            let joined = self.join_group(&mut writer, f)?;
+            if joined.last {
                 let multi_thread = tokio::runtime::Handle::try_current().is_ok_and(|h| {
                     h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread
                 });
@@ -639,32 +649,33 @@ impl Db {
                 } else {
                     self.commit_group(&mut writer)?;
                 }
-                return out;
+                return joined.out;
             }
             drop(writer);
-            (group, out?)
+            (joined.group, joined.out?)
         };
         std::future::poll_fn(|cx| group.poll_decided(cx))
             .await
-            .map_err(|message| StoreError::Engine {
-                path: self.path.display().to_string(),
-                message,
-            })?;
+            .map_err(|message| self.group_failed(message))?;
         Ok(value)
     }
 
+    /// A member's error for its group's failed commit.
+    fn group_failed(&self, message: String) -> StoreError {
+        StoreError::Engine {
+            path: self.path.display().to_string(),
+            message,
+        }
+    }
+
     /// Runs `f` as a member of the open group (opening one if there is
-    /// none), in a savepoint of its own. Returns the group, `f`'s outcome,
-    /// and whether this member must commit the group now (no transaction is
-    /// waiting to join, or the group is full). A panic in `f` is rolled
-    /// back, the group committed if this member was its last, and the panic
-    /// resumed.
-    #[allow(clippy::type_complexity)]
+    /// none), in a savepoint of its own. A panic in `f` is rolled back, the
+    /// group committed if this member was its last, and the panic resumed.
     fn join_group<T, E: From<StoreError>>(
         &self,
         writer: &mut Writer,
         f: impl FnOnce(&Tx<'_>) -> Result<T, E>,
-    ) -> Result<(Arc<Group>, Result<T, E>, bool), E> {
+    ) -> Result<Joined<T, E>, E> {
         let err = |e| engine_error(&self.path, e);
         if writer.group.is_none() {
             run_cached(&writer.conn, "BEGIN IMMEDIATE").map_err(err)?;
@@ -710,7 +721,7 @@ impl Db {
         writer.members += 1;
         let last = self.joiners.load(Ordering::SeqCst) == 0 || writer.members >= MAX_GROUP;
         match ran {
-            Ok(out) => Ok((group, out, last)),
+            Ok(out) => Ok(Joined { group, out, last }),
             Err(panic) => {
                 // Rolled back; the group must still be committed by someone.
                 if last {
@@ -1080,6 +1091,23 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
     }
 
+    /// Writes `key` and bumps the counter; refuses (after writing) if asked.
+    fn counted_write(tx: &Tx<'_>, key: &[u8], refuse: bool) -> Result<(), StoreError> {
+        tx.put("t", key, b"v")?;
+        let n = tx
+            .get("count", b"n")?
+            .map(|b| u32::from_be_bytes(b.try_into().unwrap()))
+            .unwrap_or(0);
+        tx.put("count", b"n", &(n + 1).to_be_bytes())?;
+        if refuse {
+            return Err(StoreError::Engine {
+                path: String::new(),
+                message: "refused".into(),
+            });
+        }
+        Ok(())
+    }
+
     #[test]
     fn concurrent_transactions_commit_in_groups_and_refusals_stay_alone() {
         let dir = temp("group");
@@ -1092,20 +1120,8 @@ mod tests {
                     for i in 0..150u32 {
                         // Every third transaction writes, then refuses.
                         let refuse = i % 3 == 0;
-                        let result: Result<(), StoreError> = db.transaction(|tx| {
-                            tx.put("t", format!("{t}-{i}").as_bytes(), b"v")?;
-                            let n = tx
-                                .get("count", b"n")?
-                                .map(|b| u32::from_be_bytes(b.try_into().unwrap()))
-                                .unwrap_or(0);
-                            tx.put("count", b"n", &(n + 1).to_be_bytes())?;
-                            if refuse {
-                                return Err(StoreError::Engine {
-                                    path: String::new(),
-                                    message: "refused".into(),
-                                });
-                            }
-                            Ok(())
+                        let result = db.transaction(|tx| {
+                            counted_write(tx, format!("{t}-{i}").as_bytes(), refuse)
                         });
                         assert_eq!(result.is_err(), refuse);
                         if !refuse {
@@ -1160,25 +1176,10 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
     }
 
-    /// One async transaction: writes `key` and bumps the counter, refusing
-    /// (after writing) if asked.
+    /// One async transaction of [`counted_write`].
     async fn counted_async(db: &Db, key: String, refuse: bool) -> Result<(), StoreError> {
-        db.transaction_async(|tx| {
-            tx.put("t", key.as_bytes(), b"v")?;
-            let n = tx
-                .get("count", b"n")?
-                .map(|b| u32::from_be_bytes(b.try_into().unwrap()))
-                .unwrap_or(0);
-            tx.put("count", b"n", &(n + 1).to_be_bytes())?;
-            if refuse {
-                return Err(StoreError::Engine {
-                    path: String::new(),
-                    message: "refused".into(),
-                });
-            }
-            Ok(())
-        })
-        .await
+        db.transaction_async(|tx| counted_write(tx, key.as_bytes(), refuse))
+            .await
     }
 
     #[test]
@@ -1217,12 +1218,7 @@ mod tests {
                 std::thread::spawn(move || {
                     for i in 0..100u32 {
                         db.transaction(|tx| {
-                            tx.put("t", format!("thread{t}-{i}").as_bytes(), b"v")?;
-                            let n = tx
-                                .get("count", b"n")?
-                                .map(|b| u32::from_be_bytes(b.try_into().unwrap()))
-                                .unwrap_or(0);
-                            tx.put("count", b"n", &(n + 1).to_be_bytes())
+                            counted_write(tx, format!("thread{t}-{i}").as_bytes(), false)
                         })
                         .unwrap();
                     }

@@ -1624,31 +1624,38 @@ pub fn handle(
     }
 }
 
-/// Whether `op` writes one item ([`write_item`] answers it).
-pub fn is_item_write(op: Operation) -> bool {
-    matches!(
-        op,
-        Operation::PutItem | Operation::DeleteItem | Operation::UpdateItem
-    )
+/// The operations that write one item ([`write_item`] answers them).
+#[derive(Clone, Copy)]
+pub enum ItemWrite {
+    Put,
+    Delete,
+    Update,
+}
+
+impl ItemWrite {
+    pub fn of(op: Operation) -> Option<ItemWrite> {
+        match op {
+            Operation::PutItem => Some(ItemWrite::Put),
+            Operation::DeleteItem => Some(ItemWrite::Delete),
+            Operation::UpdateItem => Some(ItemWrite::Update),
+            _ => None,
+        }
+    }
 }
 
 /// PutItem, DeleteItem and UpdateItem, answered as the encoded body. They
 /// wait for the table's writer and their group commit as a task, without
 /// holding a thread (`Table::write_async`).
 pub async fn write_item(
-    op: Operation,
+    write: ItemWrite,
     ctx: &Ctx<'_>,
     tables: &Tables,
     input: &Map<String, Value>,
 ) -> Result<Vec<u8>, ApiError> {
-    let value = match op {
-        Operation::PutItem => put_item(ctx, tables, input).await,
-        Operation::DeleteItem => delete_item(ctx, tables, input).await,
-        Operation::UpdateItem => update_item(ctx, tables, input).await,
-        _ => Err(ApiError::new(
-            ErrorKind::UnknownOperation,
-            "Unknown operation exception",
-        )),
+    let value = match write {
+        ItemWrite::Put => put_item(ctx, tables, input).await,
+        ItemWrite::Delete => delete_item(ctx, tables, input).await,
+        ItemWrite::Update => update_item(ctx, tables, input).await,
     }?;
     Ok(serde_json::to_vec(&value).unwrap_or_else(|_| b"{}".to_vec()))
 }
