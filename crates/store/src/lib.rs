@@ -280,9 +280,10 @@ struct Format {
 /// leaf and a table leaf, so smaller pages are cheaper both ways. With rows
 /// in a rowid table, a leaf keeps a row of up to about 4 KB whole; larger
 /// items go on overflow pages, twice as many of them as with 8 KiB pages.
-/// Against 8 KiB pages, PutItem of 1 KB items is 11-14% faster and GetItem
-/// on a million items up to 30% while the caches are cold, PutItem of 100
-/// KB items 10% slower (BENCHMARKS.md); DynamoDB's items are mostly small.
+/// Against 8 KiB pages, PutItem of 1 KB items is about 8% faster (14% on a
+/// table of a million items) and GetItem on a million items up to 30% while
+/// the caches are cold, PutItem of 100 KB items 10% slower (BENCHMARKS.md);
+/// DynamoDB's items are mostly small.
 ///
 /// HMAC-SHA256 instead of SQLCipher's default, HMAC-SHA512: this machine
 /// class hashes SHA-256 in hardware at twice SHA-512's speed (1.66 against
