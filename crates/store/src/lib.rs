@@ -1352,11 +1352,15 @@ mod tests {
         // taken from OLDER_FORMATS so that dropping one from there fails,
         // and the current one; each with either layout (rows in a WITHOUT
         // ROWID table, as before 2026-11-30, or in a rowid table).
-        let shipped = [(8192, "HMAC_SHA256"), (16384, "HMAC_SHA256")]
-            .into_iter()
-            .chain([(16384, "HMAC_SHA512"), (4096, "HMAC_SHA512")]);
+        let shipped = [
+            (8192, "HMAC_SHA256"),
+            (16384, "HMAC_SHA256"),
+            (16384, "HMAC_SHA512"),
+            (4096, "HMAC_SHA512"),
+        ];
         let formats = shipped
             .map(|(page_size, hmac)| Format { page_size, hmac })
+            .into_iter()
             .chain([FORMAT]);
         let stores = formats.flat_map(|f| [(f, " WITHOUT ROWID"), (f, "")]);
         for (n, (format, layout)) in stores.enumerate() {
