@@ -1072,10 +1072,24 @@ impl Table {
     pub fn range_in(
         &self,
         index: Option<&IndexMeta>,
+        lower: Bound<Vec<u8>>,
+        upper: Option<Vec<u8>>,
+        forward: bool,
+        mut visit: impl FnMut(&[u8], Item) -> Result<bool, DdbError>,
+    ) -> Result<(), DdbError> {
+        self.range_stored_in(index, lower, upper, forward, |k, item, _| visit(k, item))
+    }
+
+    /// [`Table::range_in`], handing each item over with its stored JSON as
+    /// well, which is the item's wire form: an answer that returns the item
+    /// whole copies it instead of encoding it again.
+    pub fn range_stored_in(
+        &self,
+        index: Option<&IndexMeta>,
         mut lower: Bound<Vec<u8>>,
         mut upper: Option<Vec<u8>>,
         forward: bool,
-        mut visit: impl FnMut(&[u8], Item) -> Result<bool, DdbError>,
+        mut visit: impl FnMut(&[u8], Item, Vec<u8>) -> Result<bool, DdbError>,
     ) -> Result<(), DdbError> {
         let tree = index
             .map(IndexMeta::tree)
@@ -1092,7 +1106,8 @@ impl Table {
                 return Ok(());
             };
             for (k, v) in chunk {
-                if !visit(&k, Self::decode(&v)?)? {
+                let item = Self::decode(&v)?;
+                if !visit(&k, item, v)? {
                     return Ok(());
                 }
             }

@@ -599,6 +599,11 @@ async fn tables_items_and_errors() {
             .unwrap();
         pages += 1;
         total += page.items().len();
+        // Whole items, as stored.
+        assert!(page
+            .items()
+            .iter()
+            .all(|i| i.len() == 2 && i["v"].as_s().is_ok_and(|v| *v == blob)));
         match page.last_evaluated_key() {
             Some(k) => start = Some(k.clone()),
             None => break,
@@ -620,6 +625,12 @@ async fn tables_items_and_errors() {
                 .send()
                 .await
                 .unwrap();
+            // The projection: the key alone.
+            assert!(
+                page.items().iter().all(|i| i.len() == 1),
+                "{:?}",
+                page.items()
+            );
             all.extend(page.items().iter().map(|i| i["pk"].as_s().unwrap().clone()));
             match page.last_evaluated_key() {
                 Some(k) => start = Some(k.clone()),
