@@ -361,6 +361,10 @@ fn open_connection(
 /// Sets SQLCipher's (process-wide) log level; WARN is its default.
 fn set_cipher_log_level(level: &str) {
     if let Ok(conn) = Connection::open_in_memory() {
+        // Keyed first (a raw key: no key derivation): SQLCipher sets its
+        // logging up when the process's first codec starts, which would
+        // undo a level set before.
+        let _ = conn.execute_batch(&format!("PRAGMA key = \"x'{}'\"", "00".repeat(32)));
         let _ = conn.query_row(
             &format!("PRAGMA cipher_log_level = {level}"),
             [],
