@@ -141,8 +141,13 @@ pub fn json_response(
     value: &serde_json::Value,
     request_id: &str,
 ) -> Response<Body> {
-    let body = serde_json::to_vec(value).unwrap_or_else(|_| b"{}".to_vec());
-    json_respond(StatusCode::OK, protocol, body, request_id)
+    json_respond(StatusCode::OK, protocol, json_body(value), request_id)
+}
+
+/// A JSON value as a body. (A `Value` with string keys always encodes; the
+/// empty object stands in all the same.)
+pub fn json_body(value: &serde_json::Value) -> Vec<u8> {
+    serde_json::to_vec(value).unwrap_or_else(|_| b"{}".to_vec())
 }
 
 /// A JSON answer whose body is already encoded.

@@ -170,7 +170,11 @@ impl Group {
         match state.decided.as_ref() {
             Some(o) => Poll::Ready(o.clone()),
             None => {
-                state.waiting_tasks.push(cx.waker().clone());
+                // A task polled again (woken for something else) is not
+                // listed twice.
+                if !state.waiting_tasks.iter().any(|w| w.will_wake(cx.waker())) {
+                    state.waiting_tasks.push(cx.waker().clone());
+                }
                 Poll::Pending
             }
         }

@@ -1154,8 +1154,8 @@ fn begins_with(value: &AttributeValue, prefix: &AttributeValue) -> bool {
     }
 }
 
-/// `Query` and `Scan`: evaluate items in key order, page by `Limit` and 1 MB.
-/// Query and Scan, answered as the encoded body.
+/// `Query` and `Scan`: evaluate items in key order, page by `Limit` and 1 MB,
+/// and answer with the encoded body.
 fn read_many(
     ctx: &Ctx<'_>,
     tables: &Tables,
@@ -1407,7 +1407,7 @@ fn read_many(
     if let Some(c) = consumed(input, name, read_units(bytes, consistent)) {
         out["ConsumedCapacity"] = c;
     }
-    let mut body = serde_json::to_vec(&out).unwrap_or_else(|_| b"{}".to_vec());
+    let mut body = crate::codec::json_body(&out);
     if select != "COUNT" {
         // The object's other members are written; the items go last.
         body.pop();
@@ -1639,8 +1639,7 @@ pub fn handle(
         Operation::GetItem => get_item(ctx, tables, input),
         Operation::Query => read_many(ctx, tables, input, true),
         Operation::Scan => read_many(ctx, tables, input, false),
-        _ => answer(op, ctx, tables, input)
-            .map(|value| serde_json::to_vec(&value).unwrap_or_else(|_| b"{}".to_vec())),
+        _ => answer(op, ctx, tables, input).map(|value| crate::codec::json_body(&value)),
     }
 }
 
@@ -1677,7 +1676,7 @@ pub async fn write_item(
         ItemWrite::Delete => delete_item(ctx, tables, input).await,
         ItemWrite::Update => update_item(ctx, tables, input).await,
     }?;
-    Ok(serde_json::to_vec(&value).unwrap_or_else(|_| b"{}".to_vec()))
+    Ok(crate::codec::json_body(&value))
 }
 
 /// Every operation but the reads of [`handle`] and the single-item writes,
