@@ -257,8 +257,12 @@ pub async fn run(target: &Target, data: Arc<Data>, config: &RunConfig) -> Result
             .filter(|r| *r > 0.0)
             .map(|r| Duration::from_secs_f64(config.connections as f64 / r));
         workers.push(tokio::spawn(async move {
-            let mut rng =
-                Rng(0x9E37_79B9_7F4A_7C15 ^ (worker as u64 + 1).wrapping_mul(0x2545_F491));
+            // Seeded by the run as well as the worker: a run that replayed
+            // the keys of the run before it would find them in the server's
+            // cache and measure a table of any size as if it were small.
+            let mut rng = Rng((0x9E37_79B9_7F4A_7C15 ^ run)
+                .wrapping_add((worker as u64 + 1).wrapping_mul(0x2545_F491))
+                | 1);
             let mut latencies: Vec<u32> = Vec::with_capacity(1 << 16);
             let (mut requests, mut errors) = (0u64, 0u64);
             let mut first_error = None;

@@ -13,6 +13,7 @@
 //! The rest of Moat reaches the engine only through [`Db`] and [`Tx`].
 
 mod cache;
+mod cipher;
 
 use std::cell::RefCell;
 use std::ops::{Bound, Deref, DerefMut};
@@ -330,6 +331,7 @@ fn open_connection(
     flags: OpenFlags,
     format: Option<Format>,
 ) -> Result<(Connection, Format), StoreError> {
+    cipher::install();
     if let Some(format) = format {
         return Ok((open_in_format(path, key_hex, flags, format)?, format));
     }
@@ -1348,6 +1350,22 @@ mod tests {
         // KiB). Whole rows in the B-tree's interior pages (a WITHOUT ROWID
         // table) measured 4.5 (3.2 with 8 KiB).
         assert!(per_insert < 3.6, "{per_insert} pages per insert");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn stores_encrypt_with_the_in_process_provider() {
+        let dir = temp("provider");
+        let db = Db::open(&dir.join("p.db"), &[3u8; 32]).unwrap();
+        db.put("t", b"a", b"b").unwrap();
+        let provider = |conn: &Connection| {
+            conn.query_row("PRAGMA cipher_provider", [], |r| r.get::<_, String>(0))
+                .map_err(|e| engine_error(&db.path, e))
+        };
+        let expected = cipher::PROVIDER_NAME.to_str().unwrap();
+        let writer = provider(&db.conn.lock().unwrap().conn).unwrap();
+        assert_eq!(writer, expected);
+        assert_eq!(db.read(provider).unwrap(), expected);
         let _ = std::fs::remove_dir_all(&dir);
     }
 
