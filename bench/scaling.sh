@@ -7,7 +7,7 @@
 #   - PutItem throughput as the item grows from 100 B to 400 KB.
 # Puts the tables (with the date and commit) at the top of BENCHMARKS.md.
 # Knobs: SECONDS_PER_RUN (5), WARMUP (1), SIZES ("10000 100000 1000000"),
-# BENCH_APPEND (yes).
+# SIZE_WARMUP (10: the warm-up after loading each size), BENCH_APPEND (yes).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/cache/moat-target}"
@@ -15,6 +15,7 @@ tools="${MOAT_TOOLS_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/moat-tools}"
 seconds="${SECONDS_PER_RUN:-5}"
 warmup="${WARMUP:-1}"
 sizes="${SIZES:-10000 100000 1000000}"
+size_warmup="${SIZE_WARMUP:-10}"
 cargo build --release --locked -p moat -p moat-bench
 bin="$CARGO_TARGET_DIR/release"
 source bench/common.sh
@@ -22,7 +23,7 @@ source bench/common.sh
 # run [moat-bench options...]: one JSON line.
 run() {
   "$bin/moat-bench" run --endpoint "$MOAT_ENDPOINT" "${MOAT_CA_ARGS[@]}" --server-pid "$MOAT_PID" \
-    --seconds "$seconds" --warmup "$warmup" --json "$@"
+    --seconds "$seconds" --warmup "${run_warmup:-$warmup}" --json "$@"
 }
 row() { python3 bench/row.py "$1" "$2"; }
 header="| run | req/s | p50 ms | p99 ms | p99.9 ms | errors | peak RSS MiB |
@@ -56,7 +57,7 @@ kill "$MOAT_PID"
 
 {
   echo
-  echo "Items stored (get of 1 KB items, 16 connections):"
+  echo "Items stored (get of 1 KB items, 16 connections, ${size_warmup} s of warm-up after each load):"
   echo
   echo "$header"
 } >> "$out"
@@ -64,7 +65,9 @@ start_moat items no
 for n in $sizes; do
   echo "scaling: get with $n items" >&2
   # --setup loads items 0..n-1: the ones already there are written again.
-  row "get, $n items" "$(run --workload get --connections 16 --items "$n" --partitions 0 --setup)" >> "$out"
+  # Right after a load the machine is still writing it back and the item
+  # cache is empty: the first seconds measure the load, not the table.
+  row "get, $n items" "$(run_warmup=$size_warmup run --workload get --connections 16 --items "$n" --partitions 0 --setup)" >> "$out"
 done
 kill "$MOAT_PID"
 

@@ -869,11 +869,14 @@ impl Table {
     pub fn write_batch(&self, writes: &[(ItemKey, Option<Item>)]) -> Result<(), DdbError> {
         self.check_unclaimed(writes.iter().map(|(k, _)| k))?;
         self.db.transaction(|tx: &Tx<'_>| {
+            // The count and size are read and written once for the batch,
+            // not once per item.
+            let mut stats = read_stats(tx)?;
             for (key, new) in writes {
                 let old = self.read_in(tx, key)?;
-                self.apply_in(tx, key, old.as_ref(), new.as_ref())?;
+                self.apply_counted(tx, key, old.as_ref(), new.as_ref(), &mut stats)?;
             }
-            Ok(())
+            write_stats(tx, &stats)
         })
     }
 
@@ -894,8 +897,22 @@ impl Table {
         old: Option<&Item>,
         new: Option<&Item>,
     ) -> Result<(), DdbError> {
-        let old_size = old.map(item_size).unwrap_or(0) as i64;
         let mut stats = read_stats(tx)?;
+        self.apply_counted(tx, key, old, new, &mut stats)?;
+        write_stats(tx, &stats)
+    }
+
+    /// [`Table::apply_in`], keeping the count and size in `stats`, which
+    /// the caller reads before and writes after.
+    fn apply_counted(
+        &self,
+        tx: &Tx<'_>,
+        key: &ItemKey,
+        old: Option<&Item>,
+        new: Option<&Item>,
+        stats: &mut Stats,
+    ) -> Result<(), DdbError> {
+        let old_size = old.map(item_size).unwrap_or(0) as i64;
         match new {
             Some(item) => {
                 let size = item_size(item);
@@ -944,7 +961,6 @@ impl Table {
                 }
             }
         }
-        write_stats(tx, &stats)?;
         if self.meta.pitr.is_some() && (old.is_some() || new.is_some()) {
             // Logged in the same transaction: a change is recoverable
             // exactly when it is committed.

@@ -416,13 +416,20 @@ fn tune_allocators() {
     // mimalloc hands pages freed by a thread back to the system after a
     // delay (a second by default), so bursts of requests on many blocking
     // threads left their pages resident meanwhile: 248 against 217 MiB at the
-    // peak with a million items, at no measurable cost in throughput
-    // (BENCHMARKS.md). Purged at once instead.
+    // peak with a million items (BENCHMARKS.md). At once (no delay) was
+    // worse the other way: where a request's pages fell empty between
+    // requests, each request faulted them in again, and BatchWriteItem spent
+    // 14% of its samples in madvise and page faults (17% slower). A tenth of
+    // a second keeps pages that the next requests reuse, and the peak with a
+    // million items where it was (253 against 258 MiB).
     // SAFETY: sets one of the allocator's options, which it reads at each purge.
     unsafe {
-        libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, 0);
+        libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, PURGE_DELAY_MS);
     }
 }
+
+/// How long mimalloc keeps a freed page before returning it (see above).
+const PURGE_DELAY_MS: std::os::raw::c_long = 100;
 
 /// `mi_option_purge_delay` in mimalloc 3's `mi_option_e` (its 16th option).
 const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;

@@ -574,6 +574,42 @@ async fn tables_items_and_errors() {
         ),
         "ValidationException"
     );
+    // The count and size follow a batch's items (kept once per batch):
+    // 25 items of 4 or 5 bytes; then one deleted and one grown by 3.
+    let counted = |table: aws_sdk_dynamodb::operation::describe_table::DescribeTableOutput| {
+        let t = table.table().unwrap();
+        (t.item_count().unwrap(), t.table_size_bytes().unwrap())
+    };
+    let described = db.describe_table().table_name("tab2").send().await.unwrap();
+    assert_eq!(counted(described), (25, 10 * 4 + 15 * 5));
+    db.batch_write_item()
+        .request_items(
+            "tab2",
+            vec![
+                aws_sdk_dynamodb::types::WriteRequest::builder()
+                    .delete_request(
+                        aws_sdk_dynamodb::types::DeleteRequest::builder()
+                            .key("pk", s("b24"))
+                            .build()
+                            .unwrap(),
+                    )
+                    .build(),
+                aws_sdk_dynamodb::types::WriteRequest::builder()
+                    .put_request(
+                        aws_sdk_dynamodb::types::PutRequest::builder()
+                            .item("pk", s("b3"))
+                            .item("x", s("yy"))
+                            .build()
+                            .unwrap(),
+                    )
+                    .build(),
+            ],
+        )
+        .send()
+        .await
+        .unwrap();
+    let described = db.describe_table().table_name("tab2").send().await.unwrap();
+    assert_eq!(counted(described), (24, 10 * 4 + 15 * 5 - 5 + 3));
 
     // Scan: 1 MB pages, and parallel segments that cover every item exactly once.
     let blob = "z".repeat(100 * 1024);

@@ -1514,7 +1514,7 @@ fn batch_get(
         for k in request
             .get("Keys")
             .and_then(Value::as_array)
-            .cloned()
+            .map(Vec::as_slice)
             .unwrap_or_default()
         {
             let map = k.as_object().ok_or_else(|| {
@@ -1585,7 +1585,7 @@ fn batch_write(
     for (name, list) in requests {
         let table = tables.table(ctx.region, name)?;
         let mut seen = std::collections::HashSet::new();
-        for r in list.as_array().cloned().unwrap_or_default() {
+        for r in list.as_array().map(Vec::as_slice).unwrap_or_default() {
             let (key, item) = if let Some(put) = r
                 .get("PutRequest")
                 .and_then(|p| p.get("Item"))
