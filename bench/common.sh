@@ -43,7 +43,7 @@ start_moat() {
     \"Version\": \"2012-10-17\",
     \"Statement\": [
       {\"Sid\": \"Items\", \"Effect\": \"Allow\",
-       \"Action\": [\"dynamodb:GetItem\", \"dynamodb:PutItem\", \"dynamodb:Query\", \"dynamodb:BatchWriteItem\",
+       \"Action\": [\"dynamodb:GetItem\", \"dynamodb:PutItem\", \"dynamodb:Query\", \"dynamodb:BatchWriteItem\", \"dynamodb:BatchGetItem\",
                     \"dynamodb:UpdateItem\", \"dynamodb:DeleteItem\", \"dynamodb:CreateTable\", \"dynamodb:DescribeTable\"],
        \"Resource\": [\"arn:aws:dynamodb:us-east-1:$account:table/bench\", \"arn:aws:dynamodb:us-east-1:$account:table/bench/index/*\"]},
       {\"Sid\": \"NoDrops\", \"Effect\": \"Deny\", \"Action\": \"dynamodb:DeleteTable\", \"Resource\": \"*\"}

@@ -115,7 +115,7 @@ if want fakecloud; then
   AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test "${fc[@]}" iam create-user --user-name bench >/dev/null
   AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test "${fc[@]}" iam put-user-policy --user-name bench \
     --policy-name bench-table --policy-document '{"Version": "2012-10-17", "Statement": [
-      {"Effect": "Allow", "Action": ["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:Query", "dynamodb:BatchWriteItem",
+      {"Effect": "Allow", "Action": ["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:Query", "dynamodb:BatchWriteItem", "dynamodb:BatchGetItem",
         "dynamodb:UpdateItem", "dynamodb:DeleteItem", "dynamodb:CreateTable", "dynamodb:DescribeTable"],
        "Resource": ["arn:aws:dynamodb:us-east-1:123456789012:table/bench", "arn:aws:dynamodb:us-east-1:123456789012:table/bench/index/*"]},
       {"Effect": "Deny", "Action": "dynamodb:DeleteTable", "Resource": "*"}]}' >/dev/null

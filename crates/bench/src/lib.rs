@@ -33,6 +33,8 @@ pub enum Workload {
     Mixed,
     /// BatchWriteItem of 25 new 1 KB items.
     Batch,
+    /// BatchGetItem of 25 distinct items of the preloaded set.
+    BatchGet,
 }
 
 impl Workload {
@@ -43,6 +45,7 @@ impl Workload {
             "query" => Workload::Query,
             "mixed" => Workload::Mixed,
             "batch" => Workload::Batch,
+            "batchget" => Workload::BatchGet,
             _ => return None,
         })
     }
@@ -54,6 +57,7 @@ impl Workload {
             Workload::Query => "query",
             Workload::Mixed => "mixed",
             Workload::Batch => "batch",
+            Workload::BatchGet => "batchget",
         }
     }
 }
@@ -202,6 +206,22 @@ fn request(
             (
                 "BatchWriteItem",
                 json!({"RequestItems": {data.table.clone(): requests}}).to_string(),
+            )
+        }
+        Workload::BatchGet => {
+            // Evenly spaced from a random start: distinct (a batch may not
+            // name a key twice) however few items there are.
+            let count = data.items.clamp(1, 25);
+            let (start, stride) = (rng.below(data.items), (data.items / 25).max(1));
+            let keys: Vec<Value> = (0..count)
+                .map(|j| {
+                    let i = (start + j * stride) % data.items.max(1);
+                    json!({"pk": {"S": format!("item{i}")}, "sk": {"N": "0"}})
+                })
+                .collect();
+            (
+                "BatchGetItem",
+                json!({"RequestItems": {data.table.clone(): {"Keys": keys}}}).to_string(),
             )
         }
     }
@@ -456,6 +476,27 @@ mod tests {
             .map(|seq| request(workload, &data, &mut rng, (run, 0, seq), "x").1)
             .filter(|body| body.contains("\"Item\""))
             .collect()
+    }
+
+    #[test]
+    fn a_batch_get_names_distinct_keys() {
+        for items in [1, 7, 25, 26, 1000, 100_000] {
+            let data = Data {
+                table: "t".into(),
+                items,
+                item_bytes: 10,
+                partitions: 1,
+            };
+            let mut rng = Rng(7);
+            for seq in 0..50 {
+                let body = request(Workload::BatchGet, &data, &mut rng, (1, 0, seq), "x").1;
+                let body: Value = serde_json::from_str(&body).unwrap();
+                let keys = body["RequestItems"]["t"]["Keys"].as_array().unwrap();
+                let distinct: std::collections::HashSet<_> = keys.iter().collect();
+                assert_eq!(keys.len(), items.min(25) as usize);
+                assert_eq!(distinct.len(), keys.len(), "{items} items: {keys:?}");
+            }
+        }
     }
 
     #[test]

@@ -44,7 +44,7 @@ struct RunArgs {
     secret_access_key: String,
     #[arg(long, env = "AWS_SESSION_TOKEN", hide_env_values = true)]
     session_token: Option<String>,
-    /// get, put, query, mixed or batch.
+    /// get, put, query, mixed, batch or batchget.
     #[arg(long, default_value = "get")]
     workload: String,
     #[arg(long, default_value_t = 16)]

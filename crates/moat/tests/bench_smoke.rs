@@ -31,7 +31,7 @@ async fn every_workload_runs_without_errors() {
         partitions: 20,
     });
     moat_bench::setup(&target, &data, 4).await.unwrap();
-    for workload in ["get", "put", "query", "mixed", "batch"] {
+    for workload in ["get", "put", "query", "mixed", "batch", "batchget"] {
         let report = moat_bench::run(
             &target,
             data.clone(),

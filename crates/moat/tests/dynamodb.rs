@@ -680,6 +680,51 @@ async fn tables_items_and_errors() {
 
     let stats = db.describe_table().table_name("tab3").send().await.unwrap();
     assert_eq!(stats.table().unwrap().item_count(), Some(25));
+
+    // BatchGetItem over two tables: whole items as they were written, a
+    // projection, a missing key left out.
+    let keys = |names: &[&str]| {
+        names
+            .iter()
+            .map(|k| HashMap::from([("pk".to_owned(), s(k))]))
+            .collect::<Vec<_>>()
+    };
+    let whole = aws_sdk_dynamodb::types::KeysAndAttributes::builder()
+        .set_keys(Some(keys(&["b3", "b5", "b24"])))
+        .build()
+        .unwrap();
+    let projected = aws_sdk_dynamodb::types::KeysAndAttributes::builder()
+        .set_keys(Some(keys(&["s1", "s2"])))
+        .projection_expression("pk")
+        .build()
+        .unwrap();
+    let got = db
+        .batch_get_item()
+        .request_items("tab2", whole)
+        .request_items("tab3", projected)
+        .send()
+        .await
+        .unwrap();
+    let sorted = |table: &str| {
+        let mut items = got.responses().unwrap()[table].clone();
+        items.sort_by_key(|i| i["pk"].as_s().unwrap().clone());
+        items
+    };
+    assert_eq!(
+        sorted("tab2"),
+        vec![
+            HashMap::from([("pk".to_owned(), s("b3")), ("x".to_owned(), s("yy"))]),
+            HashMap::from([("pk".to_owned(), s("b5"))]),
+        ]
+    );
+    assert_eq!(
+        sorted("tab3"),
+        vec![
+            HashMap::from([("pk".to_owned(), s("s1"))]),
+            HashMap::from([("pk".to_owned(), s("s2"))]),
+        ]
+    );
+    assert!(got.unprocessed_keys().unwrap().is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -1470,11 +1470,13 @@ fn authorize_resource(
     Ok(())
 }
 
+/// BatchGetItem's answer, encoded: like [`read_many`], an item returned
+/// whole is its stored JSON, copied.
 fn batch_get(
     ctx: &Ctx<'_>,
     tables: &Tables,
     input: &Map<String, Value>,
-) -> Result<Value, ApiError> {
+) -> Result<Vec<u8>, ApiError> {
     let requests = object(input, "RequestItems")?
         .ok_or_else(|| validation("1 validation error detected: Value null at 'requestItems' failed to satisfy constraint: Member must not be null"))?;
     let total: usize = requests
@@ -1529,33 +1531,49 @@ fn batch_get(
         plan.push((name.clone(), request.clone(), table, projection, keys));
     }
     // A response holds at most 16 MB; the rest is handed back as UnprocessedKeys.
-    let mut responses = Map::new();
+    let mut body = b"{\"Responses\":{".to_vec();
     let mut unprocessed = Map::new();
     let mut bytes = 0usize;
-    for (name, request, table, projection, keys) in plan {
-        let mut found = Vec::new();
+    for (n, (name, request, table, projection, keys)) in plan.into_iter().enumerate() {
+        if n > 0 {
+            body.push(b',');
+        }
+        body.extend_from_slice(&crate::codec::json_body(&Value::String(name.clone())));
+        body.extend_from_slice(b":[");
+        let mut found = 0;
         let mut left = Vec::new();
         for (raw, key) in keys {
             if bytes >= BATCH_GET_BYTES {
                 left.push(raw);
                 continue;
             }
-            if let Some(item) = table.get(&key)? {
-                bytes += item_size(&item);
-                found.push(item_to_json(&match &projection {
-                    Some(p) => p.apply(&item),
-                    None => item,
-                }));
+            let Some(stored) = table.get_json(&key)? else {
+                continue;
+            };
+            let item = Table::decode(&stored)?;
+            bytes += item_size(&item);
+            if found > 0 {
+                body.push(b',');
+            }
+            found += 1;
+            match &projection {
+                Some(p) => {
+                    body.extend_from_slice(&crate::codec::json_body(&item_to_json(&p.apply(&item))))
+                }
+                None => body.extend_from_slice(&stored),
             }
         }
-        responses.insert(name.clone(), Value::Array(found));
+        body.push(b']');
         if !left.is_empty() {
             let mut rest = request;
             rest.insert("Keys".into(), Value::Array(left));
             unprocessed.insert(name, Value::Object(rest));
         }
     }
-    Ok(json!({"Responses": responses, "UnprocessedKeys": unprocessed}))
+    body.extend_from_slice(b"},\"UnprocessedKeys\":");
+    body.extend_from_slice(&crate::codec::json_body(&Value::Object(unprocessed)));
+    body.push(b'}');
+    Ok(body)
 }
 
 fn batch_write(
@@ -1626,9 +1644,10 @@ fn batch_write(
     Ok(json!({"UnprocessedItems": {}}))
 }
 
-/// Runs one operation and encodes its answer. `GetItem`, `Query` and `Scan`
-/// write their bodies themselves, copying stored items (see [`get_item`],
-/// [`read_many`]); the others are encoded from their value.
+/// Runs one operation and encodes its answer. `GetItem`, `Query`, `Scan`
+/// and `BatchGetItem` write their bodies themselves, copying stored items
+/// (see [`get_item`], [`read_many`], [`batch_get`]); the others are encoded
+/// from their value.
 pub fn handle(
     op: Operation,
     ctx: &Ctx<'_>,
@@ -1639,6 +1658,7 @@ pub fn handle(
         Operation::GetItem => get_item(ctx, tables, input),
         Operation::Query => read_many(ctx, tables, input, true),
         Operation::Scan => read_many(ctx, tables, input, false),
+        Operation::BatchGetItem => batch_get(ctx, tables, input),
         _ => answer(op, ctx, tables, input).map(|value| crate::codec::json_body(&value)),
     }
 }
@@ -1850,7 +1870,6 @@ fn answer(
                 None => json!({"TimeToLiveDescription": {"TimeToLiveStatus": "DISABLED"}}),
             })
         }
-        Operation::BatchGetItem => batch_get(ctx, tables, input),
         Operation::BatchWriteItem => batch_write(ctx, tables, input),
         Operation::TransactWriteItems => transact_write(ctx, tables, input),
         Operation::TransactGetItems => transact_get(ctx, tables, input),
