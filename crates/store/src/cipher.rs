@@ -177,7 +177,8 @@ unsafe extern "C" fn get_provider_version(_: *mut c_void) -> *const c_char {
 }
 
 unsafe extern "C" fn get_cipher(_: *mut c_void) -> *const c_char {
-    c"aes-256-cbc".as_ptr()
+    // As OpenSSL names it, which `PRAGMA cipher` shows.
+    c"AES-256-CBC".as_ptr()
 }
 
 unsafe extern "C" fn get_key_sz(_: *mut c_void) -> c_int {
@@ -299,12 +300,17 @@ unsafe extern "C" fn hmac_fn(
     if input.is_null() || out.is_null() {
         return SQLITE_ERROR;
     }
-    // SAFETY: SQLCipher passes buffers of the sizes it names.
+    // SAFETY: SQLCipher passes buffers of the sizes it names; a second
+    // input that is null is skipped, as OpenSSL's provider does.
     let parts = unsafe {
         (
             slice(key, key_sz),
             slice(input, input_sz),
-            slice(input2, input2_sz),
+            if input2.is_null() {
+                Some(&[][..])
+            } else {
+                slice(input2, input2_sz)
+            },
         )
     };
     let (Some(key), Some(input), Some(input2)) = parts else {
