@@ -13,6 +13,7 @@
 //! The rest of Moat reaches the engine only through [`Db`] and [`Tx`].
 
 mod cache;
+mod checkpoint;
 mod cipher;
 
 use std::cell::RefCell;
@@ -81,6 +82,9 @@ struct Writer {
     members: usize,
     /// Keys of the cached tree the open group wrote, invalidated once it commits.
     touched: Vec<Vec<u8>>,
+    /// Runs the checkpoints `conn` asks for; declared after it, so it
+    /// outlives it (`conn`'s log hook points at it).
+    checkpointer: Arc<checkpoint::Checkpointer>,
 }
 
 /// Tasks to wake when something they wait for happens.
@@ -454,6 +458,8 @@ impl Db {
         )
         .map_err(err)?;
         set_private(path);
+        let checkpointer = checkpoint::Checkpointer::new(path.to_owned(), format, key_hex.clone());
+        checkpointer.watch(&conn);
         Ok(Db {
             path: path.to_owned(),
             key_hex: Mutex::new(key_hex),
@@ -463,6 +469,7 @@ impl Db {
                 group: None,
                 members: 0,
                 touched: Vec::new(),
+                checkpointer,
             }),
             joiners: AtomicUsize::new(0),
             waiting_tasks: Wakers::default(),
@@ -820,6 +827,7 @@ impl Db {
             .map_err(|e| engine_error(&self.path, e))?;
         // Readers opened with the old key are of no use any more.
         *self.key_hex.lock().unwrap_or_else(|p| p.into_inner()) = hex(new_key);
+        writer.checkpointer.rekeyed(hex(new_key));
         self.readers
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -1350,6 +1358,45 @@ mod tests {
         // KiB). Whole rows in the B-tree's interior pages (a WITHOUT ROWID
         // table) measured 4.5 (3.2 with 8 KiB).
         assert!(per_insert < 3.6, "{per_insert} pages per insert");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn checkpoints_run_beside_the_writer() {
+        let dir = temp("checkpoint");
+        let path = dir.join("c.db");
+        let db = Db::open(&path, &[4u8; 32]).unwrap();
+        let initial = std::fs::metadata(&path).unwrap().len();
+        // About 1,500 pages of 4 KiB into the log, past where a commit asks.
+        let value = vec![7u8; 4000];
+        for i in 0..1500u32 {
+            db.put("t", &i.to_be_bytes(), &value).unwrap();
+        }
+        let checkpointer = db.conn.lock().unwrap().checkpointer.clone();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while checkpointer.runs.load(Ordering::Relaxed) == 0 {
+            assert!(std::time::Instant::now() < deadline, "no checkpoint ran");
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        // The checkpoint thread (not a commit) copied the pages into the store.
+        assert!(std::fs::metadata(&path).unwrap().len() > initial + 4_000_000);
+        // After a rekey, the next checkpoints open with the new key.
+        db.rekey(&[5u8; 32]).unwrap();
+        let before = checkpointer.runs.load(Ordering::Relaxed);
+        for i in 1500..3000u32 {
+            db.put("t", &i.to_be_bytes(), &value).unwrap();
+        }
+        while checkpointer.runs.load(Ordering::Relaxed) == before {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no checkpoint after rekey"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        drop(db);
+        let db = Db::open(&path, &[5u8; 32]).unwrap();
+        assert_eq!(db.get("t", &2999u32.to_be_bytes()).unwrap().unwrap(), value);
+        assert_eq!(db.get("t", &0u32.to_be_bytes()).unwrap().unwrap(), value);
         let _ = std::fs::remove_dir_all(&dir);
     }
 

@@ -1,0 +1,201 @@
+//! Checkpoints beside the writer: copying the write-ahead log's pages into
+//! the store happens on a thread of its own, not inside a commit.
+//!
+//! SQLite's automatic checkpoint runs in the commit that takes the log past
+//! 1,000 pages, so that commit (and every writer queued behind it) waited
+//! while about 4 MB of pages were copied into the store and synced. Beside
+//! the writer, `mixed` (GetItem and PutItem over random items) went from a
+//! p99.9 of 12.8-15.7 ms to 6.2-7.7, and put, mixed and batch gained 5-8%
+//! (BENCHMARKS.md). Here the writer's log hook only asks; one process-wide
+//! thread runs PASSIVE checkpoints on a connection of each store's own,
+//! which never wait for (or hold up) its writer or readers. Should that
+//! thread fall far behind, the writer checkpoints itself as before, past
+//! [`INLINE_PAGES`], so the log stays bounded.
+//!
+//! A checkpoint copies pages as they are in the log, sealed; it decrypts
+//! none, so a connection keyed before a rekey copies correctly. It is
+//! dropped at a rekey all the same (it could no longer read the schema).
+
+use std::ffi::{c_char, c_int, c_void};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicUsize, Ordering};
+use std::sync::mpsc::{channel, Sender};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use rusqlite::{ffi, Connection, OpenFlags};
+
+use crate::{open_connection, Format};
+
+/// The log's length, in pages, at which a commit asks for a checkpoint
+/// (SQLite's own default for its automatic one).
+const ASK_PAGES: c_int = 1000;
+/// The length at which the writer checkpoints itself.
+const INLINE_PAGES: c_int = 16_000;
+
+/// One store's checkpoints.
+pub(crate) struct Checkpointer {
+    path: PathBuf,
+    format: Format,
+    key_hex: Mutex<String>,
+    /// Its own connection, opened at its first checkpoint.
+    conn: Mutex<Option<Connection>>,
+    /// Asked for and not yet begun.
+    queued: AtomicBool,
+    /// The log's length when a checkpoint was last asked for. While the
+    /// writer goes on, a checkpoint leaves the log at its length (it
+    /// restarts from the top only once all of it is copied and a writer
+    /// begins), so asking at every commit past the threshold would run a
+    /// checkpoint, and its two fsyncs, for every few commits.
+    asked_at: AtomicI32,
+    /// Checkpoints run (tests watch it).
+    pub(crate) runs: AtomicUsize,
+}
+
+impl Checkpointer {
+    pub(crate) fn new(path: PathBuf, format: Format, key_hex: String) -> Arc<Checkpointer> {
+        Arc::new(Checkpointer {
+            path,
+            format,
+            key_hex: Mutex::new(key_hex),
+            conn: Mutex::new(None),
+            queued: AtomicBool::new(false),
+            asked_at: AtomicI32::new(0),
+            runs: AtomicUsize::new(0),
+        })
+    }
+
+    /// Has the writer `conn` ask for checkpoints instead of running them.
+    /// `self` must outlive `conn` (the writer holds both, `conn` dropped
+    /// first).
+    pub(crate) fn watch(self: &Arc<Self>, conn: &Connection) {
+        // SAFETY: the hook's context is this checkpointer, which outlives
+        // the connection (see above); the handle is the connection's own.
+        unsafe {
+            ffi::sqlite3_wal_hook(
+                conn.handle(),
+                Some(on_commit),
+                Arc::as_ptr(self).cast_mut().cast::<c_void>(),
+            );
+        }
+    }
+
+    /// The store was rekeyed: later checkpoints open with the new key.
+    pub(crate) fn rekeyed(&self, key_hex: String) {
+        *self.key_hex.lock().unwrap_or_else(|p| p.into_inner()) = key_hex;
+        *self.conn.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    }
+
+    fn ask(self: Arc<Self>) {
+        if self.queued.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        if let Some(sender) = worker() {
+            let _ = sender.lock().unwrap_or_else(|p| p.into_inner()).send(self);
+        }
+    }
+
+    fn run(&self) {
+        self.queued.store(false, Ordering::Release);
+        let mut conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        if conn.is_none() {
+            let key_hex = self
+                .key_hex
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone();
+            // Never created here: a store deleted meanwhile stays deleted.
+            let opened = open_connection(
+                &self.path,
+                &key_hex,
+                OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+                Some(self.format),
+            );
+            let Ok((opened, _)) = opened else {
+                return;
+            };
+            // Synced as the writer is: a checkpoint syncs the store before
+            // it marks the log's pages copied, after which the writer may
+            // write over them. It copies log frames and needs no page cache.
+            if opened
+                .execute_batch("PRAGMA synchronous = FULL; PRAGMA cache_size = -256;")
+                .is_err()
+            {
+                return;
+            }
+            *conn = Some(opened);
+        }
+        let Some(c) = conn.as_ref() else {
+            return;
+        };
+        match c.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+            Ok(()) => {
+                self.runs.fetch_add(1, Ordering::Relaxed);
+            }
+            // Opened afresh next time.
+            Err(_) => *conn = None,
+        }
+    }
+}
+
+/// SQLite's log hook on a writer: called after each commit with the log's
+/// length in pages.
+unsafe extern "C" fn on_commit(
+    context: *mut c_void,
+    db: *mut ffi::sqlite3,
+    name: *const c_char,
+    pages: c_int,
+) -> c_int {
+    if pages >= INLINE_PAGES {
+        // SAFETY: the connection and database name SQLite passed.
+        unsafe {
+            ffi::sqlite3_wal_checkpoint_v2(
+                db,
+                name,
+                ffi::SQLITE_CHECKPOINT_PASSIVE,
+                std::ptr::null_mut(),
+                std::ptr::null_mut(),
+            );
+        }
+        return ffi::SQLITE_OK;
+    }
+    let context = context.cast_const().cast::<Checkpointer>();
+    // SAFETY: `context` is `Arc::as_ptr` of a checkpointer the writer holds
+    // (see `watch`), alive while its connection commits.
+    let asked_at = unsafe { &(*context).asked_at };
+    // Only the writer's commits call this: the loads and stores do not race.
+    let mut since = asked_at.load(Ordering::Relaxed);
+    if pages < since {
+        // The log restarted from the top.
+        since = 0;
+        asked_at.store(0, Ordering::Relaxed);
+    }
+    if pages - since >= ASK_PAGES {
+        asked_at.store(pages, Ordering::Relaxed);
+        // SAFETY: as above; a strong count is added for the copy made.
+        let checkpointer = unsafe {
+            Arc::increment_strong_count(context);
+            Arc::from_raw(context)
+        };
+        checkpointer.ask();
+    }
+    ffi::SQLITE_OK
+}
+
+/// The thread that runs every store's checkpoints, started on first use.
+fn worker() -> Option<&'static Mutex<Sender<Arc<Checkpointer>>>> {
+    static WORKER: OnceLock<Option<Mutex<Sender<Arc<Checkpointer>>>>> = OnceLock::new();
+    WORKER
+        .get_or_init(|| {
+            let (sender, jobs) = channel::<Arc<Checkpointer>>();
+            std::thread::Builder::new()
+                .name("moat-checkpoint".into())
+                .spawn(move || {
+                    for job in jobs {
+                        job.run();
+                    }
+                })
+                .ok()?;
+            Some(Mutex::new(sender))
+        })
+        .as_ref()
+}
