@@ -3,14 +3,17 @@
 //!
 //! SQLite's automatic checkpoint runs in the commit that takes the log past
 //! 1,000 pages, so that commit (and every writer queued behind it) waited
-//! while about 4 MB of pages were copied into the store and synced. Beside
-//! the writer, `mixed` (GetItem and PutItem over random items) went from a
-//! p99.9 of 12.8-15.7 ms to 6.2-7.7, and put, mixed and batch gained 5-8%
-//! (BENCHMARKS.md). Here the writer's log hook only asks; one process-wide
+//! while about 4 MB of pages were copied into the store and synced. With
+//! the copying beside the writer, `mixed` (GetItem and PutItem over random
+//! items) went from a p99.9 of 12.8-15.7 ms to 6.2-7.7, and put, mixed and
+//! batch gained 5-8% (BENCHMARKS.md). Here the writer's log hook only asks; one process-wide
 //! thread runs PASSIVE checkpoints on a connection of each store's own,
-//! which never wait for (or hold up) its writer or readers. Should that
-//! thread fall far behind, the writer checkpoints itself as before, past
-//! [`INLINE_PAGES`], so the log stays bounded.
+//! which never wait for (or hold up) its writer or readers. Past
+//! [`INLINE_BYTES`] of log the writer checkpoints itself, copying what the
+//! thread has not, so the log stays bounded.
+//!
+//! What this gains is fewer stalls, not shorter ones: the writer's own
+//! checkpoint still runs, once per 64 MiB of log instead of per 4 MiB.
 //!
 //! A checkpoint copies pages as they are in the log, sealed; it decrypts
 //! none, so a connection keyed before a rekey copies correctly. It is
@@ -26,11 +29,18 @@ use rusqlite::{ffi, Connection, OpenFlags};
 
 use crate::{open_connection, Format};
 
-/// The log's length, in pages, at which a commit asks for a checkpoint
-/// (SQLite's own default for its automatic one).
-const ASK_PAGES: c_int = 1000;
-/// The length at which the writer checkpoints itself.
-const INLINE_PAGES: c_int = 16_000;
+/// How much the log grows between asks for a checkpoint (about SQLite's
+/// own 1,000 pages, with 4 KiB pages).
+const ASK_BYTES: i64 = 4 << 20;
+/// The log's size at which the writer checkpoints itself. While writes go
+/// on, a checkpoint beside the writer never copies the whole log (the
+/// writer adds to it meanwhile), and only a log copied whole, with no
+/// reader still in it, starts again from the top. So the log grows to
+/// this size, and the writer's own checkpoint, copying what the thread has
+/// not yet (at most about [`ASK_BYTES`]) lets it start again: a stall like
+/// the ones SQLite's automatic checkpoint made at every 4 MiB, but sixteen
+/// times rarer. The log file stays this large while the store is open.
+const INLINE_BYTES: i64 = 64 << 20;
 
 /// One store's checkpoints.
 pub(crate) struct Checkpointer {
@@ -49,6 +59,9 @@ pub(crate) struct Checkpointer {
     asked_at: AtomicI32,
     /// Checkpoints run (tests watch it).
     pub(crate) runs: AtomicUsize,
+    /// [`ASK_BYTES`] and [`INLINE_BYTES`] in this store's pages.
+    ask_pages: c_int,
+    inline_pages: c_int,
 }
 
 impl Checkpointer {
@@ -61,6 +74,8 @@ impl Checkpointer {
             queued: AtomicBool::new(false),
             asked_at: AtomicI32::new(0),
             runs: AtomicUsize::new(0),
+            ask_pages: pages(ASK_BYTES, format),
+            inline_pages: pages(INLINE_BYTES, format),
         })
     }
 
@@ -137,6 +152,12 @@ impl Checkpointer {
     }
 }
 
+/// `bytes` of log in pages of `format`.
+fn pages(bytes: i64, format: Format) -> c_int {
+    let page = i64::from(format.page_size.max(512));
+    c_int::try_from(bytes / page).unwrap_or(c_int::MAX).max(1)
+}
+
 /// SQLite's log hook on a writer: called after each commit with the log's
 /// length in pages.
 unsafe extern "C" fn on_commit(
@@ -145,7 +166,11 @@ unsafe extern "C" fn on_commit(
     name: *const c_char,
     pages: c_int,
 ) -> c_int {
-    if pages >= INLINE_PAGES {
+    let context = context.cast_const().cast::<Checkpointer>();
+    // SAFETY: `context` is `Arc::as_ptr` of a checkpointer the writer holds
+    // (see `watch`), alive while its connection commits.
+    let this = unsafe { &*context };
+    if pages >= this.inline_pages {
         // SAFETY: the connection and database name SQLite passed.
         unsafe {
             ffi::sqlite3_wal_checkpoint_v2(
@@ -156,12 +181,10 @@ unsafe extern "C" fn on_commit(
                 std::ptr::null_mut(),
             );
         }
+        this.asked_at.store(0, Ordering::Relaxed);
         return ffi::SQLITE_OK;
     }
-    let context = context.cast_const().cast::<Checkpointer>();
-    // SAFETY: `context` is `Arc::as_ptr` of a checkpointer the writer holds
-    // (see `watch`), alive while its connection commits.
-    let asked_at = unsafe { &(*context).asked_at };
+    let asked_at = &this.asked_at;
     // Only the writer's commits call this: the loads and stores do not race.
     let mut since = asked_at.load(Ordering::Relaxed);
     if pages < since {
@@ -169,7 +192,7 @@ unsafe extern "C" fn on_commit(
         since = 0;
         asked_at.store(0, Ordering::Relaxed);
     }
-    if pages - since >= ASK_PAGES {
+    if pages - since >= this.ask_pages {
         asked_at.store(pages, Ordering::Relaxed);
         // SAFETY: as above; a strong count is added for the copy made.
         let checkpointer = unsafe {
