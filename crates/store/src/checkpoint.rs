@@ -142,6 +142,13 @@ impl Checkpointer {
         let Some(c) = conn.as_ref() else {
             return;
         };
+        // A store deleted since (its table dropped): reading it now would
+        // make SQLite create its log and shared memory files again, beside
+        // no store.
+        if !self.path.exists() {
+            *conn = None;
+            return;
+        }
         match c.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
             Ok(()) => {
                 self.runs.fetch_add(1, Ordering::Relaxed);
