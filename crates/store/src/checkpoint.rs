@@ -27,7 +27,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use rusqlite::{ffi, Connection, OpenFlags};
 
-use crate::{open_connection, Format};
+use crate::{open_again, Format};
 
 /// How much the log grows between asks for a checkpoint (about SQLite's
 /// own 1,000 pages, with 4 KiB pages).
@@ -46,7 +46,8 @@ const INLINE_BYTES: i64 = 64 << 20;
 pub(crate) struct Checkpointer {
     path: PathBuf,
     format: Format,
-    key_hex: Mutex<String>,
+    /// The store's current key, shared with its [`crate::Db`].
+    key_hex: Arc<Mutex<String>>,
     /// Its own connection, opened at its first checkpoint.
     conn: Mutex<Option<Connection>>,
     /// Asked for and not yet begun.
@@ -65,11 +66,15 @@ pub(crate) struct Checkpointer {
 }
 
 impl Checkpointer {
-    pub(crate) fn new(path: PathBuf, format: Format, key_hex: String) -> Arc<Checkpointer> {
+    pub(crate) fn new(
+        path: PathBuf,
+        format: Format,
+        key_hex: Arc<Mutex<String>>,
+    ) -> Arc<Checkpointer> {
         Arc::new(Checkpointer {
             path,
             format,
-            key_hex: Mutex::new(key_hex),
+            key_hex,
             conn: Mutex::new(None),
             queued: AtomicBool::new(false),
             asked_at: AtomicI32::new(0),
@@ -95,8 +100,7 @@ impl Checkpointer {
     }
 
     /// The store was rekeyed: later checkpoints open with the new key.
-    pub(crate) fn rekeyed(&self, key_hex: String) {
-        *self.key_hex.lock().unwrap_or_else(|p| p.into_inner()) = key_hex;
+    pub(crate) fn rekeyed(&self) {
         *self.conn.lock().unwrap_or_else(|p| p.into_inner()) = None;
     }
 
@@ -113,19 +117,14 @@ impl Checkpointer {
         self.queued.store(false, Ordering::Release);
         let mut conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
         if conn.is_none() {
-            let key_hex = self
-                .key_hex
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .clone();
             // Never created here: a store deleted meanwhile stays deleted.
-            let opened = open_connection(
+            let opened = open_again(
                 &self.path,
-                &key_hex,
+                &self.key_hex,
                 OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-                Some(self.format),
+                self.format,
             );
-            let Ok((opened, _)) = opened else {
+            let Ok(opened) = opened else {
                 return;
             };
             // Synced as the writer is: a checkpoint syncs the store before

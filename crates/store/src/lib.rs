@@ -40,7 +40,8 @@ pub type Entries = Vec<(Vec<u8>, Vec<u8>)>;
 /// One encrypted store file.
 pub struct Db {
     path: PathBuf,
-    key_hex: Mutex<String>,
+    /// Shared with the checkpointer, which opens connections of its own.
+    key_hex: Arc<Mutex<String>>,
     format: Format,
     /// The writer: every transaction.
     conn: Mutex<Writer>,
@@ -368,13 +369,24 @@ fn open_connection(
     tried
 }
 
+/// Another connection to an open store, with its current key.
+fn open_again(
+    path: &Path,
+    key_hex: &Mutex<String>,
+    flags: OpenFlags,
+    format: Format,
+) -> Result<Connection, StoreError> {
+    let key_hex = key_hex.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    Ok(open_connection(path, &key_hex, flags, Some(format))?.0)
+}
+
 /// Sets SQLCipher's (process-wide) log level; WARN is its default.
+///
+/// SQLCipher sets its logging up when the process's first codec starts,
+/// which would undo a level set before: `cipher::install`, which every
+/// open runs first, has started one.
 fn set_cipher_log_level(level: &str) {
     if let Ok(conn) = Connection::open_in_memory() {
-        // Keyed first (a raw key: no key derivation): SQLCipher sets its
-        // logging up when the process's first codec starts, which would
-        // undo a level set before.
-        let _ = conn.execute_batch(&format!("PRAGMA key = \"x'{}'\"", "00".repeat(32)));
         let _ = conn.query_row(
             &format!("PRAGMA cipher_log_level = {level}"),
             [],
@@ -458,11 +470,12 @@ impl Db {
         )
         .map_err(err)?;
         set_private(path);
+        let key_hex = Arc::new(Mutex::new(key_hex));
         let checkpointer = checkpoint::Checkpointer::new(path.to_owned(), format, key_hex.clone());
         checkpointer.watch(&conn);
         Ok(Db {
             path: path.to_owned(),
-            key_hex: Mutex::new(key_hex),
+            key_hex,
             format,
             conn: Mutex::new(Writer {
                 conn,
@@ -498,18 +511,12 @@ impl Db {
         let conn = match pooled {
             Some(c) => c,
             None => {
-                let key_hex = self
-                    .key_hex
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .clone();
-                let conn = open_connection(
+                let conn = open_again(
                     &self.path,
-                    &key_hex,
+                    &self.key_hex,
                     OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-                    Some(self.format),
-                )?
-                .0;
+                    self.format,
+                )?;
                 // Each reader caches pages of its own; hot items live in the
                 // shared item cache instead, so readers keep little more than
                 // the B-tree's inner pages.
@@ -787,18 +794,13 @@ impl Db {
         // Read-write and create only so that ATTACH may create the copy
         // (attached files take the main connection's flags); the store itself
         // is only read.
-        let key_hex = self
-            .key_hex
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
-        let (conn, _) = open_connection(
+        let conn = open_again(
             &self.path,
-            &key_hex,
+            &self.key_hex,
             OpenFlags::SQLITE_OPEN_READ_WRITE
                 | OpenFlags::SQLITE_OPEN_CREATE
                 | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-            Some(self.format),
+            self.format,
         )?;
         let dest_str = dest.to_str().ok_or_else(|| StoreError::Engine {
             path: dest.display().to_string(),
@@ -827,7 +829,7 @@ impl Db {
             .map_err(|e| engine_error(&self.path, e))?;
         // Readers opened with the old key are of no use any more.
         *self.key_hex.lock().unwrap_or_else(|p| p.into_inner()) = hex(new_key);
-        writer.checkpointer.rekeyed(hex(new_key));
+        writer.checkpointer.rekeyed();
         self.readers
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -1375,7 +1377,7 @@ mod tests {
         let checkpointer = db.conn.lock().unwrap().checkpointer.clone();
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
         // The checkpoint thread copies pages into the store; the writer
-        // would only past 16 MiB of log, four times what was written.
+        // would only past 64 MiB of log, ten times what was written.
         let copied = || std::fs::metadata(&path).unwrap().len() > initial + 1_000_000;
         while checkpointer.runs.load(Ordering::Relaxed) == 0 || !copied() {
             assert!(std::time::Instant::now() < deadline, "no checkpoint ran");

@@ -999,15 +999,23 @@ fn get_item(
             out.push(b',');
         }
         out.extend_from_slice(b"\"Item\":");
-        match (&projection, item) {
-            (Some(p), Some(item)) => {
-                out.extend_from_slice(item_to_json(&p.apply(&item)).to_string().as_bytes())
-            }
-            _ => out.extend_from_slice(json),
-        }
+        let projected = projection.as_ref().zip(item.as_ref());
+        push_item(&mut out, json, projected.map(|(p, item)| p.apply(item)));
     }
     out.push(b'}');
     Ok(out)
+}
+
+/// Writes an item into an answer's body: a projection of it encoded, or the
+/// whole item as its stored JSON, copied (the bytes `item_to_json` wrote).
+fn push_item(out: &mut Vec<u8>, stored: &[u8], projected: Option<Item>) {
+    match projected {
+        // Writing into a Vec cannot fail.
+        Some(item) => {
+            let _ = serde_json::to_writer(&mut *out, &item_to_json(&item));
+        }
+        None => out.extend_from_slice(stored),
+    }
 }
 
 async fn delete_item(
@@ -1385,12 +1393,11 @@ fn read_many(
             if items.len() > 1 {
                 items.push(b',');
             }
-            match &projection {
-                Some(p) => {
-                    items.extend_from_slice(item_to_json(&p.apply(item)).to_string().as_bytes())
-                }
-                None => items.extend_from_slice(stored),
-            }
+            push_item(
+                &mut items,
+                stored,
+                projection.as_ref().map(|p| p.apply(item)),
+            );
         }
     }
     items.push(b']');
@@ -1556,12 +1563,11 @@ fn batch_get(
                 body.push(b',');
             }
             found += 1;
-            match &projection {
-                Some(p) => {
-                    body.extend_from_slice(&crate::codec::json_body(&item_to_json(&p.apply(&item))))
-                }
-                None => body.extend_from_slice(&stored),
-            }
+            push_item(
+                &mut body,
+                &stored,
+                projection.as_ref().map(|p| p.apply(&item)),
+            );
         }
         body.push(b']');
         if !left.is_empty() {
