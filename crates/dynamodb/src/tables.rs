@@ -745,7 +745,7 @@ impl Table {
     }
 
     pub(crate) fn encode(item: &Item) -> Vec<u8> {
-        serde_json::to_vec(&item_to_json(item)).unwrap_or_default()
+        serde_json::to_vec(&crate::value::ItemJson(item)).unwrap_or_default()
     }
 
     /// The item's key attributes (of the table's own key).

@@ -11,7 +11,7 @@ use moat_dynamodb::tables::{
     sort_key_range, DdbError, DdbErrorKind, KeyAttr, Table, TableMeta, Tables,
 };
 use moat_dynamodb::value::{
-    item_from_json, item_size, item_to_json, key_bytes, AttributeValue, Item,
+    item_from_json, item_size, item_to_json, key_bytes, AttributeValue, Item, ItemJson,
 };
 use moat_iam::AuthzRequest;
 use moat_policy::{ContextKeys, Decision};
@@ -1007,12 +1007,12 @@ fn get_item(
 }
 
 /// Writes an item into an answer's body: a projection of it encoded, or the
-/// whole item as its stored JSON, copied (the bytes `item_to_json` wrote).
+/// whole item as its stored JSON, copied (the bytes `ItemJson` wrote).
 fn push_item(out: &mut Vec<u8>, stored: &[u8], projected: Option<Item>) {
     match projected {
         // Writing into a Vec cannot fail.
         Some(item) => {
-            let _ = serde_json::to_writer(&mut *out, &item_to_json(&item));
+            let _ = serde_json::to_writer(&mut *out, &ItemJson(&item));
         }
         None => out.extend_from_slice(stored),
     }
