@@ -866,18 +866,32 @@ impl Table {
     /// Writes (`Some`) or deletes (`None`) several items in one durable
     /// transaction: a BatchWriteItem's items of this table, with one fsync
     /// instead of one each. A refused item refuses them all.
-    pub fn write_batch(&self, writes: &[(ItemKey, Option<Item>)]) -> Result<(), DdbError> {
+    ///
+    /// It waits for the store's writer and its group commit as a task,
+    /// without holding a thread (`Db::transaction_async`).
+    pub async fn write_batch_async(
+        &self,
+        writes: &[(ItemKey, Option<Item>)],
+    ) -> Result<(), DdbError> {
         self.check_unclaimed(writes.iter().map(|(k, _)| k))?;
-        self.db.transaction(|tx: &Tx<'_>| {
-            // The count and size are read and written once for the batch,
-            // not once per item.
-            let mut stats = read_stats(tx)?;
-            for (key, new) in writes {
-                let old = self.read_in(tx, key)?;
-                self.apply_counted(tx, key, old.as_ref(), new.as_ref(), &mut stats)?;
-            }
-            write_stats(tx, &stats)
-        })
+        self.db
+            .transaction_async(|tx: &Tx<'_>| self.write_batch_in(tx, writes))
+            .await
+    }
+
+    fn write_batch_in(
+        &self,
+        tx: &Tx<'_>,
+        writes: &[(ItemKey, Option<Item>)],
+    ) -> Result<(), DdbError> {
+        // The count and size are read and written once for the batch, not
+        // once per item.
+        let mut stats = read_stats(tx)?;
+        for (key, new) in writes {
+            let old = self.read_in(tx, key)?;
+            self.apply_counted(tx, key, old.as_ref(), new.as_ref(), &mut stats)?;
+        }
+        write_stats(tx, &stats)
     }
 
     /// The item under `key`, inside a transaction.

@@ -448,8 +448,8 @@ impl Edge {
                 return Ok(codec::json_response(service.protocol(), &value, request_id));
             }
             Service::DynamoDb => {
-                // A single-item write waits for its table's writer and group
-                // commit as a task. Other writes block on their store (fsync,
+                // A single-item write or a BatchWriteItem waits for its
+                // table's writer and group commit as a task. Other writes block on their store (fsync,
                 // a lock held by a transaction): on the multi-threaded runtime
                 // the worker's other tasks move elsewhere meanwhile. Quick
                 // reads (`Operation::is_quick_read`) run in place.

@@ -81,8 +81,9 @@ struct Writer {
     /// The group whose transaction is open on `conn`.
     group: Option<Arc<Group>>,
     members: usize,
-    /// Keys of the cached tree the open group wrote, invalidated once it commits.
-    touched: Vec<Vec<u8>>,
+    /// What the open group wrote in the cached tree, taken in by the cache
+    /// once it commits.
+    touched: Vec<cache::Written>,
     /// Runs the checkpoints `conn` asks for; declared after it, so it
     /// outlives it (`conn`'s log hook points at it).
     checkpointer: Arc<checkpoint::Checkpointer>,
@@ -233,8 +234,8 @@ pub struct Tx<'a> {
     tx: TxConn<'a>,
     path: &'a Path,
     cache: &'a cache::Cache,
-    /// Keys of the cached tree this transaction wrote.
-    touched: RefCell<Vec<Vec<u8>>>,
+    /// What this transaction wrote in the cached tree.
+    touched: RefCell<Vec<cache::Written>>,
 }
 
 /// A transaction of its own (across tables, see [`Db::lock`]), or a member
@@ -727,12 +728,17 @@ impl Db {
                 touched: RefCell::default(),
             };
             let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(&tx)));
-            // Even a rolled-back member's keys are invalidated: harmless,
-            // and simpler than telling them apart.
             (ran, tx.touched.take())
         };
-        writer.touched.extend(touched);
         let keep = matches!(ran, Ok(Ok(_)));
+        // A rolled-back member's keys are invalidated all the same
+        // (harmless, and simpler than telling them apart), but what it
+        // wrote is not cached.
+        writer.touched.extend(
+            touched
+                .into_iter()
+                .map(|(key, value)| (key, value.filter(|_| keep))),
+        );
         let ended = if keep {
             run_cached(&writer.conn, "RELEASE member")
         } else {
@@ -772,8 +778,13 @@ impl Db {
         if result.is_err() {
             let _ = writer.conn.execute_batch("ROLLBACK");
         }
-        // Before any member returns: a read after its write must miss.
-        self.cache.invalidate(writer.touched.drain(..));
+        // Before any member returns: a read after its write must see it.
+        if result.is_ok() {
+            self.cache.written(writer.touched.drain(..));
+        } else {
+            self.cache
+                .invalidate(writer.touched.drain(..).map(|(key, _)| key));
+        }
         group.finish(result.as_ref().map(|_| ()).map_err(|e| e.to_string()));
         result.map_err(|e| engine_error(&self.path, e))
     }
@@ -888,10 +899,15 @@ impl Tx<'_> {
             TxConn::Own(tx) => {
                 let committed = tx.commit().map_err(|e| engine_error(path, e));
                 let touched = self.touched.into_inner();
-                self.cache.invalidate(touched);
+                if committed.is_ok() {
+                    self.cache.written(touched);
+                } else {
+                    self.cache
+                        .invalidate(touched.into_iter().map(|(key, _)| key));
+                }
                 committed
             }
-            // The group's commit invalidates its members' keys.
+            // The group's commit takes in its members' writes.
             TxConn::Member(_) => Ok(()),
         }
     }
@@ -925,15 +941,19 @@ impl Tx<'_> {
         )
     }
 
-    /// Notes a write of the cached tree, to invalidate after the commit.
-    fn touch(&self, tree: &str, key: &[u8]) {
+    /// Notes a write of the cached tree (`None`: a deletion), for the
+    /// cache to take in after the commit.
+    fn touch(&self, tree: &str, key: &[u8], value: Option<&[u8]>) {
         if self.cache.covers(tree) {
-            self.touched.borrow_mut().push(key.to_vec());
+            let value = value.filter(|v| cache::cacheable(v.len()));
+            self.touched
+                .borrow_mut()
+                .push((key.to_vec(), value.map(<[u8]>::to_vec)));
         }
     }
 
     pub fn put(&self, tree: &str, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
-        self.touch(tree, key);
+        self.touch(tree, key, Some(value));
         self.conn()
             .prepare_cached(
                 "INSERT INTO kv (tree, k, v) VALUES (?1, ?2, ?3) ON CONFLICT (tree, k) DO UPDATE SET v = excluded.v",
@@ -944,7 +964,7 @@ impl Tx<'_> {
     }
 
     pub fn delete(&self, tree: &str, key: &[u8]) -> Result<(), StoreError> {
-        self.touch(tree, key);
+        self.touch(tree, key, None);
         self.conn()
             .prepare_cached("DELETE FROM kv WHERE tree = ?1 AND k = ?2")
             .and_then(|mut stmt| stmt.execute(params![tree.as_bytes(), key]))
@@ -1088,12 +1108,17 @@ mod tests {
         for t in writers.into_iter().chain(readers) {
             t.join().unwrap();
         }
+        // What a group commit wrote is cached as it commits.
+        db.transaction(|tx| tx.put("items", b"through", b"written"))
+            .unwrap();
+        assert_eq!(db.cache.get(b"through").unwrap(), b"written");
         // A cross-table transaction and a deletion.
         let mut held = db.lock();
         let tx = held.begin().unwrap();
         tx.put("items", &[0, 1], b"held").unwrap();
         tx.commit().unwrap();
         drop(held);
+        assert_eq!(db.cache.get(&[0, 1]).unwrap(), b"held");
         assert_eq!(db.get("items", &[0, 1]).unwrap().unwrap(), b"held");
         db.delete("items", &[0, 1]).unwrap();
         assert!(db.get("items", &[0, 1]).unwrap().is_none());

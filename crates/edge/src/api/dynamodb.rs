@@ -1582,7 +1582,7 @@ fn batch_get(
     Ok(body)
 }
 
-fn batch_write(
+async fn batch_write(
     ctx: &Ctx<'_>,
     tables: &Tables,
     input: &Map<String, Value>,
@@ -1645,7 +1645,7 @@ fn batch_write(
         }
     }
     for (table, writes) in by_table {
-        table.write_batch(&writes)?;
+        table.write_batch_async(&writes).await?;
     }
     Ok(json!({"UnprocessedItems": {}}))
 }
@@ -1669,12 +1669,14 @@ pub fn handle(
     }
 }
 
-/// The operations that write one item ([`write_item`] answers them).
+/// The operations that write items of one table at a time, each in one
+/// group commit ([`write_item`] answers them).
 #[derive(Clone, Copy)]
 pub enum ItemWrite {
     Put,
     Delete,
     Update,
+    Batch,
 }
 
 impl ItemWrite {
@@ -1683,14 +1685,18 @@ impl ItemWrite {
             Operation::PutItem => Some(ItemWrite::Put),
             Operation::DeleteItem => Some(ItemWrite::Delete),
             Operation::UpdateItem => Some(ItemWrite::Update),
+            Operation::BatchWriteItem => Some(ItemWrite::Batch),
             _ => None,
         }
     }
 }
 
-/// PutItem, DeleteItem and UpdateItem, answered as the encoded body. They
-/// wait for the table's writer and their group commit as a task, without
-/// holding a thread (`Table::write_async`).
+/// PutItem, DeleteItem, UpdateItem and BatchWriteItem, answered as the
+/// encoded body. They wait for a table's writer and their group commit as
+/// a task, without holding a thread (`Table::write_async`). BatchWriteItem
+/// blocked a thread each while it waited: a bulk load ran on about 28
+/// threads, and the allocator kept memory for each of them after it
+/// (BENCHMARKS.md).
 pub async fn write_item(
     write: ItemWrite,
     ctx: &Ctx<'_>,
@@ -1701,11 +1707,12 @@ pub async fn write_item(
         ItemWrite::Put => put_item(ctx, tables, input).await,
         ItemWrite::Delete => delete_item(ctx, tables, input).await,
         ItemWrite::Update => update_item(ctx, tables, input).await,
+        ItemWrite::Batch => batch_write(ctx, tables, input).await,
     }?;
     Ok(crate::codec::json_body(&value))
 }
 
-/// Every operation but the reads of [`handle`] and the single-item writes,
+/// Every operation but the reads of [`handle`] and the writes of [`write_item`],
 /// answered as a value.
 fn answer(
     op: Operation,
@@ -1876,7 +1883,6 @@ fn answer(
                 None => json!({"TimeToLiveDescription": {"TimeToLiveStatus": "DISABLED"}}),
             })
         }
-        Operation::BatchWriteItem => batch_write(ctx, tables, input),
         Operation::TransactWriteItems => transact_write(ctx, tables, input),
         Operation::TransactGetItems => transact_get(ctx, tables, input),
         Operation::CreateBackup => {
