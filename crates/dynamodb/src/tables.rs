@@ -866,9 +866,15 @@ impl Table {
     /// Writes (`Some`) or deletes (`None`) several items in one durable
     /// transaction: a BatchWriteItem's items of this table, with one fsync
     /// instead of one each. A refused item refuses them all.
-    ///
-    /// It waits for the store's writer and its group commit as a task,
-    /// without holding a thread (`Db::transaction_async`).
+    pub fn write_batch(&self, writes: &[(ItemKey, Option<Item>)]) -> Result<(), DdbError> {
+        self.check_unclaimed(writes.iter().map(|(k, _)| k))?;
+        self.db
+            .transaction(|tx: &Tx<'_>| self.write_batch_in(tx, writes))
+    }
+
+    /// [`Table::write_batch`] for a task: waits for the store's writer and
+    /// its group commit without holding a thread (`Db::transaction_async`),
+    /// and writes the items in place.
     pub async fn write_batch_async(
         &self,
         writes: &[(ItemKey, Option<Item>)],

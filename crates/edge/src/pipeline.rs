@@ -449,10 +449,11 @@ impl Edge {
             }
             Service::DynamoDb => {
                 // A single-item write or a BatchWriteItem waits for its
-                // table's writer and group commit as a task. Other writes block on their store (fsync,
-                // a lock held by a transaction): on the multi-threaded runtime
-                // the worker's other tasks move elsewhere meanwhile. Quick
-                // reads (`Operation::is_quick_read`) run in place.
+                // table's writer and group commit as a task. Other writes
+                // block on their store (fsync, a lock held by a
+                // transaction): on the multi-threaded runtime the worker's
+                // other tasks move elsewhere meanwhile. Quick reads
+                // (`Operation::is_quick_read`) run in place.
                 let run = || api::dynamodb::handle(operation, &ctx, &self.tables, &json_input);
                 let multi_thread = || {
                     tokio::runtime::Handle::try_current().is_ok_and(|h| {

@@ -253,16 +253,16 @@ pub(crate) struct Cache {
     /// that nobody can choose keys that collide).
     hasher: RandomState,
     shards: Vec<Mutex<Shard>>,
+    /// Held from a commit through its [`Cache::written`]. Handles on one
+    /// file have writers of their own but share this cache: without it, a
+    /// handle that committed first could write its (older) values in after
+    /// another's newer ones.
+    pub(crate) commit_order: Mutex<()>,
 }
 
 /// A key of the cached tree a transaction wrote and the value it wrote
 /// (`None`: deleted, or not to be cached).
 pub(crate) type Written = (Vec<u8>, Option<Vec<u8>>);
-
-/// Whether a value that size is cached at all.
-pub(crate) fn cacheable(value_len: usize) -> bool {
-    value_len <= LARGEST_VALUE
-}
 
 /// What a reader must hand back to [`Cache::fill`] after a miss.
 #[derive(Debug)]
@@ -278,12 +278,19 @@ impl Cache {
             pool,
             hasher: RandomState::new(),
             shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
+            commit_order: Mutex::new(()),
         }
     }
 
     /// Caches reads of `tree` from now on (the first tree asked for wins).
     pub(crate) fn enable(&self, tree: &str) {
         let _ = self.tree.set(tree.to_owned());
+    }
+
+    /// Whether a value that size would be cached now (values are copied
+    /// for [`Cache::written`] only if so).
+    pub(crate) fn takes(&self, value_len: usize) -> bool {
+        value_len <= LARGEST_VALUE && self.pool.budget.load(Ordering::Relaxed) > 0
     }
 
     pub(crate) fn covers(&self, tree: &str) -> bool {
@@ -405,7 +412,7 @@ impl Cache {
             let (Some(value), Ok(key_len)) = (value, u16::try_from(key.len())) else {
                 continue;
             };
-            if cacheable(value.len()) {
+            if self.takes(value.len()) {
                 self.insert(&mut s, hash, key_len, &key, &value);
             }
         }

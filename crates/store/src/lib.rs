@@ -59,6 +59,10 @@ pub struct Db {
     readers: Mutex<Vec<Connection>>,
     /// Reads of one tree answered from memory (see [`Db::cache_reads`]).
     cache: Arc<cache::Cache>,
+    /// How long a group's commit pauses between COMMIT and the cache's
+    /// update (tests hold a commit there).
+    #[cfg(test)]
+    pause_after_commit: std::sync::atomic::AtomicU64,
 }
 
 /// What the read caches of all stores of the process hold together unless
@@ -489,6 +493,8 @@ impl Db {
             waiting_tasks: Wakers::default(),
             readers: Mutex::new(Vec::new()),
             cache: cache::for_file(path, created),
+            #[cfg(test)]
+            pause_after_commit: std::sync::atomic::AtomicU64::new(0),
         })
     }
 
@@ -774,10 +780,21 @@ impl Db {
         let Some(group) = writer.group.take() else {
             return Ok(());
         };
+        // Other handles on the file commit in turn, and their writes reach
+        // the cache in the order they committed.
+        let order = self
+            .cache
+            .commit_order
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
         let result = run_cached(&writer.conn, "COMMIT");
         if result.is_err() {
             let _ = writer.conn.execute_batch("ROLLBACK");
         }
+        #[cfg(test)]
+        std::thread::sleep(std::time::Duration::from_millis(
+            self.pause_after_commit.load(Ordering::SeqCst),
+        ));
         // Before any member returns: a read after its write must see it.
         if result.is_ok() {
             self.cache.written(writer.touched.drain(..));
@@ -785,6 +802,7 @@ impl Db {
             self.cache
                 .invalidate(writer.touched.drain(..).map(|(key, _)| key));
         }
+        drop(order);
         group.finish(result.as_ref().map(|_| ()).map_err(|e| e.to_string()));
         result.map_err(|e| engine_error(&self.path, e))
     }
@@ -897,6 +915,12 @@ impl Tx<'_> {
         let path = self.path;
         match self.tx {
             TxConn::Own(tx) => {
+                // As in a group's commit: in the file's commit order.
+                let _order = self
+                    .cache
+                    .commit_order
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner());
                 let committed = tx.commit().map_err(|e| engine_error(path, e));
                 let touched = self.touched.into_inner();
                 if committed.is_ok() {
@@ -945,7 +969,7 @@ impl Tx<'_> {
     /// cache to take in after the commit.
     fn touch(&self, tree: &str, key: &[u8], value: Option<&[u8]>) {
         if self.cache.covers(tree) {
-            let value = value.filter(|v| cache::cacheable(v.len()));
+            let value = value.filter(|v| self.cache.takes(v.len()));
             self.touched
                 .borrow_mut()
                 .push((key.to_vec(), value.map(<[u8]>::to_vec)));
@@ -953,17 +977,21 @@ impl Tx<'_> {
     }
 
     pub fn put(&self, tree: &str, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
-        self.touch(tree, key, Some(value));
         self.conn()
             .prepare_cached(
                 "INSERT INTO kv (tree, k, v) VALUES (?1, ?2, ?3) ON CONFLICT (tree, k) DO UPDATE SET v = excluded.v",
             )
             .and_then(|mut stmt| stmt.execute(params![tree.as_bytes(), key, value]))
-            .map(|_| ())
-            .map_err(|e| engine_error(self.path, e))
+            .map_err(|e| engine_error(self.path, e))?;
+        // Noted once written: a value that never reached the store is
+        // never cached.
+        self.touch(tree, key, Some(value));
+        Ok(())
     }
 
     pub fn delete(&self, tree: &str, key: &[u8]) -> Result<(), StoreError> {
+        // Noted first: a deletion whose outcome is unknown still
+        // invalidates.
         self.touch(tree, key, None);
         self.conn()
             .prepare_cached("DELETE FROM kv WHERE tree = ?1 AND k = ?2")
@@ -1140,6 +1168,37 @@ mod tests {
         fresh.cache_reads("items");
         assert!(fresh.get("items", &[0, 2]).unwrap().is_none());
         drop(db);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// Two handles on one file (a table's handle replaced while requests
+    /// still hold the old one) write the same key: the first commits and
+    /// is held before updating the cache while the second commits a newer
+    /// value. The shared cache must end with the newer one.
+    #[test]
+    fn handles_on_one_file_cache_writes_in_commit_order() {
+        let dir = temp("cache-order");
+        let path = dir.join("c.db");
+        let first = std::sync::Arc::new(Db::open(&path, &[6u8; 32]).unwrap());
+        first.cache_reads("items");
+        let second = Db::open(&path, &[6u8; 32]).unwrap();
+        second.cache_reads("items");
+        first.pause_after_commit.store(300, Ordering::SeqCst);
+        let older = {
+            let first = first.clone();
+            std::thread::spawn(move || first.put("items", b"k", b"older").unwrap())
+        };
+        // The first has committed and is held before its cache update.
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        second.put("items", b"k", b"newer").unwrap();
+        older.join().unwrap();
+        let stored = first
+            .read(|conn| get(conn, &first.path, "items", b"k"))
+            .unwrap();
+        assert_eq!(stored.as_deref(), Some(&b"newer"[..]));
+        assert_eq!(first.get("items", b"k").unwrap(), stored);
+        assert_eq!(second.get("items", b"k").unwrap(), stored);
+        drop((first, second));
         let _ = std::fs::remove_dir_all(&dir);
     }
 

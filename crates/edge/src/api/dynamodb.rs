@@ -1582,6 +1582,17 @@ fn batch_get(
     Ok(body)
 }
 
+/// The most item bytes a BatchWriteItem writes in place on a worker (most
+/// batches: 25 items of 10 KB). Larger ones take a thread of their own.
+const IN_PLACE_BATCH_BYTES: usize = 256 * 1024;
+
+/// Whether this runs on the multi-threaded runtime (where
+/// `block_in_place` may hand the worker's tasks to another thread).
+fn multi_thread() -> bool {
+    tokio::runtime::Handle::try_current()
+        .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread)
+}
+
 async fn batch_write(
     ctx: &Ctx<'_>,
     tables: &Tables,
@@ -1645,7 +1656,19 @@ async fn batch_write(
         }
     }
     for (table, writes) in by_table {
-        table.write_batch_async(&writes).await?;
+        let bytes: usize = writes
+            .iter()
+            .filter_map(|(_, i)| i.as_ref())
+            .map(item_size)
+            .sum();
+        if bytes > IN_PLACE_BATCH_BYTES && multi_thread() {
+            // Encoding and sealing this much holds the writer too long to
+            // do it on a worker in place: the worker's other tasks move
+            // elsewhere meanwhile.
+            tokio::task::block_in_place(|| table.write_batch(&writes))?;
+        } else {
+            table.write_batch_async(&writes).await?;
+        }
     }
     Ok(json!({"UnprocessedItems": {}}))
 }
@@ -1669,8 +1692,8 @@ pub fn handle(
     }
 }
 
-/// The operations that write items of one table at a time, each in one
-/// group commit ([`write_item`] answers them).
+/// The operations that write items in group commits, each table's in one
+/// ([`write_item`] answers them).
 #[derive(Clone, Copy)]
 pub enum ItemWrite {
     Put,
@@ -1696,7 +1719,8 @@ impl ItemWrite {
 /// a task, without holding a thread (`Table::write_async`). BatchWriteItem
 /// blocked a thread each while it waited: a bulk load ran on about 28
 /// threads, and the allocator kept memory for each of them after it
-/// (BENCHMARKS.md).
+/// (BENCHMARKS.md). A batch of more than [`IN_PLACE_BATCH_BYTES`] still
+/// takes a thread of its own.
 pub async fn write_item(
     write: ItemWrite,
     ctx: &Ctx<'_>,
