@@ -108,8 +108,19 @@ impl Checkpointer {
         if self.queued.swap(true, Ordering::AcqRel) {
             return;
         }
-        if let Some(sender) = worker() {
-            let _ = sender.lock().unwrap_or_else(|p| p.into_inner()).send(self);
+        let sent = worker().is_some_and(|sender| {
+            let sender = sender.lock().unwrap_or_else(|p| p.into_inner());
+            sender.send(self).is_ok()
+        });
+        if !sent {
+            // The writer still checkpoints itself at INLINE_BYTES: the log
+            // stays bounded, and commits stall more often.
+            static TOLD: AtomicBool = AtomicBool::new(false);
+            if !TOLD.swap(true, Ordering::Relaxed) {
+                tracing::warn!(
+                    "the checkpoint thread is not running: stores checkpoint inside their commits"
+                );
+            }
         }
     }
 

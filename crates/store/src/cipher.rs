@@ -114,34 +114,46 @@ unsafe extern "C" {
 /// Registers this provider, once per process, before any store opens.
 pub(crate) fn install() {
     static KEPT: OnceLock<Option<Mutex<Connection>>> = OnceLock::new();
-    KEPT.get_or_init(|| {
-        let conn = Connection::open_in_memory().ok()?;
-        // Keying activates SQLCipher (and registers its default provider).
-        conn.execute_batch(&format!("PRAGMA key = \"x'{}'\"", "00".repeat(32)))
-            .ok()?;
-        // The provider's layout is SQLCipher 4.6's: any other version keeps
-        // its own provider (and the test of this one fails) until checked.
-        let version: String = conn
-            .query_row("PRAGMA cipher_version", [], |r| r.get(0))
-            .ok()?;
-        if !version.starts_with(SQLCIPHER_VERSION) {
-            return None;
+    KEPT.get_or_init(|| match register() {
+        Ok(conn) => Some(Mutex::new(conn)),
+        Err(why) => {
+            // Stores are as safe either way; only slower (module docs).
+            tracing::warn!("SQLCipher's OpenSSL provider seals the stores: {why}");
+            None
         }
-        // SQLCipher frees a replaced provider with sqlite3_free, so this one
-        // comes from sqlite3_malloc too.
-        let size = std::mem::size_of::<Provider>();
-        // SAFETY: a fresh allocation of the provider's size, filled before
-        // SQLCipher sees it; SQLCipher owns it from registration on.
-        unsafe {
-            let p = rusqlite::ffi::sqlite3_malloc64(size as u64).cast::<Provider>();
-            if p.is_null() {
-                return None;
-            }
-            p.write(PROVIDER);
-            sqlcipher_register_provider(p);
-        }
-        Some(Mutex::new(conn))
     });
+}
+
+/// Registers this provider; returns the keyed connection to keep open.
+fn register() -> Result<Connection, String> {
+    let conn = Connection::open_in_memory().map_err(|e| e.to_string())?;
+    // Keying activates SQLCipher (and registers its default provider).
+    conn.execute_batch(&format!("PRAGMA key = \"x'{}'\"", "00".repeat(32)))
+        .map_err(|e| e.to_string())?;
+    // The provider's layout is SQLCipher 4.6's: any other version keeps
+    // its own provider (and the test of this one fails) until checked.
+    let version: String = conn
+        .query_row("PRAGMA cipher_version", [], |r| r.get(0))
+        .map_err(|e| e.to_string())?;
+    if !version.starts_with(SQLCIPHER_VERSION) {
+        return Err(format!(
+            "this provider copies SQLCipher {SQLCIPHER_VERSION}x's layout, not {version}'s"
+        ));
+    }
+    // SQLCipher frees a replaced provider with sqlite3_free, so this one
+    // comes from sqlite3_malloc too.
+    let size = std::mem::size_of::<Provider>();
+    // SAFETY: a fresh allocation of the provider's size, filled before
+    // SQLCipher sees it; SQLCipher owns it from registration on.
+    unsafe {
+        let p = rusqlite::ffi::sqlite3_malloc64(size as u64).cast::<Provider>();
+        if p.is_null() {
+            return Err("out of memory".into());
+        }
+        p.write(PROVIDER);
+        sqlcipher_register_provider(p);
+    }
+    Ok(conn)
 }
 
 const PROVIDER: Provider = Provider {
