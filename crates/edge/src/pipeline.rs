@@ -455,14 +455,9 @@ impl Edge {
                 // other tasks move elsewhere meanwhile. Quick reads
                 // (`Operation::is_quick_read`) run in place.
                 let run = || api::dynamodb::handle(operation, &ctx, &self.tables, &json_input);
-                let multi_thread = || {
-                    tokio::runtime::Handle::try_current().is_ok_and(|h| {
-                        h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread
-                    })
-                };
                 let body = if let Some(write) = api::dynamodb::ItemWrite::of(operation) {
                     api::dynamodb::write_item(write, &ctx, &self.tables, &json_input).await?
-                } else if !operation.is_quick_read() && multi_thread() {
+                } else if !operation.is_quick_read() && api::dynamodb::multi_thread() {
                     tokio::task::block_in_place(run)?
                 } else {
                     run()?

@@ -253,11 +253,11 @@ pub(crate) struct Cache {
     /// that nobody can choose keys that collide).
     hasher: RandomState,
     shards: Vec<Mutex<Shard>>,
-    /// Held from a commit through its [`Cache::written`]. Handles on one
-    /// file have writers of their own but share this cache: without it, a
-    /// handle that committed first could write its (older) values in after
-    /// another's newer ones.
-    pub(crate) commit_order: Mutex<()>,
+    /// Held from a commit through the cache's update ([`Cache::commit`]).
+    /// Handles on one file have writers of their own but share this cache:
+    /// without it, a handle that committed first could write its (older)
+    /// values in after another's newer ones.
+    commit_order: Mutex<()>,
 }
 
 /// A key of the cached tree a transaction wrote and the value it wrote
@@ -396,6 +396,25 @@ impl Cache {
         }
     }
 
+    /// Runs `commit` and takes in `writes` (what the transaction wrote, in
+    /// order) as it turns out: cached if it committed, only invalidated if
+    /// not. Commits of every handle on the file, with their updates, run
+    /// one at a time, so writes reach the cache in commit order.
+    pub(crate) fn commit<T, E>(
+        &self,
+        writes: impl IntoIterator<Item = Written>,
+        commit: impl FnOnce() -> Result<T, E>,
+    ) -> Result<T, E> {
+        let _order = self.commit_order.lock().unwrap_or_else(|p| p.into_inner());
+        let committed = commit();
+        if committed.is_ok() {
+            self.written(writes);
+        } else {
+            self.invalidate(writes.into_iter().map(|(key, _)| key));
+        }
+        committed
+    }
+
     /// Takes in what a committed transaction wrote, in the order written
     /// (write-through): each key's new value is cached, and a key without
     /// one (deleted, or written by a member that rolled back) forgotten.
@@ -404,7 +423,7 @@ impl Cache {
     /// after it is written (and the items of a table just loaded, up to the
     /// budget) is a hit, where it was a miss that read the store. GetItem
     /// +9%, mixed +17% right after loading 100,000 items (BENCHMARKS.md).
-    pub(crate) fn written(&self, writes: impl IntoIterator<Item = Written>) {
+    fn written(&self, writes: impl IntoIterator<Item = Written>) {
         for (key, value) in writes {
             let hash = self.hasher.hash_one(&key);
             let mut s = self.lock(hash);

@@ -780,29 +780,19 @@ impl Db {
         let Some(group) = writer.group.take() else {
             return Ok(());
         };
-        // Other handles on the file commit in turn, and their writes reach
-        // the cache in the order they committed.
-        let order = self
-            .cache
-            .commit_order
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        let result = run_cached(&writer.conn, "COMMIT");
-        if result.is_err() {
-            let _ = writer.conn.execute_batch("ROLLBACK");
-        }
-        #[cfg(test)]
-        std::thread::sleep(std::time::Duration::from_millis(
-            self.pause_after_commit.load(Ordering::SeqCst),
-        ));
         // Before any member returns: a read after its write must see it.
-        if result.is_ok() {
-            self.cache.written(writer.touched.drain(..));
-        } else {
-            self.cache
-                .invalidate(writer.touched.drain(..).map(|(key, _)| key));
-        }
-        drop(order);
+        let conn = &writer.conn;
+        let result = self.cache.commit(writer.touched.drain(..), || {
+            let result = run_cached(conn, "COMMIT");
+            if result.is_err() {
+                let _ = conn.execute_batch("ROLLBACK");
+            }
+            #[cfg(test)]
+            std::thread::sleep(std::time::Duration::from_millis(
+                self.pause_after_commit.load(Ordering::SeqCst),
+            ));
+            result
+        });
         group.finish(result.as_ref().map(|_| ()).map_err(|e| e.to_string()));
         result.map_err(|e| engine_error(&self.path, e))
     }
@@ -914,23 +904,10 @@ impl Tx<'_> {
     pub fn commit(self) -> Result<(), StoreError> {
         let path = self.path;
         match self.tx {
-            TxConn::Own(tx) => {
-                // As in a group's commit: in the file's commit order.
-                let _order = self
-                    .cache
-                    .commit_order
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner());
-                let committed = tx.commit().map_err(|e| engine_error(path, e));
-                let touched = self.touched.into_inner();
-                if committed.is_ok() {
-                    self.cache.written(touched);
-                } else {
-                    self.cache
-                        .invalidate(touched.into_iter().map(|(key, _)| key));
-                }
-                committed
-            }
+            TxConn::Own(tx) => self
+                .cache
+                .commit(self.touched.into_inner(), || tx.commit())
+                .map_err(|e| engine_error(path, e)),
             // The group's commit takes in its members' writes.
             TxConn::Member(_) => Ok(()),
         }
@@ -1081,6 +1058,13 @@ mod tests {
         dir
     }
 
+    /// A store at `path` whose "items" are cached.
+    fn cached_store(path: &Path, key: u8) -> Db {
+        let db = Db::open(path, &[key; 32]).unwrap();
+        db.cache_reads("items");
+        db
+    }
+
     /// With reads of a tree cached, every read after a write returned sees
     /// that write: through group commits, refused members, cross-table
     /// transactions, a second handle on the file, and a re-created file.
@@ -1088,8 +1072,7 @@ mod tests {
     fn cached_reads_never_go_back_in_time() {
         let dir = temp("cache");
         let path = dir.join("c.db");
-        let db = std::sync::Arc::new(Db::open(&path, &[5u8; 32]).unwrap());
-        db.cache_reads("items");
+        let db = std::sync::Arc::new(cached_store(&path, 5));
         let counter =
             |b: Option<Vec<u8>>| b.map_or(0, |b| u64::from_be_bytes(b.try_into().unwrap()));
         // Four writers each bump their own keys; readers check that what a
@@ -1155,8 +1138,7 @@ mod tests {
             db.get("items", &[0, 2]).unwrap().unwrap(),
             298u64.to_be_bytes()
         );
-        let other = Db::open(&path, &[5u8; 32]).unwrap();
-        other.cache_reads("items");
+        let other = cached_store(&path, 5);
         other.put("items", &[0, 2], b"other").unwrap();
         assert_eq!(db.get("items", &[0, 2]).unwrap().unwrap(), b"other");
         // A file deleted and created again starts with an empty cache.
@@ -1164,8 +1146,7 @@ mod tests {
         for suffix in ["", "-wal", "-shm"] {
             let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
         }
-        let fresh = Db::open(&path, &[5u8; 32]).unwrap();
-        fresh.cache_reads("items");
+        let fresh = cached_store(&path, 5);
         assert!(fresh.get("items", &[0, 2]).unwrap().is_none());
         drop(db);
         let _ = std::fs::remove_dir_all(&dir);
@@ -1179,10 +1160,8 @@ mod tests {
     fn handles_on_one_file_cache_writes_in_commit_order() {
         let dir = temp("cache-order");
         let path = dir.join("c.db");
-        let first = std::sync::Arc::new(Db::open(&path, &[6u8; 32]).unwrap());
-        first.cache_reads("items");
-        let second = Db::open(&path, &[6u8; 32]).unwrap();
-        second.cache_reads("items");
+        let first = std::sync::Arc::new(cached_store(&path, 6));
+        let second = cached_store(&path, 6);
         first.pause_after_commit.store(300, Ordering::SeqCst);
         let older = {
             let first = first.clone();

@@ -1588,7 +1588,7 @@ const IN_PLACE_BATCH_BYTES: usize = 256 * 1024;
 
 /// Whether this runs on the multi-threaded runtime (where
 /// `block_in_place` may hand the worker's tasks to another thread).
-fn multi_thread() -> bool {
+pub(crate) fn multi_thread() -> bool {
     tokio::runtime::Handle::try_current()
         .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread)
 }
