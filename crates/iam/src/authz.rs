@@ -1,5 +1,7 @@
 //! The one authorisation path: gathering a caller's policies and asking the evaluator.
 
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use moat_policy::{
@@ -12,7 +14,7 @@ use crate::state::{IamState, Role, Tag};
 use crate::{Iam, Principal};
 
 /// A verified caller: the principal and, for temporary credentials, the session's key id.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Caller {
     pub principal: Principal,
     pub session: Option<String>,
@@ -33,7 +35,55 @@ pub struct AuthzRequest<'a> {
     pub action: &'a str,
     pub resource: &'a str,
     pub keys: ContextKeys,
+    /// Adds the service's own condition keys (`dynamodb:LeadingKeys`, ...),
+    /// named with the action's prefix. Called only when one of the caller's
+    /// policies may read such a key (`Policy::may_read_keys`): working them
+    /// out for a GetItem took longer than deciding it.
+    pub service_keys: Option<&'a dyn Fn(&mut ContextKeys)>,
 }
+
+/// All of an authorisation that depends on the caller and IAM's state but
+/// not on the request: the caller's policies, its principal's condition
+/// keys and how `Principal` elements see it. Gathered once per caller and
+/// generation of the state; gathering formatted a dozen strings (policy
+/// names, ARNs, tags) for every request.
+pub(crate) struct Prepared {
+    gathered: Gathered,
+    info: PrincipalInfo,
+    keys: Arc<ContextKeys>,
+}
+
+impl Prepared {
+    /// The request's keys for evaluation: the service's where a policy may
+    /// read them, and the caller's.
+    fn keys(&self, request: AuthzRequest<'_>) -> ContextKeys {
+        let mut keys = request.keys;
+        if let Some(add) = request.service_keys {
+            let service = request
+                .action
+                .find(':')
+                .map_or(request.action, |colon| &request.action[..=colon]);
+            let policies = (self.gathered.identity.iter())
+                .chain(&self.gathered.boundary)
+                .chain(&self.gathered.session);
+            if policies.clone().any(|(p, _)| p.may_read_keys(service)) {
+                add(&mut keys);
+            }
+        }
+        keys.set_caller_keys(self.keys.clone());
+        keys
+    }
+}
+
+/// The prepared callers of one generation of IAM's state.
+#[derive(Default)]
+pub(crate) struct PreparedCallers {
+    generation: u64,
+    callers: HashMap<Caller, Arc<Prepared>>,
+}
+
+/// Callers prepared at most; more start the map afresh.
+const MOST_PREPARED: usize = 4096;
 
 /// A caller's policies, owned so that the evaluator can borrow them.
 #[derive(Default)]
@@ -76,17 +126,48 @@ impl Iam {
         if matches!(caller.principal, Principal::Root { .. }) {
             return allow();
         }
-        let state = self.read();
-        let mut keys = request.keys;
-        let gathered = gather(&state, caller, &mut keys);
-        let info = principal_info(&state, &caller.principal);
+        let prepared = self.prepared(caller);
+        let (action, resource) = (request.action, request.resource);
+        let keys = prepared.keys(request);
         let ctx = RequestContext {
-            principal: &info,
-            action: request.action,
-            resource: request.resource,
+            principal: &prepared.info,
+            action,
+            resource,
             keys: &keys,
         };
-        evaluate(&gathered.set(&[]), &ctx)
+        evaluate(&prepared.gathered.set(&[]), &ctx)
+    }
+
+    /// The caller's [`Prepared`] for the current state.
+    fn prepared(&self, caller: &Caller) -> Arc<Prepared> {
+        let state = self.read();
+        // Read under the state's lock: no change is under way.
+        let generation = self.generation.load(Ordering::Acquire);
+        let cached = {
+            let mut cache = self.prepared.lock().unwrap_or_else(|p| p.into_inner());
+            if cache.generation != generation {
+                cache.callers.clear();
+                cache.generation = generation;
+            }
+            cache.callers.get(caller).cloned()
+        };
+        if let Some(prepared) = cached {
+            return prepared;
+        }
+        let (gathered, keys) = gather(&state, caller);
+        let prepared = Arc::new(Prepared {
+            gathered,
+            info: principal_info(&state, &caller.principal),
+            keys: Arc::new(keys),
+        });
+        let mut cache = self.prepared.lock().unwrap_or_else(|p| p.into_inner());
+        if cache.generation == generation {
+            if cache.callers.len() >= MOST_PREPARED {
+                cache.callers.clear();
+            }
+            cache.callers.insert(caller.clone(), prepared.clone());
+        }
+        prepared
     }
 
     /// Why a request `authorize` refused without an explicit deny: the Allow
@@ -96,17 +177,16 @@ impl Iam {
         if matches!(caller.principal, Principal::Root { .. }) {
             return None;
         }
-        let state = self.read();
-        let mut keys = request.keys;
-        let gathered = gather(&state, caller, &mut keys);
-        let info = principal_info(&state, &caller.principal);
+        let prepared = self.prepared(caller);
+        let (action, resource) = (request.action, request.resource);
+        let keys = prepared.keys(request);
         let ctx = RequestContext {
-            principal: &info,
-            action: request.action,
-            resource: request.resource,
+            principal: &prepared.info,
+            action,
+            resource,
             keys: &keys,
         };
-        moat_policy::failed_condition(&gathered.set(&[]), &ctx)
+        moat_policy::failed_condition(&prepared.gathered.set(&[]), &ctx)
     }
 
     /// May `caller` assume `role`? The role's trust policy must allow the
@@ -125,7 +205,11 @@ impl Iam {
         let info = principal_info(&state, &caller.principal);
         let gathered = match caller.principal {
             Principal::Root { .. } => Gathered::default(),
-            _ => gather(&state, caller, &mut keys),
+            _ => {
+                let (gathered, caller_keys) = gather(&state, caller);
+                keys.set_caller_keys(Arc::new(caller_keys));
+                gathered
+            }
         };
         let trust = match role.trust.policy() {
             Some(p) => vec![(p.clone(), format!("{role_arn} trust policy"))],
@@ -211,7 +295,11 @@ impl Iam {
         let state = self.read();
         let mut gathered = match caller {
             Some(c) if matches!(c.principal, Principal::Root { .. }) => return allow(),
-            Some(c) => gather(&state, c, &mut keys),
+            Some(c) => {
+                let (gathered, caller_keys) = gather(&state, c);
+                keys.set_caller_keys(Arc::new(caller_keys));
+                gathered
+            }
             None => Gathered::default(),
         };
         for (i, p) in extra_identity.iter().enumerate() {
@@ -257,9 +345,10 @@ fn principal_info(state: &IamState, principal: &Principal) -> PrincipalInfo {
     }
 }
 
-/// Collects a caller's policies and sets the principal's condition keys.
-fn gather(state: &IamState, caller: &Caller, keys: &mut ContextKeys) -> Gathered {
+/// Collects a caller's policies and its principal's condition keys.
+fn gather(state: &IamState, caller: &Caller) -> (Gathered, ContextKeys) {
     let mut out = Gathered::default();
+    let mut keys = ContextKeys::new();
     let session = caller
         .session
         .as_ref()
@@ -352,7 +441,7 @@ fn gather(state: &IamState, caller: &Caller, keys: &mut ContextKeys) -> Gathered
     for t in tags {
         keys.set(&format!("aws:PrincipalTag/{}", t.key), t.value);
     }
-    out
+    (out, keys)
 }
 
 fn push(into: &mut Vec<(Arc<Policy>, String)>, policy: Option<&Arc<Policy>>, source: String) {

@@ -26,7 +26,8 @@ pub use state::{
     Target, User, UserKey,
 };
 
-use std::sync::{RwLock, RwLockReadGuard};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, RwLock, RwLockReadGuard};
 
 use subtle::ConstantTimeEq;
 
@@ -52,7 +53,7 @@ impl std::fmt::Display for AccountId {
 }
 
 /// Who made a request, once its signature has been verified.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Principal {
     /// The account's root user, `arn:aws:iam::ACCOUNT:root`.
     Root { account: AccountId },
@@ -139,6 +140,10 @@ pub struct Iam {
     account: AccountId,
     root_key: AccessKey,
     state: RwLock<IamState>,
+    /// Counts the changes of `state`; bumped under its write lock.
+    generation: AtomicU64,
+    /// Callers' policies and keys as of a generation (see `authz::Prepared`).
+    prepared: Mutex<authz::PreparedCallers>,
     store: Box<dyn StateStore>,
 }
 
@@ -175,6 +180,8 @@ impl Iam {
             account,
             root_key,
             state: RwLock::new(state),
+            generation: AtomicU64::new(0),
+            prepared: Mutex::default(),
             store,
         })
     }
@@ -205,6 +212,7 @@ impl Iam {
             )
         })?;
         *guard = next;
+        self.generation.fetch_add(1, Ordering::Release);
         Ok(out)
     }
 
@@ -310,6 +318,7 @@ impl Iam {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use moat_policy::{ContextKeys, Decision};
 
     #[test]
     fn account_ids_are_twelve_digits() {
@@ -381,6 +390,79 @@ mod tests {
             iam.resolve_key("ASIANOPE", Some("x"), 1_000).unwrap_err(),
             CredentialError::UnknownAccessKey
         );
+    }
+
+    #[test]
+    fn decisions_follow_policy_changes_and_ask_for_service_keys_only_when_read() {
+        let account = AccountId::parse("123456789012").unwrap();
+        let root = AccessKey {
+            id: "AKIAROOTROOTROOTROOT".into(),
+            secret: Secret::new("s".repeat(40)),
+            principal: Principal::Root {
+                account: account.clone(),
+            },
+            active: true,
+        };
+        let iam = Iam::open(root, Box::new(MemoryStore(Default::default()))).unwrap();
+        let rng = ring::rand::SystemRandom::new();
+        let user = iam
+            .mutate(|s| {
+                s.create_user("alice", None, Vec::new(), None, 0, &rng)
+                    .cloned()
+            })
+            .unwrap();
+        let caller = Caller::long_term(Principal::User {
+            account,
+            name: user.name.clone(),
+            id: user.id.clone(),
+            path: user.path.clone(),
+        });
+        let put = |document: &str| {
+            iam.mutate(|s| s.put_inline_policy(state::Target::User("alice"), "p", document))
+                .unwrap()
+        };
+        let asked = std::cell::Cell::new(0);
+        let leading_key = |keys: &mut ContextKeys| {
+            asked.set(asked.get() + 1);
+            keys.set_multi("dynamodb:LeadingKeys", vec!["alice".into()]);
+        };
+        let decide = || {
+            iam.authorize(
+                &caller,
+                AuthzRequest {
+                    action: "dynamodb:GetItem",
+                    resource: "arn:aws:dynamodb:us-east-1:123456789012:table/t",
+                    keys: ContextKeys::new(),
+                    service_keys: Some(&leading_key),
+                },
+            )
+            .decision
+        };
+        assert_eq!(decide(), Decision::ImplicitDeny);
+        put(
+            r#"{"Version": "2012-10-17", "Statement": {"Effect": "Allow",
+            "Action": "dynamodb:GetItem", "Resource": "*"}}"#,
+        );
+        assert_eq!(decide(), Decision::Allow);
+        assert_eq!(asked.get(), 0, "no policy reads dynamodb keys");
+        // Only the caller's own partition, by a condition on the service's
+        // key and the principal's: both must reach the evaluator.
+        put(
+            r#"{"Version": "2012-10-17", "Statement": {"Effect": "Allow",
+            "Action": "dynamodb:GetItem", "Resource": "*", "Condition": {
+            "ForAllValues:StringEquals": {"dynamodb:LeadingKeys": "${aws:username}"}}}}"#,
+        );
+        assert_eq!(decide(), Decision::Allow);
+        assert_eq!(asked.get(), 1);
+        put(
+            r#"{"Version": "2012-10-17", "Statement": {"Effect": "Allow",
+            "Action": "dynamodb:GetItem", "Resource": "*", "Condition": {
+            "ForAllValues:StringEquals": {"dynamodb:LeadingKeys": "bob"}}}}"#,
+        );
+        assert_eq!(decide(), Decision::ImplicitDeny);
+        iam.mutate(|s| s.delete_inline_policy(state::Target::User("alice"), "p"))
+            .unwrap();
+        assert_eq!(decide(), Decision::ImplicitDeny);
     }
 
     #[test]

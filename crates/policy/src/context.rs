@@ -62,6 +62,8 @@ pub struct ContextKeys {
     /// hashing, and there is no hash for crafted keys (tag names come from
     /// clients) to collide on.
     entries: Vec<(String, Vec<String>)>,
+    /// The caller's keys (see [`ContextKeys::set_caller_keys`]).
+    caller: Option<std::sync::Arc<ContextKeys>>,
 }
 
 impl ContextKeys {
@@ -95,7 +97,15 @@ impl ContextKeys {
         }
     }
 
-    /// Removes a key.
+    /// Adds the caller's own keys (`aws:PrincipalArn`, `aws:username`, its
+    /// tags, ...), shared rather than copied: IAM works them out once per
+    /// caller. They win over keys of the same name set here, as a request
+    /// cannot speak for its caller.
+    pub fn set_caller_keys(&mut self, keys: std::sync::Arc<ContextKeys>) {
+        self.caller = Some(keys);
+    }
+
+    /// Removes a key (not one of the caller's keys).
     pub fn remove(&mut self, key: &str) {
         if let Ok(i) = self.position(&lower_key(key)) {
             self.entries.remove(i);
@@ -104,6 +114,9 @@ impl ContextKeys {
 
     /// Lookup by an already-lowercased key, without allocating.
     pub(crate) fn lookup(&self, lower: &str) -> Option<&[String]> {
+        if let Some(values) = self.caller.as_deref().and_then(|c| c.lookup(lower)) {
+            return Some(values);
+        }
         let i = self.position(lower).ok()?;
         Some(&self.entries[i].1)
     }
@@ -153,5 +166,21 @@ mod tests {
         );
         keys.remove("AWS:SourceIP");
         assert_eq!(keys.get("aws:SourceIp"), None);
+    }
+
+    #[test]
+    fn the_callers_keys_win_over_the_requests() {
+        let mut caller = ContextKeys::new();
+        caller.set("aws:username", "alice");
+        let mut keys = ContextKeys::new();
+        keys.set("aws:username", "mallory");
+        keys.set("aws:SourceIp", "10.0.0.1");
+        keys.set_caller_keys(std::sync::Arc::new(caller));
+        assert_eq!(keys.get("AWS:UserName"), Some(&["alice".to_string()][..]));
+        assert_eq!(
+            keys.get("aws:sourceip"),
+            Some(&["10.0.0.1".to_string()][..])
+        );
+        assert_eq!(keys.get("aws:userid"), None);
     }
 }

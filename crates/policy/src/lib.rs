@@ -141,6 +141,8 @@ pub struct Policy {
     id: Option<String>,
     statements: Vec<Statement>,
     index: ActionIndex,
+    /// See [`Policy::may_read_keys`].
+    keys_read: Box<[Box<str>]>,
 }
 
 impl Policy {
@@ -173,6 +175,19 @@ impl Policy {
     /// of one).
     pub fn statements(&self) -> &[Statement] {
         &self.statements
+    }
+
+    /// Whether the policy may read a context key that starts with `prefix`
+    /// (e.g. `dynamodb:`, in any case), in a condition or as a variable. A
+    /// service works out its own condition keys only for callers whose
+    /// policies may read them. Errs towards yes: it is answered from every
+    /// colon-bearing object key and every `${...}` in the document.
+    pub fn may_read_keys(&self, prefix: &str) -> bool {
+        self.keys_read.iter().any(|key| {
+            key.as_bytes()
+                .get(..prefix.len())
+                .is_some_and(|start| start.eq_ignore_ascii_case(prefix.as_bytes()))
+        })
     }
 }
 

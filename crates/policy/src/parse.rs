@@ -79,7 +79,47 @@ pub(crate) fn parse_policy(json: &str, kind: PolicyKind) -> Result<Policy, Polic
         id,
         index: ActionIndex::build(&statements),
         statements,
+        keys_read: keys_read(&doc),
     })
+}
+
+/// The context keys a document may read, lowercased: a superset of those
+/// its conditions test and its variables name. Every object key with a
+/// colon in it counts (condition keys are the keys of the operators'
+/// objects), and so does every `${...}` in any string, keys included, as
+/// decoded from the JSON: a variable spelt with escapes is still found.
+fn keys_read(doc: &Value) -> Box<[Box<str>]> {
+    fn variables(text: &str, out: &mut Vec<Box<str>>) {
+        let mut rest = text;
+        while let Some(start) = rest.find("${") {
+            rest = &rest[start + 2..];
+            let inner = rest.find('}').map_or(rest, |end| &rest[..end]);
+            let name = inner.split_once(',').map_or(inner, |(name, _)| name);
+            out.push(crate::context::lower_key(name.trim()).into());
+        }
+    }
+    let mut out = Vec::new();
+    // A stack, not recursion: the parser bounds the depth, this need not.
+    let mut pending = vec![doc];
+    while let Some(value) = pending.pop() {
+        match value {
+            Value::Object(map) => {
+                for (key, inner) in map {
+                    if key.contains(':') {
+                        out.push(crate::context::lower_key(key).into());
+                    }
+                    variables(key, &mut out);
+                    pending.push(inner);
+                }
+            }
+            Value::Array(items) => pending.extend(items),
+            Value::String(text) => variables(text, &mut out),
+            _ => {}
+        }
+    }
+    out.sort_unstable();
+    out.dedup();
+    out.into_boxed_slice()
 }
 
 fn parse_statement(

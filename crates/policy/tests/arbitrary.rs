@@ -135,6 +135,31 @@ fn statement() -> impl Strategy<Value = Value> {
         )
 }
 
+/// A statement for every action whose outcome turns on context keys: in
+/// its conditions, or as variables in its resources.
+fn reading_statement() -> impl Strategy<Value = Value> {
+    let resource = prop::sample::select(vec![
+        "*",
+        "arn:aws:dynamodb:*:*:table/${aws:username}",
+        "arn:aws:dynamodb:*:*:table/${dynamodb:Select, 'ALL_ATTRIBUTES'}",
+        "arn:aws:dynamodb:*:*:table/${svc:n}",
+        "arn:aws:dynamodb:*:*:table/t",
+    ]);
+    (
+        any::<bool>(),
+        resource,
+        prop::collection::vec(condition(), 0..3),
+    )
+        .prop_map(|(allow, resource, conditions)| {
+            let mut block = Map::new();
+            for (operator, key, values) in conditions {
+                block.insert(operator, json!({ key: values }));
+            }
+            json!({"Effect": if allow { "Allow" } else { "Deny" }, "Action": "*",
+                   "Resource": resource, "Condition": block})
+        })
+}
+
 /// One condition: an operator (with qualifier and IfExists), a key, and
 /// values that mostly suit the operator.
 fn condition() -> impl Strategy<Value = (String, String, Vec<Value>)> {
@@ -252,6 +277,7 @@ fn context_key() -> impl Strategy<Value = String> {
         "aws:CurrentTime",
         "aws:SecureTransport",
         "dynamodb:LeadingKeys",
+        "dynamodb:Select",
         "svc:blob",
         "svc:n",
     ])
@@ -420,6 +446,40 @@ proptest! {
             }
         }
         exercise(&parsed, &who, &action, &resource, &keys);
+    }
+
+    #[test]
+    fn keys_no_policy_may_read_change_no_decision(
+        statements in prop::collection::vec(reading_statement(), 1..4),
+        ctx in context(),
+        pick in any::<prop::sample::Index>(),
+    ) {
+        let doc = json!({"Version": "2012-10-17", "Statement": statements});
+        let Ok(policy) = Policy::parse(&doc.to_string(), PolicyKind::Identity) else {
+            return Ok(());
+        };
+        // A resource named by one of the request's own values, so that
+        // variables in `Resource` have something to match.
+        let values: Vec<&String> = ctx.iter().flat_map(|(_, v)| v).collect();
+        let name = if values.is_empty() { "t" } else { values[pick.index(values.len())].as_str() };
+        let resource = format!("arn:aws:dynamodb:us-east-1:123456789012:table/{name}");
+        let who = PrincipalInfo { arn: "arn:aws:iam::123456789012:user/alice".into(), account: "123456789012".into(), kind: PrincipalKind::Aws };
+        let set = PolicySet { identity: vec![Named { policy: &policy, source: "p" }], ..PolicySet::default() };
+        let decide = |skipped: &str| {
+            let mut keys = ContextKeys::new();
+            for (k, v) in ctx.iter().filter(|(k, _)| !k.to_lowercase().starts_with(skipped)) {
+                keys.set_multi(k, v.clone());
+            }
+            let request = RequestContext { principal: &who, action: "dynamodb:GetItem", resource: &resource, keys: &keys };
+            let e = evaluate(&set, &request);
+            (e.decision, e.reason, e.deciding.map(|d| d.index))
+        };
+        let all = decide("\u{0}");
+        for prefix in ["dynamodb:", "aws:", "svc:"] {
+            if !policy.may_read_keys(prefix) {
+                prop_assert_eq!(&decide(prefix), &all, "{} {}", prefix, doc);
+            }
+        }
     }
 
     #[test]

@@ -244,6 +244,25 @@ fn deciding_statement_is_reported() {
 }
 
 #[test]
+fn policies_say_which_keys_they_may_read() {
+    let reads = |doc: &str| {
+        let p = Policy::parse(doc, PolicyKind::Identity).expect("parses");
+        ["dynamodb:", "aws:", "kms:"].map(|prefix| p.may_read_keys(prefix))
+    };
+    let plain = r#"{"Version": "2012-10-17", "Statement": {"Effect": "Allow",
+        "Action": ["dynamodb:GetItem", "kms:Decrypt"], "Resource": "arn:aws:dynamodb:*:*:table/kms:x"}}"#;
+    assert_eq!(reads(plain), [false, false, false]);
+    let condition = r#"{"Version": "2012-10-17", "Statement": {"Effect": "Allow", "Action": "*",
+        "Resource": "*", "Condition": {"ForAllValues:StringEquals": {"DynamoDB:LeadingKeys": "a"}}}}"#;
+    assert_eq!(reads(condition), [true, false, false]);
+    // A variable, spelt with a JSON escape for its dollar sign.
+    let variable = r#"{"Version": "2012-10-17", "Statement": {"Effect": "Allow", "Action": "*",
+        "Resource": "arn:aws:dynamodb:*:*:table/\u0024{aws:username}",
+        "Condition": {"StringEquals": {"kms:ViaService": "${dynamodb:Select, 'x'}"}}}}"#;
+    assert_eq!(reads(variable), [true, true, true]);
+}
+
+#[test]
 fn version_defaults_to_2008() {
     let p = must_parse(
         json!({"Statement": {"Effect": "Allow", "Action": "*", "Resource": "*"}}),

@@ -1466,6 +1466,7 @@ fn authorize_resource(
             action,
             resource: &resource,
             keys,
+            service_keys: None,
         },
     );
     if evaluation.decision != Decision::Allow {

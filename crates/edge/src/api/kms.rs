@@ -394,6 +394,7 @@ fn authorize_both(ctx: &Ctx<'_>, checks: &[(&str, &str)]) -> Result<(), ApiError
                 action,
                 resource,
                 keys: ctx.keys.clone(),
+                service_keys: None,
             },
         );
         if evaluation.decision != Decision::Allow {
