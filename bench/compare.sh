@@ -19,7 +19,10 @@
 # 100,000 take hours to load; its rows are then marked), WORKLOADS ("get put query mixed batch"),
 # SERVERS ("moat moat-plain moto dynalite fakecloud bare-tls bare-plain"),
 # BENCH_OUT (a file to also write the table to), BENCH_APPEND (yes: append
-# the table to BENCHMARKS.md, newest first).
+# the table to BENCHMARKS.md, newest first), ROUNDS (1: every server and
+# workload again, in the same order, that many times; the table shows each
+# figure's median run, so that a slow spell of a shared machine during one
+# server's turn does not decide a ratio).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/cache/moat-target}"
@@ -30,6 +33,7 @@ connections="${CONNECTIONS:-16}"
 items="${ITEMS:-100000}"
 fakecloud_items="${FAKECLOUD_ITEMS:-2000}"
 workloads="${WORKLOADS:-get put query mixed batch}"
+rounds="${ROUNDS:-1}"
 servers="${SERVERS:-moat moat-plain moto dynalite fakecloud bare-tls bare-plain}"
 want() { [[ " $servers " == *" $1 "* ]]; }
 
@@ -76,75 +80,90 @@ bench() {
   done
 }
 
-# Moat: TLS (as users run it) or plain HTTP; a non-root user whose policy
-# allows the item actions on the bench table only.
+# run_moat LABEL PLAIN: a fresh Moat, TLS (as users run it) or plain HTTP,
+# with a data directory of the round's; a non-root user whose policy allows
+# the item actions on the bench table only.
 run_moat() {
-  start_moat "$1" "$2"
+  start_moat "$1-r$round" "$2"
   bench "$1" "$MOAT_ENDPOINT" "$MOAT_PID" "${MOAT_CA_ARGS[@]}"
   kill "$MOAT_PID"
   unset AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY
 }
 
-want moat && run_moat moat no
-want moat-plain && run_moat moat-plain yes
+for round in $(seq "$rounds"); do
+  want moat && run_moat moat no
+  want moat-plain && run_moat moat-plain yes
 
-export AWS_ACCESS_KEY_ID=AKIAIOSFODNN7EXAMPLE AWS_SECRET_ACCESS_KEY=wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY
-if want moto; then
-  port=$(free_port)
-  "$tools/venv/bin/moto_server" -H 127.0.0.1 -p "$port" > "$work/moto.out" 2>&1 &
-  pid=$!; pids+=("$pid"); wait_port "$port"
-  bench moto "http://127.0.0.1:$port" "$pid"
-  kill "$pid"
-fi
-if want dynalite; then
-  port=$(free_port)
-  node "$tools/node/node_modules/dynalite/cli.js" --host 127.0.0.1 --port "$port" --path "$work/dynalite" \
-    --createTableMs 0 > "$work/dynalite.out" 2>&1 &
-  pid=$!; pids+=("$pid"); wait_port "$port"
-  bench dynalite "http://127.0.0.1:$port" "$pid"
-  kill "$pid"
-fi
-if want fakecloud; then
-  port=$(free_port)
-  "$tools/fakecloud/bin/fakecloud" --addr "127.0.0.1:$port" --iam strict --verify-sigv4 \
-    --storage-mode persistent --data-path "$work/fakecloud" --log-level warn > "$work/fakecloud.out" 2>&1 &
-  pid=$!; pids+=("$pid"); wait_port "$port"
-  # fakecloud's test/test root skips both checks: a user of its IAM with the
-  # same policy as Moat's bench user does not.
-  fc=("$tools/venv/bin/aws" --endpoint-url "http://127.0.0.1:$port" --region us-east-1)
-  AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test "${fc[@]}" iam create-user --user-name bench >/dev/null
-  AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test "${fc[@]}" iam put-user-policy --user-name bench \
-    --policy-name bench-table --policy-document '{"Version": "2012-10-17", "Statement": [
-      {"Effect": "Allow", "Action": ["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:Query", "dynamodb:BatchWriteItem", "dynamodb:BatchGetItem",
-        "dynamodb:UpdateItem", "dynamodb:DeleteItem", "dynamodb:CreateTable", "dynamodb:DescribeTable"],
-       "Resource": ["arn:aws:dynamodb:us-east-1:123456789012:table/bench", "arn:aws:dynamodb:us-east-1:123456789012:table/bench/index/*"]},
-      {"Effect": "Deny", "Action": "dynamodb:DeleteTable", "Resource": "*"}]}' >/dev/null
-  key=$(AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test "${fc[@]}" iam create-access-key --user-name bench \
-    --query 'AccessKey.[AccessKeyId,SecretAccessKey]' --output text)
-  BENCH_ITEMS=$fakecloud_items AWS_ACCESS_KEY_ID=${key%%$'\t'*} AWS_SECRET_ACCESS_KEY=${key##*$'\t'} bench fakecloud "http://127.0.0.1:$port" "$pid"
-  kill "$pid"
-fi
-for mode in tls plain; do
-  want "bare-$mode" || continue
-  extra=()
-  [ "$mode" = tls ] && extra=(--tls-cert-out "$work/bare.pem")
-  "$bin/moat-bench" baseline "${extra[@]}" > "$work/bare-$mode.out" 2>&1 &
-  pid=$!; pids+=("$pid")
-  for _ in $(seq 100); do grep -q "^baseline: serving" "$work/bare-$mode.out" 2>/dev/null && break; sleep 0.1; done
-  endpoint=$(sed -n 's/^baseline: serving //p' "$work/bare-$mode.out")
-  ca=()
-  [ "$mode" = tls ] && ca=(--ca "$work/bare.pem")
-  # The bare server answers everything alike: one workload says it all.
-  SETUP=no workloads=get bench "bare-$mode" "$endpoint" "$pid" "${ca[@]}"
-  kill "$pid"
+  export AWS_ACCESS_KEY_ID=AKIAIOSFODNN7EXAMPLE AWS_SECRET_ACCESS_KEY=wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY
+  if want moto; then
+    port=$(free_port)
+    "$tools/venv/bin/moto_server" -H 127.0.0.1 -p "$port" > "$work/moto.out" 2>&1 &
+    pid=$!; pids+=("$pid"); wait_port "$port"
+    bench moto "http://127.0.0.1:$port" "$pid"
+    kill "$pid"
+  fi
+  if want dynalite; then
+    port=$(free_port)
+    node "$tools/node/node_modules/dynalite/cli.js" --host 127.0.0.1 --port "$port" --path "$work/dynalite-r$round" \
+      --createTableMs 0 > "$work/dynalite.out" 2>&1 &
+    pid=$!; pids+=("$pid"); wait_port "$port"
+    bench dynalite "http://127.0.0.1:$port" "$pid"
+    kill "$pid"
+  fi
+  if want fakecloud; then
+    port=$(free_port)
+    "$tools/fakecloud/bin/fakecloud" --addr "127.0.0.1:$port" --iam strict --verify-sigv4 \
+      --storage-mode persistent --data-path "$work/fakecloud-r$round" --log-level warn > "$work/fakecloud.out" 2>&1 &
+    pid=$!; pids+=("$pid"); wait_port "$port"
+    # fakecloud's test/test root skips both checks: a user of its IAM with the
+    # same policy as Moat's bench user does not.
+    fc=("$tools/venv/bin/aws" --endpoint-url "http://127.0.0.1:$port" --region us-east-1)
+    AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test "${fc[@]}" iam create-user --user-name bench >/dev/null
+    AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test "${fc[@]}" iam put-user-policy --user-name bench \
+      --policy-name bench-table --policy-document '{"Version": "2012-10-17", "Statement": [
+        {"Effect": "Allow", "Action": ["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:Query", "dynamodb:BatchWriteItem", "dynamodb:BatchGetItem",
+          "dynamodb:UpdateItem", "dynamodb:DeleteItem", "dynamodb:CreateTable", "dynamodb:DescribeTable"],
+         "Resource": ["arn:aws:dynamodb:us-east-1:123456789012:table/bench", "arn:aws:dynamodb:us-east-1:123456789012:table/bench/index/*"]},
+        {"Effect": "Deny", "Action": "dynamodb:DeleteTable", "Resource": "*"}]}' >/dev/null
+    key=$(AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test "${fc[@]}" iam create-access-key --user-name bench \
+      --query 'AccessKey.[AccessKeyId,SecretAccessKey]' --output text)
+    BENCH_ITEMS=$fakecloud_items AWS_ACCESS_KEY_ID=${key%%$'\t'*} AWS_SECRET_ACCESS_KEY=${key##*$'\t'} bench fakecloud "http://127.0.0.1:$port" "$pid"
+    kill "$pid"
+  fi
+  for mode in tls plain; do
+    want "bare-$mode" || continue
+    extra=()
+    [ "$mode" = tls ] && extra=(--tls-cert-out "$work/bare.pem")
+    "$bin/moat-bench" baseline "${extra[@]}" > "$work/bare-$mode.out" 2>&1 &
+    pid=$!; pids+=("$pid")
+    for _ in $(seq 100); do grep -q "^baseline: serving" "$work/bare-$mode.out" 2>/dev/null && break; sleep 0.1; done
+    endpoint=$(sed -n 's/^baseline: serving //p' "$work/bare-$mode.out")
+    ca=()
+    [ "$mode" = tls ] && ca=(--ca "$work/bare.pem")
+    # The bare server answers everything alike: one workload says it all.
+    SETUP=no workloads=get bench "bare-$mode" "$endpoint" "$pid" "${ca[@]}"
+    kill "$pid"
+  done
+  unset AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY
 done
 
-table=$(python3 - "$results" "$connections" "$seconds" "$items" <<'EOF'
+table=$(python3 - "$results" "$connections" "$seconds" "$items" "$rounds" <<'EOF'
 import json, sys
-rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
-conns, secs, items = sys.argv[2:5]
+runs = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
+conns, secs, items, rounds = sys.argv[2:6]
+# One row per server and workload, in the order first run: the run with the
+# median throughput (the lower middle of an even count); failed if any failed.
+groups = {}
+for r in runs:
+    groups.setdefault((r["server"], r["workload"]), []).append(r)
+rows = []
+for group in groups.values():
+    failed = [r for r in group if r.get("failed")]
+    ranked = sorted(group, key=lambda r: r["throughput"]) if not failed else failed
+    rows.append(ranked[(len(ranked) - 1) // 2])
 moat = {r["workload"]: r for r in rows if r["server"] == "moat" and not r.get("failed")}
-out = [f"{conns} connections, {secs} s per run after warm-up, {items} items preloaded.", "",
+median = f" Each figure is from the median of {rounds} rounds." if rounds != "1" else ""
+out = [f"{conns} connections, {secs} s per run after warm-up, {items} items preloaded.{median}", "",
        "| server | workload | req/s | x Moat | p50 ms | p99 ms | p99.9 ms | errors | server CPU s | peak RSS MiB |",
        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
 for r in rows:
