@@ -355,6 +355,8 @@ impl Edge {
         {
             keys.set("aws:UserAgent", ua.to_owned());
         }
+        // Shared by every decision the request needs, not copied for each.
+        let keys = Arc::new(keys);
 
         let region = signed
             .as_ref()
@@ -407,7 +409,7 @@ impl Edge {
             let request = || AuthzRequest {
                 action,
                 resource: &resource,
-                keys: keys.clone(),
+                keys: ContextKeys::over(keys.clone()),
                 service_keys: Some(&service_keys),
             };
             let evaluation = self.iam.authorize(caller, request());

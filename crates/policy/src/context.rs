@@ -64,11 +64,23 @@ pub struct ContextKeys {
     entries: Vec<(String, Vec<String>)>,
     /// The caller's keys (see [`ContextKeys::set_caller_keys`]).
     caller: Option<std::sync::Arc<ContextKeys>>,
+    /// Keys under these (see [`ContextKeys::over`]).
+    base: Option<std::sync::Arc<ContextKeys>>,
 }
 
 impl ContextKeys {
     pub fn new() -> Self {
         ContextKeys::default()
+    }
+
+    /// Keys on top of `base`, which is shared rather than copied: the
+    /// request's keys, under those a service adds for one decision. Keys
+    /// set here win over the base's of the same name.
+    pub fn over(base: std::sync::Arc<ContextKeys>) -> Self {
+        ContextKeys {
+            base: Some(base),
+            ..ContextKeys::default()
+        }
     }
 
     /// Sets a single-valued key, replacing any previous values.
@@ -117,8 +129,10 @@ impl ContextKeys {
         if let Some(values) = self.caller.as_deref().and_then(|c| c.lookup(lower)) {
             return Some(values);
         }
-        let i = self.position(lower).ok()?;
-        Some(&self.entries[i].1)
+        match self.position(lower) {
+            Ok(i) => Some(&self.entries[i].1),
+            Err(_) => self.base.as_deref()?.lookup(lower),
+        }
     }
 
     /// Keys are ordered by length, then bytes: most comparisons are then
@@ -182,5 +196,23 @@ mod tests {
             Some(&["10.0.0.1".to_string()][..])
         );
         assert_eq!(keys.get("aws:userid"), None);
+    }
+
+    #[test]
+    fn keys_over_a_base_win_and_the_base_fills_in() {
+        let mut request = ContextKeys::new();
+        request.set("aws:SourceIp", "10.0.0.1");
+        request.set("dynamodb:Select", "ALL_ATTRIBUTES");
+        let mut keys = ContextKeys::over(std::sync::Arc::new(request));
+        keys.set("dynamodb:Select", "COUNT");
+        assert_eq!(
+            keys.get("aws:sourceip"),
+            Some(&["10.0.0.1".to_string()][..])
+        );
+        assert_eq!(
+            keys.get("dynamodb:select"),
+            Some(&["COUNT".to_string()][..])
+        );
+        assert_eq!(keys.get("aws:username"), None);
     }
 }

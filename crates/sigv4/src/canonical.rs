@@ -11,6 +11,10 @@ use crate::PathRules;
 /// strict set (everything but `A-Za-z0-9-._~`), and optionally encoded
 /// once more, as the SDKs do outside S3.
 pub fn canonical_uri(raw_path: &str, rules: PathRules) -> String {
+    // The path of every JSON and query API request, under either rules.
+    if raw_path == "/" {
+        return "/".to_owned();
+    }
     let decoded = percent_decode(raw_path.as_bytes());
     let segments: Vec<&[u8]> = decoded.split(|b| *b == b'/').collect();
     let path: Vec<&[u8]> = if rules.normalize {

@@ -59,6 +59,31 @@ impl AmzDate {
         )
     }
 
+    /// Appends the basic form (`YYYYMMDD'T'HHMMSS'Z'`), as `Display` prints
+    /// it, without the formatting machinery: every request's string to sign
+    /// holds it.
+    pub(crate) fn push_basic(self, out: &mut String) {
+        fn digits(out: &mut String, n: i64, width: u32) {
+            for power in (0..width).rev() {
+                out.push(char::from(b'0' + (n / 10_i64.pow(power) % 10) as u8));
+            }
+        }
+        let (y, m, d) = civil_from_days(self.0.div_euclid(86_400));
+        if !(0..=9999).contains(&y) {
+            out.push_str(&self.to_string());
+            return;
+        }
+        let secs = self.0.rem_euclid(86_400);
+        digits(out, y, 4);
+        digits(out, m, 2);
+        digits(out, d, 2);
+        out.push('T');
+        digits(out, secs / 3600, 2);
+        digits(out, secs % 3600 / 60, 2);
+        digits(out, secs % 60, 2);
+        out.push('Z');
+    }
+
     /// `YYYYMMDD`, the date part used in the credential scope.
     pub fn date_stamp(self) -> String {
         let (y, m, d) = civil_from_days(self.0.div_euclid(86_400));
@@ -127,6 +152,25 @@ pub(crate) fn civil_from_days(days: i64) -> (i64, i64, i64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_quick_basic_form_is_what_display_prints() {
+        for secs in [
+            0,
+            1,
+            86_399,
+            951_782_400,
+            1_700_000_000,
+            253_402_300_799,
+            -1,
+            253_402_300_800,
+        ] {
+            let date = AmzDate::from_unix_seconds(secs);
+            let mut quick = String::new();
+            date.push_basic(&mut quick);
+            assert_eq!(quick, date.to_string(), "{secs}");
+        }
+    }
 
     #[test]
     fn parses_and_prints_round_trip() {
