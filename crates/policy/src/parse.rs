@@ -89,13 +89,18 @@ pub(crate) fn parse_policy(json: &str, kind: PolicyKind) -> Result<Policy, Polic
 /// objects), and so does every `${...}` in any string, keys included, as
 /// decoded from the JSON: a variable spelt with escapes is still found.
 fn keys_read(doc: &Value) -> Box<[Box<str>]> {
+    // Found as `template::parse` finds them: an unterminated `${` is text,
+    // and the scan goes on after each `}`, so that it stays linear in the
+    // string (a string of `${${${...` once stored every suffix of itself).
     fn variables(text: &str, out: &mut Vec<Box<str>>) {
         let mut rest = text;
         while let Some(start) = rest.find("${") {
-            rest = &rest[start + 2..];
-            let inner = rest.find('}').map_or(rest, |end| &rest[..end]);
+            let after = &rest[start + 2..];
+            let Some(end) = after.find('}') else { break };
+            let inner = &after[..end];
             let name = inner.split_once(',').map_or(inner, |(name, _)| name);
             out.push(crate::context::lower_key(name.trim()).into());
+            rest = &after[end + 1..];
         }
     }
     let mut out = Vec::new();
@@ -335,5 +340,23 @@ fn condition_values(value: &Value) -> Result<Vec<String>, PolicyError> {
     match value {
         Value::Array(items) => items.iter().map(one).collect(),
         other => Ok(vec![one(other)?]),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_read_are_found_in_linear_space() {
+        let open = "${".repeat(20_000);
+        let closed = "${a}".repeat(20_000) + &"${x".repeat(5_000) + "}";
+        let doc = serde_json::json!({"Id": open, "Sid": closed, "Condition": {"StringEquals": {"Svc:Key": "${Svc:Var, 'd'}"}}});
+        let keys = keys_read(&doc);
+        let bytes: usize = keys.iter().map(|k| k.len()).sum();
+        assert!(bytes < 3 * 20_000, "{bytes} bytes kept");
+        assert!(keys.iter().any(|k| &**k == "svc:key"));
+        assert!(keys.iter().any(|k| &**k == "svc:var"));
+        assert!(keys.iter().any(|k| &**k == "a"));
     }
 }

@@ -216,9 +216,11 @@ pub fn verify(
     rules: PathRules,
 ) -> Result<VerifiedRequest, Error> {
     check_time(signed, now)?;
-    let mut basic = String::with_capacity(16);
-    signed.date.push_basic(&mut basic);
-    if basic.get(..8) != Some(signed.scope.date.as_str()) {
+    let same_day = match signed.date.basic() {
+        Some(basic) => basic[..8] == *signed.scope.date.as_bytes(),
+        None => signed.scope.date == signed.date.date_stamp(),
+    };
+    if !same_day {
         return Err(Error::ScopeDate {
             scope: signed.scope.date.clone(),
             date: signed.date.date_stamp(),

@@ -63,25 +63,35 @@ impl AmzDate {
     /// it, without the formatting machinery: every request's string to sign
     /// holds it.
     pub(crate) fn push_basic(self, out: &mut String) {
-        fn digits(out: &mut String, n: i64, width: u32) {
-            for power in (0..width).rev() {
-                out.push(char::from(b'0' + (n / 10_i64.pow(power) % 10) as u8));
-            }
+        match self.basic() {
+            Some(basic) => out.extend(basic.iter().map(|&b| char::from(b))),
+            None => out.push_str(&self.to_string()),
         }
+    }
+
+    /// The basic form's bytes, for years 0 to 9999 (all that `parse` reads).
+    pub(crate) fn basic(self) -> Option<[u8; 16]> {
         let (y, m, d) = civil_from_days(self.0.div_euclid(86_400));
         if !(0..=9999).contains(&y) {
-            out.push_str(&self.to_string());
-            return;
+            return None;
         }
         let secs = self.0.rem_euclid(86_400);
-        digits(out, y, 4);
-        digits(out, m, 2);
-        digits(out, d, 2);
-        out.push('T');
-        digits(out, secs / 3600, 2);
-        digits(out, secs % 3600 / 60, 2);
-        digits(out, secs % 60, 2);
-        out.push('Z');
+        let mut out = *b"00000000T000000Z";
+        let fields = [
+            (y, 0, 4),
+            (m, 4, 2),
+            (d, 6, 2),
+            (secs / 3600, 9, 2),
+            (secs % 3600 / 60, 11, 2),
+            (secs % 60, 13, 2),
+        ];
+        for (mut value, start, width) in fields {
+            for place in out[start..start + width].iter_mut().rev() {
+                *place = b'0' + (value % 10) as u8;
+                value /= 10;
+            }
+        }
+        Some(out)
     }
 
     /// `YYYYMMDD`, the date part used in the credential scope.
