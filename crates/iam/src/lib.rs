@@ -200,6 +200,36 @@ impl Iam {
         &self,
         change: impl FnOnce(&mut IamState) -> Result<T, IamError>,
     ) -> Result<T, IamError> {
+        self.apply(change, true)
+    }
+
+    /// Issues temporary credentials ([`IamState::issue_session`]) as
+    /// [`Iam::mutate`] would, but keeps the callers authorisation has
+    /// prepared: a new session is no part of any of them, and the sessions
+    /// it forgets expired a day ago, so their callers cannot sign in. (An
+    /// account issuing sessions all day would otherwise gather every
+    /// caller's policies again after each.)
+    pub fn issue_session(
+        &self,
+        kind: SessionKind,
+        duration: i64,
+        options: SessionOptions,
+        now: i64,
+        rng: &dyn ring::rand::SecureRandom,
+    ) -> Result<Session, IamError> {
+        self.apply(
+            |state| state.issue_session(kind, duration, options, now, rng),
+            false,
+        )
+    }
+
+    /// [`Iam::mutate`]; `invalidates` says whether prepared callers may
+    /// depend on what the change touches.
+    fn apply<T>(
+        &self,
+        change: impl FnOnce(&mut IamState) -> Result<T, IamError>,
+        invalidates: bool,
+    ) -> Result<T, IamError> {
         let mut guard = self.state.write().unwrap_or_else(|p| p.into_inner());
         let mut next = guard.clone();
         let out = change(&mut next)?;
@@ -212,7 +242,9 @@ impl Iam {
             )
         })?;
         *guard = next;
-        self.generation.fetch_add(1, Ordering::Release);
+        if invalidates {
+            self.generation.fetch_add(1, Ordering::Release);
+        }
         Ok(out)
     }
 
@@ -463,6 +495,19 @@ mod tests {
         iam.mutate(|s| s.delete_inline_policy(state::Target::User("alice"), "p"))
             .unwrap();
         assert_eq!(decide(), Decision::ImplicitDeny);
+        // Issuing a session keeps what was prepared; any other change does not.
+        let generation = iam.generation.load(Ordering::SeqCst);
+        let session = iam
+            .issue_session(SessionKind::Root, 900, SessionOptions::default(), 0, &rng)
+            .unwrap();
+        assert!(iam.read().sessions.contains_key(&session.access_key_id));
+        assert_eq!(iam.generation.load(Ordering::SeqCst), generation);
+        iam.mutate(|s| {
+            s.create_user("bob", None, Vec::new(), None, 0, &rng)
+                .map(|_| ())
+        })
+        .unwrap();
+        assert_eq!(iam.generation.load(Ordering::SeqCst), generation + 1);
     }
 
     #[test]

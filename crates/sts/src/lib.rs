@@ -103,7 +103,7 @@ pub fn get_session_token(
             "1 validation error detected: Value '{duration}' at 'durationSeconds' failed to satisfy constraint: Member must have value between 900 and {max}"
         )));
     }
-    iam.mutate(|state| state.issue_session(kind, duration, SessionOptions::default(), now, rng))
+    iam.issue_session(kind, duration, SessionOptions::default(), now, rng)
         .map(Credentials::from)
 }
 
@@ -215,23 +215,21 @@ pub fn issue_role_session(
         })
         .unwrap_or(0);
     let session_name = input.session_name.clone();
-    let session = iam.mutate(|state| {
-        state.issue_session(
-            SessionKind::Role {
-                role_name: role_name.to_owned(),
-                session_name: session_name.clone(),
-            },
-            duration,
-            SessionOptions {
-                policy: input.policy,
-                policy_arns: input.policy_arns,
-                tags: input.tags,
-                web_identity,
-            },
-            now,
-            rng,
-        )
-    })?;
+    let session = iam.issue_session(
+        SessionKind::Role {
+            role_name: role_name.to_owned(),
+            session_name: session_name.clone(),
+        },
+        duration,
+        SessionOptions {
+            policy: input.policy,
+            policy_arns: input.policy_arns,
+            tags: input.tags,
+            web_identity,
+        },
+        now,
+        rng,
+    )?;
     Ok(AssumedRole {
         credentials: session.into(),
         assumed_role_id: format!("{role_id}:{session_name}"),
