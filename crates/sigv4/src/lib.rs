@@ -621,14 +621,21 @@ fn parse_scope(credential: &[u8]) -> Result<CredentialScope, Error> {
         )
     };
     let text = std::str::from_utf8(credential).map_err(|_| bad())?;
-    let parts: Vec<&str> = text.split('/').collect();
-    let [key, date, region, service, terminator] = parts.as_slice() else {
+    let mut parts = text.split('/');
+    let (Some(key), Some(date), Some(region), Some(service), Some(terminator), None) = (
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+    ) else {
         return Err(bad());
     };
     if key.is_empty() || region.is_empty() || service.is_empty() {
         return Err(bad());
     }
-    if *terminator != "aws4_request" {
+    if terminator != "aws4_request" {
         return Err(Error::Incomplete(format!(
             "Credential should be scoped with a valid terminator: 'aws4_request', not '{}'.",
             truncate(terminator, 64)
@@ -640,10 +647,10 @@ fn parse_scope(credential: &[u8]) -> Result<CredentialScope, Error> {
         ));
     }
     Ok(CredentialScope {
-        access_key_id: (*key).to_owned(),
-        date: (*date).to_owned(),
-        region: (*region).to_owned(),
-        service: (*service).to_owned(),
+        access_key_id: key.to_owned(),
+        date: date.to_owned(),
+        region: region.to_owned(),
+        service: service.to_owned(),
     })
 }
 
@@ -673,8 +680,15 @@ fn decode_hex(text: &[u8]) -> Option<Vec<u8>> {
     if text.len() % 2 != 0 {
         return None;
     }
-    let nibble = |c: u8| (c as char).to_digit(16).map(|d| d as u8);
-    text.chunks(2)
-        .map(|pair| Some(nibble(pair[0])? << 4 | nibble(pair[1])?))
-        .collect()
+    let nibble = |c: u8| match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        b'A'..=b'F' => Some(c - b'A' + 10),
+        _ => None,
+    };
+    let mut out = Vec::with_capacity(text.len() / 2);
+    for pair in text.chunks_exact(2) {
+        out.push(nibble(pair[0])? << 4 | nibble(pair[1])?);
+    }
+    Some(out)
 }

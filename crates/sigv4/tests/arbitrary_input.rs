@@ -36,6 +36,62 @@ fn exercise(path: &str, query: Option<&str>, headers: &HeaderMap, body: &[u8]) {
     }
 }
 
+#[test]
+fn malformed_credentials_and_signatures_are_refused_with_their_reasons() {
+    let parse_with = |credential: &str, signature: &str| {
+        let auth = format!(
+            "AWS4-HMAC-SHA256 Credential={credential}, SignedHeaders=host;x-amz-date, Signature={signature}"
+        );
+        let h = headers(auth.as_bytes(), b"20150830T123600Z");
+        let parts = RequestParts {
+            method: "POST",
+            path: "/",
+            query: None,
+            headers: &h,
+            body: b"",
+        };
+        parse(&parts)
+            .map(|s| s.map(|s| s.scope.clone()))
+            .map_err(|e| e.to_string())
+    };
+    let good = "AKIDEXAMPLE/20150830/us-east-1/service/aws4_request";
+    let signature = "5fa00fa31553b73ebf1942676e86291e8372ff2a2260956d9b8aae1d763fbf31";
+    let scope = parse_with(good, signature).unwrap().unwrap();
+    assert_eq!(
+        (
+            &*scope.access_key_id,
+            &*scope.date,
+            &*scope.region,
+            &*scope.service
+        ),
+        ("AKIDEXAMPLE", "20150830", "us-east-1", "service")
+    );
+    assert!(parse_with(good, &signature.to_uppercase()).is_ok());
+    for credential in [
+        "AKIDEXAMPLE/20150830/us-east-1/service",
+        "AKIDEXAMPLE/20150830/us-east-1/service/aws4_request/extra",
+        "AKIDEXAMPLE//20150830/us-east-1/service/aws4_request",
+    ] {
+        let e = parse_with(credential, signature).unwrap_err();
+        assert!(e.contains("exactly 5 slash-delimited"), "{credential}: {e}");
+    }
+    let e = parse_with(
+        "AKIDEXAMPLE/20150830/us-east-1/service/aws4_reqest",
+        signature,
+    )
+    .unwrap_err();
+    assert!(e.contains("valid terminator"), "{e}");
+    for bad in [
+        &signature[1..],
+        &format!("{}g", &signature[1..]),
+        &signature[2..],
+        "+1",
+    ] {
+        let e = parse_with(good, bad).unwrap_err();
+        assert!(e.contains("64 hexadecimal"), "{bad}: {e}");
+    }
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(2000))]
 
