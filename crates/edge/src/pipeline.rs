@@ -10,7 +10,7 @@ use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use std::sync::Arc;
 
-use moat_iam::{AuthzRequest, Caller, CredentialError, Iam};
+use moat_iam::{AuthzRequest, Caller, CredentialError, Iam, LazyKeys};
 use moat_policy::{ContextKeys, Decision};
 use moat_sigv4::{AmzDate, PathRules, RequestParts};
 use ring::rand::{SecureRandom, SystemRandom};
@@ -339,24 +339,17 @@ impl Edge {
             return Err(ApiError::new(ErrorKind::UnknownOperation, message));
         };
 
-        // The request-level condition keys every policy may test.
-        let mut keys = ContextKeys::new();
-        keys.set("aws:SourceIp", remote.ip().to_string());
-        keys.set("aws:CurrentTime", iso8601_seconds(now));
-        keys.set("aws:EpochTime", now.to_string());
-        keys.set("aws:SecureTransport", if tls { "true" } else { "false" });
-        if let Some(signed) = &signed {
-            keys.set("aws:RequestedRegion", signed.scope.region.clone());
-        }
-        if let Some(ua) = head
-            .headers
-            .get(header::USER_AGENT)
-            .and_then(|v| v.to_str().ok())
-        {
-            keys.set("aws:UserAgent", ua.to_owned());
-        }
-        // Shared by every decision the request needs, not copied for each.
-        let keys = Arc::new(keys);
+        // The request-level condition keys every policy may test, built
+        // when a decision first needs them.
+        let keys = api::RequestKeys::new(
+            remote.ip(),
+            now,
+            tls,
+            signed.as_ref().map(|s| s.scope.region.as_str()),
+            head.headers
+                .get(header::USER_AGENT)
+                .and_then(|v| v.to_str().ok()),
+        );
 
         let region = signed
             .as_ref()
@@ -391,26 +384,36 @@ impl Edge {
             (operation.authorization(), caller.as_ref())
         {
             let resource = trail.resource.clone().unwrap_or_else(|| "*".to_owned());
-            // The service's own keys, worked out only for callers whose
-            // policies may read them.
-            let service_keys = |request_keys: &mut ContextKeys| {
+            // The request's keys and the service's own, worked out only for
+            // callers whose policies may read them.
+            let request_keys = |into: &mut ContextKeys| into.set_base(keys.shared().clone());
+            let service_keys = |into: &mut ContextKeys| {
                 if service == Service::DynamoDb {
                     api::dynamodb::add_condition_keys(
                         operation,
                         &ctx,
                         &self.tables,
                         &json_input,
-                        request_keys,
+                        into,
                     );
                 }
             };
-            // Built again only to explain a denial, so that the usual path
-            // copies the keys once.
+            let lazy_keys = [
+                LazyKeys {
+                    prefix: "aws:",
+                    add: &request_keys,
+                },
+                LazyKeys {
+                    prefix: moat_iam::service_prefix(action),
+                    add: &service_keys,
+                },
+            ];
+            // Built again only to explain a denial.
             let request = || AuthzRequest {
                 action,
                 resource: &resource,
-                keys: ContextKeys::over(keys.clone()),
-                service_keys: Some(&service_keys),
+                keys: ContextKeys::new(),
+                lazy_keys: &lazy_keys,
             };
             let evaluation = self.iam.authorize(caller, request());
             trail.decided_by = evaluation.deciding.as_ref().map(|d| match &d.sid {
@@ -627,7 +630,7 @@ pub fn now_rfc3339() -> String {
 /// `unix` as ISO 8601 UTC (`2015-08-30T12:36:00Z`). Every request needs
 /// the current second's text twice (`aws:CurrentTime`, the audit line): each
 /// thread keeps the last one it made.
-fn iso8601_seconds(unix: i64) -> String {
+pub(crate) fn iso8601_seconds(unix: i64) -> String {
     use std::cell::RefCell;
     thread_local! {
         static LAST: RefCell<(i64, String)> = const { RefCell::new((i64::MIN, String::new())) };

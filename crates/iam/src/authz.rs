@@ -35,11 +35,23 @@ pub struct AuthzRequest<'a> {
     pub action: &'a str,
     pub resource: &'a str,
     pub keys: ContextKeys,
-    /// Adds the service's own condition keys (`dynamodb:LeadingKeys`, ...),
-    /// named with the action's prefix. Called only when one of the caller's
-    /// policies may read such a key (`Policy::may_read_keys`): working them
-    /// out for a GetItem took longer than deciding it.
-    pub service_keys: Option<&'a dyn Fn(&mut ContextKeys)>,
+    /// Keys worked out only when one of the caller's policies may read a
+    /// key of theirs (`Policy::may_read_keys`): the request's own (`aws:`)
+    /// and the service's (`dynamodb:LeadingKeys`, ...). Working them out
+    /// for a GetItem took longer than deciding it.
+    pub lazy_keys: &'a [LazyKeys<'a>],
+}
+
+/// Condition keys that all start with `prefix`, added by `add` if needed.
+pub struct LazyKeys<'a> {
+    pub prefix: &'a str,
+    pub add: &'a dyn Fn(&mut ContextKeys),
+}
+
+/// The prefix of an action's service's own condition keys: `dynamodb:` for
+/// `dynamodb:GetItem`.
+pub fn service_prefix(action: &str) -> &str {
+    action.find(':').map_or(action, |colon| &action[..=colon])
 }
 
 /// All of an authorisation that depends on the caller and IAM's state but
@@ -58,16 +70,12 @@ impl Prepared {
     /// read them, and the caller's.
     fn keys(&self, request: AuthzRequest<'_>) -> ContextKeys {
         let mut keys = request.keys;
-        if let Some(add) = request.service_keys {
-            let service = request
-                .action
-                .find(':')
-                .map_or(request.action, |colon| &request.action[..=colon]);
-            let policies = (self.gathered.identity.iter())
-                .chain(&self.gathered.boundary)
-                .chain(&self.gathered.session);
-            if policies.clone().any(|(p, _)| p.may_read_keys(service)) {
-                add(&mut keys);
+        let policies = (self.gathered.identity.iter())
+            .chain(&self.gathered.boundary)
+            .chain(&self.gathered.session);
+        for lazy in request.lazy_keys {
+            if policies.clone().any(|(p, _)| p.may_read_keys(lazy.prefix)) {
+                (lazy.add)(&mut keys);
             }
         }
         keys.set_caller_keys(self.keys.clone());

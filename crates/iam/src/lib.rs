@@ -17,7 +17,7 @@ mod error;
 mod sessions;
 mod state;
 
-pub use authz::{AuthzRequest, Caller};
+pub use authz::{service_prefix, AuthzRequest, Caller, LazyKeys};
 pub use credentials::{generate_access_key_id, generate_secret_access_key, AccessKey, Secret};
 pub use error::{IamError, IamErrorKind};
 pub use sessions::{Session, SessionKind, SessionOptions, WebIdentity};
@@ -465,7 +465,10 @@ mod tests {
                     action: "dynamodb:GetItem",
                     resource: "arn:aws:dynamodb:us-east-1:123456789012:table/t",
                     keys: ContextKeys::new(),
-                    service_keys: Some(&leading_key),
+                    lazy_keys: &[LazyKeys {
+                        prefix: "dynamodb:",
+                        add: &leading_key,
+                    }],
                 },
             )
             .decision

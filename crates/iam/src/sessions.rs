@@ -126,11 +126,19 @@ impl IamState {
         }
         let failed = |_| IamError::validation("the random source failed");
         let base64 = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-        let session = Session {
-            access_key_id: format!(
+        // 80 random bits; drawn again rather than replace a live session
+        // (authorisation keeps what it prepared for a session by its id).
+        let access_key_id = loop {
+            let id = format!(
                 "ASIA{}",
                 random_text(rng, b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567", 16).map_err(failed)?
-            ),
+            );
+            if !self.sessions.contains_key(&id) {
+                break id;
+            }
+        };
+        let session = Session {
+            access_key_id,
             secret: random_text(rng, base64, 40).map_err(failed)?,
             token: format!(
                 "IQoJb3JpZ2luX2Vj{}",

@@ -690,6 +690,28 @@ async fn policies_decide_and_role_sessions_narrow() {
             "User: arn:aws:iam::{account}:user/alice is not authorized to perform: iam:GetUser on resource: arn:aws:iam::{account}:user/bob with an explicit deny in an identity-based policy"
         )
     );
+    // The request's own keys reach a live decision: alice calls from
+    // loopback, so only the deny on a loopback source applies.
+    iam.put_user_policy()
+        .user_name("alice")
+        .policy_name("by-source")
+        .policy_document(
+            r#"{"Version":"2012-10-17","Statement":[
+                {"Effect":"Deny","Action":"iam:ListRoles","Resource":"*","Condition":{"NotIpAddress":{"aws:SourceIp":"127.0.0.0/8"}}},
+                {"Effect":"Deny","Action":"iam:ListPolicies","Resource":"*","Condition":{"IpAddress":{"aws:SourceIp":"127.0.0.0/8"}}}]}"#,
+        )
+        .send()
+        .await
+        .unwrap();
+    assert!(alice.list_roles().send().await.is_ok());
+    assert!(message(alice.list_policies().send().await).contains("with an explicit deny"));
+    iam.delete_user_policy()
+        .user_name("alice")
+        .policy_name("by-source")
+        .send()
+        .await
+        .unwrap();
+    assert!(alice.list_policies().send().await.is_ok());
     let not_allowed = alice.create_user().user_name("mallory").send().await;
     assert_eq!(
         message(not_allowed),

@@ -109,6 +109,11 @@ impl ContextKeys {
         }
     }
 
+    /// Puts `base` under these keys, as [`ContextKeys::over`] does.
+    pub fn set_base(&mut self, base: std::sync::Arc<ContextKeys>) {
+        self.base = Some(base);
+    }
+
     /// Adds the caller's own keys (`aws:PrincipalArn`, `aws:username`, its
     /// tags, ...), shared rather than copied: IAM works them out once per
     /// caller. They win over keys of the same name set here, as a request

@@ -1447,7 +1447,7 @@ fn authorize_objects(
     prefix: Option<&str>,
 ) -> Result<(), ApiError> {
     let resource = format!("arn:aws:s3:::{bucket}/{}*", prefix.unwrap_or(""));
-    authorize_resource(ctx, action, &resource, ctx.keys.clone())
+    authorize_resource(ctx, action, &resource, ctx.keys.layer())
 }
 
 fn authorize_resource(
@@ -1466,7 +1466,7 @@ fn authorize_resource(
             action,
             resource: &resource,
             keys,
-            service_keys: None,
+            lazy_keys: &[],
         },
     );
     if evaluation.decision != Decision::Allow {
@@ -2835,7 +2835,7 @@ fn batch_keys(
     request: &Value,
     write: bool,
 ) -> ContextKeys {
-    let mut keys = ctx.keys.clone();
+    let mut keys = ctx.keys.layer();
     let Some(meta) = table_meta(ctx, tables, table) else {
         return keys;
     };
@@ -2899,7 +2899,7 @@ fn authorize_transact_action(
         _ => ("dynamodb:ConditionCheckItem", Operation::DeleteItem),
     };
     let table = required(body, "TableName")?;
-    let mut keys = ctx.keys.clone();
+    let mut keys = ctx.keys.layer();
     add_condition_keys(op, ctx, tables, body, &mut keys);
     if kind == "ConditionCheck" {
         keys.remove("dynamodb:ReturnValues");

@@ -703,7 +703,7 @@ fn simulate(op: Operation, ctx: &Ctx<'_>, x: &mut Xml) -> Result<(), ApiError> {
         }
         _ => None,
     };
-    let mut keys = ctx.keys.clone();
+    let mut keys = ctx.keys.layer();
     for entry in ctx.structs("ContextEntries") {
         let name = entry
             .iter()

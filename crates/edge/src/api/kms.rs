@@ -393,8 +393,8 @@ fn authorize_both(ctx: &Ctx<'_>, checks: &[(&str, &str)]) -> Result<(), ApiError
             AuthzRequest {
                 action,
                 resource,
-                keys: ctx.keys.clone(),
-                service_keys: None,
+                keys: ctx.keys.layer(),
+                lazy_keys: &[],
             },
         );
         if evaluation.decision != Decision::Allow {

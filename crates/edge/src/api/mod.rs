@@ -29,9 +29,73 @@ pub struct Ctx<'a> {
     pub now: i64,
     pub rng: &'a SystemRandom,
     /// Request-level condition keys (source address, time, TLS, region).
-    pub keys: &'a ContextKeys,
+    pub keys: &'a RequestKeys<'a>,
     /// Where web identity key sets come from.
     pub jwks: &'a dyn JwksSource,
+}
+
+/// The request's own condition keys (`aws:SourceIp`, `aws:CurrentTime`,
+/// `aws:EpochTime`, `aws:SecureTransport`, `aws:RequestedRegion`,
+/// `aws:UserAgent`), built the first time a decision needs them: most
+/// callers' policies read none of them, and building them for every request
+/// was a few percent of a GetItem.
+pub struct RequestKeys<'a> {
+    remote: std::net::IpAddr,
+    now: i64,
+    tls: bool,
+    /// The SigV4 scope's region, for a signed request.
+    requested_region: Option<&'a str>,
+    user_agent: Option<&'a str>,
+    built: std::sync::OnceLock<std::sync::Arc<ContextKeys>>,
+}
+
+impl<'a> RequestKeys<'a> {
+    pub fn new(
+        remote: std::net::IpAddr,
+        now: i64,
+        tls: bool,
+        requested_region: Option<&'a str>,
+        user_agent: Option<&'a str>,
+    ) -> RequestKeys<'a> {
+        RequestKeys {
+            remote,
+            now,
+            tls,
+            requested_region,
+            user_agent,
+            built: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// The keys, built once and shared by every decision that reads them.
+    pub fn shared(&self) -> &std::sync::Arc<ContextKeys> {
+        self.built.get_or_init(|| {
+            let mut keys = ContextKeys::new();
+            keys.set("aws:SourceIp", self.remote.to_string());
+            keys.set(
+                "aws:CurrentTime",
+                crate::pipeline::iso8601_seconds(self.now),
+            );
+            keys.set("aws:EpochTime", self.now.to_string());
+            keys.set(
+                "aws:SecureTransport",
+                if self.tls { "true" } else { "false" },
+            );
+            if let Some(region) = self.requested_region {
+                keys.set("aws:RequestedRegion", region);
+            }
+            if let Some(agent) = self.user_agent {
+                keys.set("aws:UserAgent", agent);
+            }
+            std::sync::Arc::new(keys)
+        })
+    }
+
+    /// The keys under a layer of the caller's own, for one decision that
+    /// adds keys of its own (a batch's table, a transaction's action).
+    pub fn layer(&self) -> ContextKeys {
+        ContextKeys::over(self.shared().clone())
+    }
 }
 
 /// Finds an OpenID Connect provider's signing keys (the JWKS document).

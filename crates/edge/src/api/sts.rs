@@ -41,7 +41,7 @@ pub fn handle(op: Operation, ctx: &Ctx<'_>) -> Result<String, ApiError> {
                 ctx.iam,
                 caller,
                 assume_input(ctx)?,
-                ctx.keys.clone(),
+                ctx.keys.layer(),
                 ctx.now,
                 ctx.rng,
             )?;
@@ -188,7 +188,7 @@ fn web_identity(ctx: &Ctx<'_>) -> Result<(AssumedRole, String, String, String), 
         }
         _ => {}
     }
-    let mut condition_keys = ctx.keys.clone();
+    let mut condition_keys = ctx.keys.layer();
     for (k, v) in &key_values {
         condition_keys.set_multi(k, v.clone());
     }
