@@ -134,7 +134,13 @@ impl Iam {
         if matches!(caller.principal, Principal::Root { .. }) {
             return allow();
         }
-        let prepared = self.prepared(caller);
+        let Some(prepared) = self.prepared(caller) else {
+            return Evaluation {
+                decision: Decision::ImplicitDeny,
+                reason: Some(moat_policy::DenyReason::NoSessionAllow),
+                deciding: None,
+            };
+        };
         let (action, resource) = (request.action, request.resource);
         let keys = prepared.keys(request);
         let ctx = RequestContext {
@@ -146,9 +152,16 @@ impl Iam {
         evaluate(&prepared.gathered.set(&[]), &ctx)
     }
 
-    /// The caller's [`Prepared`] for the current state.
-    fn prepared(&self, caller: &Caller) -> Arc<Prepared> {
+    /// The caller's [`Prepared`] for the current state; `None` for a
+    /// session that is no longer there (forgotten after it expired): its
+    /// policies are unknown, so nothing is allowed.
+    fn prepared(&self, caller: &Caller) -> Option<Arc<Prepared>> {
         let state = self.read();
+        if let Some(id) = &caller.session {
+            if !state.sessions.contains_key(id) {
+                return None;
+            }
+        }
         // Read under the state's lock: no change is under way.
         let generation = self.generation.load(Ordering::Acquire);
         let cached = {
@@ -160,7 +173,7 @@ impl Iam {
             cache.callers.get(caller).cloned()
         };
         if let Some(prepared) = cached {
-            return prepared;
+            return Some(prepared);
         }
         let (gathered, keys) = gather(&state, caller);
         let prepared = Arc::new(Prepared {
@@ -175,7 +188,7 @@ impl Iam {
             }
             cache.callers.insert(caller.clone(), prepared.clone());
         }
-        prepared
+        Some(prepared)
     }
 
     /// Why a request `authorize` refused without an explicit deny: the Allow
@@ -185,7 +198,7 @@ impl Iam {
         if matches!(caller.principal, Principal::Root { .. }) {
             return None;
         }
-        let prepared = self.prepared(caller);
+        let prepared = self.prepared(caller)?;
         let (action, resource) = (request.action, request.resource);
         let keys = prepared.keys(request);
         let ctx = RequestContext {

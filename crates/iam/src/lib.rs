@@ -498,6 +498,49 @@ mod tests {
         iam.mutate(|s| s.delete_inline_policy(state::Target::User("alice"), "p"))
             .unwrap();
         assert_eq!(decide(), Decision::ImplicitDeny);
+        // A session's caller is refused once the session is gone, even
+        // though its decisions were prepared while it was there.
+        put(
+            r#"{"Version": "2012-10-17", "Statement": {"Effect": "Allow",
+            "Action": "dynamodb:GetItem", "Resource": "*"}}"#,
+        );
+        let session = iam
+            .issue_session(
+                SessionKind::User {
+                    name: "alice".into(),
+                },
+                900,
+                SessionOptions::default(),
+                0,
+                &rng,
+            )
+            .unwrap();
+        let (_, session_caller) = iam
+            .resolve_key(&session.access_key_id, Some(&session.token), 1)
+            .unwrap();
+        let decide_as = |who: &Caller| {
+            iam.authorize(
+                who,
+                AuthzRequest {
+                    action: "dynamodb:GetItem",
+                    resource: "arn:aws:dynamodb:us-east-1:123456789012:table/t",
+                    keys: ContextKeys::new(),
+                    lazy_keys: &[],
+                },
+            )
+            .decision
+        };
+        assert_eq!(decide_as(&session_caller), Decision::Allow);
+        iam.apply(
+            |s| {
+                s.sessions.remove(&session.access_key_id);
+                Ok(())
+            },
+            false,
+        )
+        .unwrap();
+        assert_eq!(decide_as(&session_caller), Decision::ImplicitDeny);
+        assert_eq!(decide_as(&caller), Decision::Allow);
         // Issuing a session keeps what was prepared; any other change does not.
         let generation = iam.generation.load(Ordering::SeqCst);
         let session = iam
