@@ -134,13 +134,23 @@ impl Iam {
         if matches!(caller.principal, Principal::Root { .. }) {
             return allow();
         }
-        let Some(prepared) = self.prepared(caller) else {
-            return Evaluation {
-                decision: Decision::ImplicitDeny,
-                reason: Some(moat_policy::DenyReason::NoSessionAllow),
-                deciding: None,
-            };
-        };
+        self.judge(caller, request, evaluate).unwrap_or(Evaluation {
+            decision: Decision::ImplicitDeny,
+            reason: Some(moat_policy::DenyReason::NoSessionAllow),
+            deciding: None,
+        })
+    }
+
+    /// Runs `judge` (the evaluator, or its explanation of a denial) on the
+    /// caller's prepared policies and the request; `None` when the caller's
+    /// session is gone.
+    fn judge<T>(
+        &self,
+        caller: &Caller,
+        request: AuthzRequest<'_>,
+        judge: impl FnOnce(&PolicySet<'_>, &RequestContext<'_>) -> T,
+    ) -> Option<T> {
+        let prepared = self.prepared(caller)?;
         let (action, resource) = (request.action, request.resource);
         let keys = prepared.keys(request);
         let ctx = RequestContext {
@@ -149,7 +159,7 @@ impl Iam {
             resource,
             keys: &keys,
         };
-        evaluate(&prepared.gathered.set(&[]), &ctx)
+        Some(judge(&prepared.gathered.set(&[]), &ctx))
     }
 
     /// The caller's [`Prepared`] for the current state; `None` for a
@@ -198,16 +208,8 @@ impl Iam {
         if matches!(caller.principal, Principal::Root { .. }) {
             return None;
         }
-        let prepared = self.prepared(caller)?;
-        let (action, resource) = (request.action, request.resource);
-        let keys = prepared.keys(request);
-        let ctx = RequestContext {
-            principal: &prepared.info,
-            action,
-            resource,
-            keys: &keys,
-        };
-        moat_policy::failed_condition(&prepared.gathered.set(&[]), &ctx)
+        self.judge(caller, request, moat_policy::failed_condition)
+            .flatten()
     }
 
     /// May `caller` assume `role`? The role's trust policy must allow the
@@ -226,11 +228,7 @@ impl Iam {
         let info = principal_info(&state, &caller.principal);
         let gathered = match caller.principal {
             Principal::Root { .. } => Gathered::default(),
-            _ => {
-                let (gathered, caller_keys) = gather(&state, caller);
-                keys.set_caller_keys(Arc::new(caller_keys));
-                gathered
-            }
+            _ => gather_under(&state, caller, &mut keys),
         };
         let trust = match role.trust.policy() {
             Some(p) => vec![(p.clone(), format!("{role_arn} trust policy"))],
@@ -316,11 +314,7 @@ impl Iam {
         let state = self.read();
         let mut gathered = match caller {
             Some(c) if matches!(c.principal, Principal::Root { .. }) => return allow(),
-            Some(c) => {
-                let (gathered, caller_keys) = gather(&state, c);
-                keys.set_caller_keys(Arc::new(caller_keys));
-                gathered
-            }
+            Some(c) => gather_under(&state, c, &mut keys),
             None => Gathered::default(),
         };
         for (i, p) in extra_identity.iter().enumerate() {
@@ -364,6 +358,13 @@ fn principal_info(state: &IamState, principal: &Principal) -> PrincipalInfo {
         account: state.account.clone(),
         kind: PrincipalKind::Aws,
     }
+}
+
+/// [`gather`] for one decision: the principal's keys go on `keys`.
+fn gather_under(state: &IamState, caller: &Caller, keys: &mut ContextKeys) -> Gathered {
+    let (gathered, caller_keys) = gather(state, caller);
+    keys.set_caller_keys(Arc::new(caller_keys));
+    gathered
 }
 
 /// Collects a caller's policies and its principal's condition keys.

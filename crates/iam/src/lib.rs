@@ -372,16 +372,24 @@ mod tests {
         }
     }
 
-    #[test]
-    fn session_credentials_expire_and_need_their_exact_token() {
+    /// An account's IAM kept in memory, with its root key `AKIAROOTROOTROOTROOT`.
+    fn memory_iam() -> (Iam, AccountId) {
         let account = AccountId::parse("123456789012").unwrap();
         let root = AccessKey {
             id: "AKIAROOTROOTROOTROOT".into(),
             secret: Secret::new("s".repeat(40)),
-            principal: Principal::Root { account },
+            principal: Principal::Root {
+                account: account.clone(),
+            },
             active: true,
         };
         let iam = Iam::open(root, Box::new(MemoryStore(Default::default()))).unwrap();
+        (iam, account)
+    }
+
+    #[test]
+    fn session_credentials_expire_and_need_their_exact_token() {
+        let (iam, _) = memory_iam();
         let rng = ring::rand::SystemRandom::new();
         let session = iam
             .mutate(|s| {
@@ -426,16 +434,7 @@ mod tests {
 
     #[test]
     fn decisions_follow_policy_changes_and_ask_for_service_keys_only_when_read() {
-        let account = AccountId::parse("123456789012").unwrap();
-        let root = AccessKey {
-            id: "AKIAROOTROOTROOTROOT".into(),
-            secret: Secret::new("s".repeat(40)),
-            principal: Principal::Root {
-                account: account.clone(),
-            },
-            active: true,
-        };
-        let iam = Iam::open(root, Box::new(MemoryStore(Default::default()))).unwrap();
+        let (iam, account) = memory_iam();
         let rng = ring::rand::SystemRandom::new();
         let user = iam
             .mutate(|s| {
@@ -458,21 +457,23 @@ mod tests {
             asked.set(asked.get() + 1);
             keys.set_multi("dynamodb:LeadingKeys", vec!["alice".into()]);
         };
-        let decide = || {
+        let lazy = [LazyKeys {
+            prefix: "dynamodb:",
+            add: &leading_key,
+        }];
+        let decide_as = |who: &Caller| {
             iam.authorize(
-                &caller,
+                who,
                 AuthzRequest {
                     action: "dynamodb:GetItem",
                     resource: "arn:aws:dynamodb:us-east-1:123456789012:table/t",
                     keys: ContextKeys::new(),
-                    lazy_keys: &[LazyKeys {
-                        prefix: "dynamodb:",
-                        add: &leading_key,
-                    }],
+                    lazy_keys: &lazy,
                 },
             )
             .decision
         };
+        let decide = || decide_as(&caller);
         assert_eq!(decide(), Decision::ImplicitDeny);
         put(
             r#"{"Version": "2012-10-17", "Statement": {"Effect": "Allow",
@@ -518,18 +519,6 @@ mod tests {
         let (_, session_caller) = iam
             .resolve_key(&session.access_key_id, Some(&session.token), 1)
             .unwrap();
-        let decide_as = |who: &Caller| {
-            iam.authorize(
-                who,
-                AuthzRequest {
-                    action: "dynamodb:GetItem",
-                    resource: "arn:aws:dynamodb:us-east-1:123456789012:table/t",
-                    keys: ContextKeys::new(),
-                    lazy_keys: &[],
-                },
-            )
-            .decision
-        };
         assert_eq!(decide_as(&session_caller), Decision::Allow);
         iam.apply(
             |s| {

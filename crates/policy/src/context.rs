@@ -77,10 +77,9 @@ impl ContextKeys {
     /// request's keys, under those a service adds for one decision. Keys
     /// set here win over the base's of the same name.
     pub fn over(base: std::sync::Arc<ContextKeys>) -> Self {
-        ContextKeys {
-            base: Some(base),
-            ..ContextKeys::default()
-        }
+        let mut keys = ContextKeys::default();
+        keys.set_base(base);
+        keys
     }
 
     /// Sets a single-valued key, replacing any previous values.
@@ -109,7 +108,7 @@ impl ContextKeys {
         }
     }
 
-    /// Puts `base` under these keys, as [`ContextKeys::over`] does.
+    /// Puts `base` under these keys (see [`ContextKeys::over`]).
     pub fn set_base(&mut self, base: std::sync::Arc<ContextKeys>) {
         self.base = Some(base);
     }

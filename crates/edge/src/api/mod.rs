@@ -91,8 +91,8 @@ impl<'a> RequestKeys<'a> {
         })
     }
 
-    /// The keys under a layer of the caller's own, for one decision that
-    /// adds keys of its own (a batch's table, a transaction's action).
+    /// The keys under an empty layer, for one decision that adds keys of
+    /// its own on top (a batch's table, a transaction's action).
     pub fn layer(&self) -> ContextKeys {
         ContextKeys::over(self.shared().clone())
     }
