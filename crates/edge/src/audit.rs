@@ -3,38 +3,50 @@
 //!
 //! A record holds who, what, from where and how it ended; never a secret, a
 //! signature, a session token or a request body.
+//!
+//! A request writes its line itself, on its own thread, into a buffer the
+//! writer takes whole every few milliseconds: no allocation, no message and
+//! no wake-up per request. (Each request sending its record, a dozen
+//! strings in a box, to the writer through a channel cost GetItem a fifth
+//! of its throughput: BENCHMARKS.md.)
 
+use std::cell::RefCell;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
+use std::net::SocketAddr;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::Thread;
+use std::time::{SystemTime, UNIX_EPOCH};
 
-use serde::Serialize;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{oneshot, Notify};
 
-/// One audited request. Field names are the documented log format.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
-pub struct AuditRecord {
-    /// RFC 3339 UTC with milliseconds.
-    pub time: String,
-    pub request_id: String,
-    /// `ip:port` of the client.
-    pub source: String,
-    pub principal: Option<String>,
+/// One audited request, borrowed from it. The fields are written in this
+/// order, under these names: the documented log format.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditRecord<'a> {
+    /// Written as RFC 3339 UTC with milliseconds.
+    pub time: SystemTime,
+    pub request_id: &'a str,
+    /// The client, written as `ip:port`.
+    pub source: SocketAddr,
+    pub principal: Option<&'a str>,
     /// For a web-identity session: the provider and the user's subject
     /// (`HOST:SUB`), the person behind the assumed role.
-    pub web_identity: Option<String>,
-    pub access_key_id: Option<String>,
-    pub service: Option<String>,
-    pub operation: Option<String>,
-    pub resource: Option<String>,
+    pub web_identity: Option<&'a str>,
+    pub access_key_id: Option<&'a str>,
+    pub service: Option<&'a str>,
+    pub operation: Option<&'a str>,
+    pub resource: Option<&'a str>,
     /// The policy statement that decided authorisation, where one did.
-    pub decided_by: Option<String>,
+    pub decided_by: Option<&'a str>,
     /// `allowed`, `denied`, `malformed` or `error`.
-    pub outcome: String,
+    pub outcome: &'a str,
     pub status: u16,
-    pub error_code: Option<String>,
-    pub user_agent: Option<String>,
+    pub error_code: Option<&'a str>,
+    pub user_agent: Option<&'a str>,
 }
 
 /// Where and how the log is written.
@@ -47,19 +59,64 @@ pub struct AuditConfig {
     pub keep_files: usize,
 }
 
-/// How long the writer lets records gather after a busy write; bounds how far
+/// How long the writer lets lines gather after a busy write; bounds how far
 /// the file lags behind the requests.
 const GATHER_PAUSE: std::time::Duration = std::time::Duration::from_millis(2);
 
-enum Message {
-    Record(Box<AuditRecord>),
-    Close(oneshot::Sender<()>),
+/// The most bytes of lines waiting for the writer; past it, requests wait
+/// (a line is never dropped).
+const MOST_PENDING: usize = 1 << 20;
+
+/// Lines written and not yet taken by the writer.
+#[derive(Default)]
+struct Pending {
+    lines: Vec<u8>,
+    /// Asked to write everything, sync and stop; told when done.
+    close: Option<oneshot::Sender<()>>,
+    /// Stopped: every later record is refused.
+    closed: bool,
+}
+
+struct Shared {
+    pending: Mutex<Pending>,
+    /// The writer is parked (or about to park) until a line arrives.
+    parked: AtomicBool,
+    /// The writer took the pending lines: there is room again.
+    room: Notify,
+}
+
+impl Shared {
+    fn pending(&self) -> std::sync::MutexGuard<'_, Pending> {
+        self.pending.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// The writer, stopped (after writing every line) once no handle is left.
+struct Handle {
+    shared: Arc<Shared>,
+    writer: Thread,
+}
+
+impl Handle {
+    fn wake(&self) {
+        if self.shared.parked.swap(false, Ordering::SeqCst) {
+            self.writer.unpark();
+        }
+    }
+}
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        self.shared.pending().closed = true;
+        self.shared.parked.store(false, Ordering::SeqCst);
+        self.writer.unpark();
+    }
 }
 
 /// A handle to the writer. Cloning is cheap; records are written in the order sent.
 #[derive(Clone)]
 pub struct AuditLog {
-    tx: mpsc::Sender<Message>,
+    handle: Arc<Handle>,
 }
 
 impl AuditLog {
@@ -67,67 +124,223 @@ impl AuditLog {
     pub fn open(config: AuditConfig) -> io::Result<AuditLog> {
         create_private_dir(&config.dir)?;
         let mut writer = Writer::open(config)?;
-        let (tx, mut rx) = mpsc::channel::<Message>(4096);
-        std::thread::Builder::new()
+        let shared = Arc::new(Shared {
+            pending: Mutex::new(Pending::default()),
+            parked: AtomicBool::new(false),
+            room: Notify::new(),
+        });
+        let thread_shared = shared.clone();
+        let thread = std::thread::Builder::new()
             .name("moat-audit".into())
-            .spawn(move || {
-                while let Some(first) = rx.blocking_recv() {
-                    let mut next = Some(first);
-                    loop {
-                        // Write everything already queued before flushing once.
-                        while let Some(msg) = next.take().or_else(|| rx.try_recv().ok()) {
-                            match msg {
-                                Message::Record(r) => writer.write(&r),
-                                Message::Close(done) => {
-                                    writer.sync();
-                                    let _ = done.send(());
-                                    return;
-                                }
-                            }
-                        }
-                        writer.flush();
-                        // Under load, let records gather for a moment instead of
-                        // parking on the channel: a parked writer costs every request
-                        // a thread wake-up, a sleeping one costs none.
-                        std::thread::sleep(GATHER_PAUSE);
-                        match rx.try_recv() {
-                            Ok(msg) => next = Some(msg),
-                            Err(_) => break,
-                        }
-                    }
-                }
-                writer.sync();
-            })?;
-        Ok(AuditLog { tx })
+            .spawn(move || writer.run(&thread_shared))?;
+        Ok(AuditLog {
+            handle: Arc::new(Handle {
+                shared,
+                writer: thread.thread().clone(),
+            }),
+        })
     }
 
-    /// Queues a record. Waits (back-pressure) rather than drop one when the queue is full.
-    pub async fn record(&self, record: AuditRecord) {
-        if self
-            .tx
-            .send(Message::Record(Box::new(record)))
-            .await
-            .is_err()
-        {
-            tracing::error!("the audit log is closed; a record was not written");
+    /// Writes a record's line for the writer. Waits (back-pressure) rather
+    /// than drop one when too many are waiting.
+    pub async fn record(&self, record: &AuditRecord<'_>) {
+        thread_local! {
+            static LINE: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+        }
+        // Written where the request ran, into a buffer the thread keeps.
+        let mut line = LINE.with(|line| {
+            let mut line = line.borrow_mut();
+            line.clear();
+            write_line(&mut line, record);
+            if self.append(&line) {
+                None
+            } else {
+                Some(line.clone())
+            }
+        });
+        while let Some(waiting) = line.take() {
+            let room = self.handle.shared.room.notified();
+            tokio::pin!(room);
+            room.as_mut().enable();
+            if !self.append(&waiting) {
+                line = Some(waiting);
+                self.handle.wake();
+                room.await;
+            }
         }
     }
 
-    /// Writes every queued record, syncs the file and stops the writer.
+    /// Adds `line` to the pending lines unless they are full; true when
+    /// done (or refused for good: the log is closed).
+    fn append(&self, line: &[u8]) -> bool {
+        let mut pending = self.handle.shared.pending();
+        if pending.closed || pending.close.is_some() {
+            drop(pending);
+            tracing::error!("the audit log is closed; a record was not written");
+            return true;
+        }
+        if !pending.lines.is_empty() && pending.lines.len() + line.len() > MOST_PENDING {
+            return false;
+        }
+        pending.lines.extend_from_slice(line);
+        drop(pending);
+        self.handle.wake();
+        true
+    }
+
+    /// Writes every pending record, syncs the file and stops the writer.
     pub async fn close(&self) {
         let (done, wait) = oneshot::channel();
-        if self.tx.send(Message::Close(done)).await.is_ok() {
-            let _ = wait.await;
+        {
+            let mut pending = self.handle.shared.pending();
+            if pending.closed || pending.close.is_some() {
+                return;
+            }
+            pending.close = Some(done);
+        }
+        self.handle.shared.parked.store(false, Ordering::SeqCst);
+        self.handle.writer.unpark();
+        let _ = wait.await;
+    }
+}
+
+/// Appends `record` as one JSON line, exactly as serde_json writes the
+/// fields in their order (a test holds the two together).
+fn write_line(out: &mut Vec<u8>, record: &AuditRecord<'_>) {
+    out.extend_from_slice(b"{\"time\":\"");
+    push_time(out, record.time);
+    out.extend_from_slice(b"\",\"request_id\":");
+    push_str(out, record.request_id);
+    out.extend_from_slice(b",\"source\":\"");
+    push_socket_addr(out, record.source);
+    out.push(b'"');
+    let optional: [(&[u8], Option<&str>); 8] = [
+        (b"principal", record.principal),
+        (b"web_identity", record.web_identity),
+        (b"access_key_id", record.access_key_id),
+        (b"service", record.service),
+        (b"operation", record.operation),
+        (b"resource", record.resource),
+        (b"decided_by", record.decided_by),
+        (b"outcome", Some(record.outcome)),
+    ];
+    for (name, value) in optional {
+        push_field(out, name, value);
+    }
+    out.extend_from_slice(b",\"status\":");
+    push_decimal(out, u64::from(record.status));
+    push_field(out, b"error_code", record.error_code);
+    push_field(out, b"user_agent", record.user_agent);
+    out.extend_from_slice(b"}\n");
+}
+
+fn push_field(out: &mut Vec<u8>, name: &[u8], value: Option<&str>) {
+    out.extend_from_slice(b",\"");
+    out.extend_from_slice(name);
+    out.extend_from_slice(b"\":");
+    match value {
+        Some(value) => push_str(out, value),
+        None => out.extend_from_slice(b"null"),
+    }
+}
+
+/// `text` as a JSON string, escaped as serde_json escapes: the quote, the
+/// backslash and the control characters, nothing else.
+fn push_str(out: &mut Vec<u8>, text: &str) {
+    out.push(b'"');
+    let bytes = text.as_bytes();
+    // Most text needs no escape: checked sixteen bytes at a time, without
+    // a branch per byte, it is copied whole.
+    let plain = |b: u8| b >= 0x20 && b != b'"' && b != b'\\';
+    if bytes
+        .chunks(16)
+        .all(|chunk| chunk.iter().fold(true, |all, &b| all & plain(b)))
+    {
+        out.extend_from_slice(bytes);
+        out.push(b'"');
+        return;
+    }
+    let mut start = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        let escape: &[u8] = match b {
+            b'"' => b"\\\"",
+            b'\\' => b"\\\\",
+            b'\n' => b"\\n",
+            b'\r' => b"\\r",
+            b'\t' => b"\\t",
+            0x08 => b"\\b",
+            0x0c => b"\\f",
+            0..=0x1f => b"",
+            _ => continue,
+        };
+        out.extend_from_slice(&bytes[start..i]);
+        if escape.is_empty() {
+            const HEX: &[u8; 16] = b"0123456789abcdef";
+            out.extend_from_slice(b"\\u00");
+            out.push(HEX[usize::from(b >> 4)]);
+            out.push(HEX[usize::from(b & 0xf)]);
+        } else {
+            out.extend_from_slice(escape);
+        }
+        start = i + 1;
+    }
+    out.extend_from_slice(&bytes[start..]);
+    out.push(b'"');
+}
+
+fn push_decimal(out: &mut Vec<u8>, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
         }
     }
+    out.extend_from_slice(&digits[at..]);
+}
+
+/// `ip:port` as `SocketAddr` displays it; an IPv4 address without the
+/// formatting machinery (it showed in a GetItem's profile).
+fn push_socket_addr(out: &mut Vec<u8>, addr: SocketAddr) {
+    match addr {
+        SocketAddr::V4(v4) => {
+            for (i, octet) in v4.ip().octets().into_iter().enumerate() {
+                if i > 0 {
+                    out.push(b'.');
+                }
+                push_decimal(out, u64::from(octet));
+            }
+            out.push(b':');
+            push_decimal(out, u64::from(v4.port()));
+        }
+        SocketAddr::V6(_) => {
+            let _ = write!(out, "{addr}");
+        }
+    }
+}
+
+/// `time` as RFC 3339 UTC with milliseconds (`2026-01-01T00:00:00.000Z`).
+fn push_time(out: &mut Vec<u8>, time: SystemTime) {
+    let since = time.duration_since(UNIX_EPOCH).unwrap_or_default();
+    crate::pipeline::with_iso8601_seconds(since.as_secs() as i64, |seconds| {
+        // The 'Z' goes after the milliseconds.
+        out.extend_from_slice(seconds.trim_end_matches('Z').as_bytes());
+    });
+    let millis = since.subsec_millis();
+    out.push(b'.');
+    for digit in [millis / 100, millis / 10 % 10, millis % 10] {
+        out.push(b'0' + digit as u8);
+    }
+    out.push(b'Z');
 }
 
 struct Writer {
     config: AuditConfig,
     file: io::BufWriter<File>,
     size: u64,
-    /// The line being written, kept for the next one's bytes.
-    line: Vec<u8>,
 }
 
 impl Writer {
@@ -137,31 +350,75 @@ impl Writer {
         let size = file.metadata()?.len();
         Ok(Writer {
             config,
-            file: io::BufWriter::new(file),
+            file: io::BufWriter::with_capacity(64 << 10, file),
             size,
-            line: Vec::new(),
         })
     }
 
-    fn write(&mut self, record: &AuditRecord) {
-        let mut line = std::mem::take(&mut self.line);
-        line.clear();
-        if let Err(e) = serde_json::to_writer(&mut line, record) {
-            tracing::error!(error = %e, "cannot encode an audit record");
-            self.line = line;
-            return;
+    /// Takes the pending lines and writes them, until closed.
+    fn run(&mut self, shared: &Shared) {
+        // The buffer given back for the next lines, keeping its capacity.
+        let mut taken = Vec::new();
+        loop {
+            let (close, closed) = {
+                let mut pending = shared.pending();
+                std::mem::swap(&mut pending.lines, &mut taken);
+                (pending.close.take(), pending.closed)
+            };
+            shared.room.notify_waiters();
+            let busy = !taken.is_empty();
+            if busy {
+                self.write(&taken);
+                taken.clear();
+                self.flush();
+            }
+            if close.is_some() || closed {
+                let mut pending = shared.pending();
+                pending.closed = true;
+                // Lines a request added meanwhile are written too.
+                let last = std::mem::take(&mut pending.lines);
+                drop(pending);
+                shared.room.notify_waiters();
+                self.write(&last);
+                self.sync();
+                if let Some(done) = close {
+                    let _ = done.send(());
+                }
+                return;
+            }
+            if busy {
+                // Under load, let lines gather for a moment instead of
+                // parking: a parked writer costs a request a wake-up, a
+                // sleeping one costs none.
+                std::thread::sleep(GATHER_PAUSE);
+                continue;
+            }
+            shared.parked.store(true, Ordering::SeqCst);
+            let idle = {
+                let pending = shared.pending();
+                pending.lines.is_empty() && pending.close.is_none() && !pending.closed
+            };
+            if idle {
+                std::thread::park();
+            }
+            shared.parked.store(false, Ordering::SeqCst);
         }
-        line.push(b'\n');
-        if self.size > 0 && self.size + line.len() as u64 > self.config.max_file_bytes {
-            if let Err(e) = self.rotate() {
-                tracing::error!(error = %e, "cannot rotate the audit log");
+    }
+
+    /// Writes whole lines, rotating between two that would take the file
+    /// past its size.
+    fn write(&mut self, lines: &[u8]) {
+        for line in lines.split_inclusive(|&b| b == b'\n') {
+            if self.size > 0 && self.size + line.len() as u64 > self.config.max_file_bytes {
+                if let Err(e) = self.rotate() {
+                    tracing::error!(error = %e, "cannot rotate the audit log");
+                }
+            }
+            match self.file.write_all(line) {
+                Ok(()) => self.size += line.len() as u64,
+                Err(e) => tracing::error!(error = %e, "cannot write the audit log"),
             }
         }
-        match self.file.write_all(&line) {
-            Ok(()) => self.size += line.len() as u64,
-            Err(e) => tracing::error!(error = %e, "cannot write the audit log"),
-        }
-        self.line = line;
     }
 
     fn flush(&mut self) {
@@ -187,7 +444,8 @@ impl Writer {
             }
         }
         fs::rename(dir.join("audit.log"), name(1))?;
-        self.file = io::BufWriter::new(open_private_append(&dir.join("audit.log"))?);
+        self.file =
+            io::BufWriter::with_capacity(64 << 10, open_private_append(&dir.join("audit.log"))?);
         self.size = 0;
         Ok(())
     }
@@ -218,23 +476,200 @@ mod tests {
     use super::*;
     use std::os::unix::fs::PermissionsExt;
 
-    fn record(i: usize) -> AuditRecord {
+    fn record(request_id: &str) -> AuditRecord<'_> {
         AuditRecord {
-            time: "2026-01-01T00:00:00.000Z".into(),
-            request_id: format!("req-{i}"),
-            source: "127.0.0.1:1".into(),
+            time: UNIX_EPOCH + std::time::Duration::from_secs(1_767_225_600),
+            request_id,
+            source: "127.0.0.1:1".parse().unwrap(),
             principal: None,
             web_identity: None,
             access_key_id: None,
-            service: Some("sts".into()),
-            operation: Some("GetCallerIdentity".into()),
+            service: Some("sts"),
+            operation: Some("GetCallerIdentity"),
             resource: None,
             decided_by: None,
-            outcome: "denied".into(),
+            outcome: "denied",
             status: 403,
-            error_code: Some("MissingAuthenticationToken".into()),
+            error_code: Some("MissingAuthenticationToken"),
             user_agent: None,
         }
+    }
+
+    /// The line as serde_json writes the record's fields, the format the
+    /// log had before it wrote its lines itself.
+    #[derive(serde::Serialize)]
+    struct Owned {
+        time: String,
+        request_id: String,
+        source: String,
+        principal: Option<String>,
+        web_identity: Option<String>,
+        access_key_id: Option<String>,
+        service: Option<String>,
+        operation: Option<String>,
+        resource: Option<String>,
+        decided_by: Option<String>,
+        outcome: String,
+        status: u16,
+        error_code: Option<String>,
+        user_agent: Option<String>,
+    }
+
+    fn serde_line(r: &AuditRecord<'_>, time: &str) -> String {
+        let owned = |v: Option<&str>| v.map(str::to_owned);
+        let mut line = serde_json::to_string(&Owned {
+            time: time.to_owned(),
+            request_id: r.request_id.to_owned(),
+            source: r.source.to_string(),
+            principal: owned(r.principal),
+            web_identity: owned(r.web_identity),
+            access_key_id: owned(r.access_key_id),
+            service: owned(r.service),
+            operation: owned(r.operation),
+            resource: owned(r.resource),
+            decided_by: owned(r.decided_by),
+            outcome: r.outcome.to_owned(),
+            status: r.status,
+            error_code: owned(r.error_code),
+            user_agent: owned(r.user_agent),
+        })
+        .unwrap();
+        line.push('\n');
+        line
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn lines_are_what_serde_json_writes(
+            texts in proptest::collection::vec(proptest::option::of(".{0,12}"), 11),
+            status in proptest::prelude::any::<u16>(),
+            ip in proptest::prelude::any::<std::net::IpAddr>(),
+            port in proptest::prelude::any::<u16>(),
+            millis in 0u64..4_102_444_800_000,
+        ) {
+            let text = |i: usize| texts[i].as_deref();
+            let r = AuditRecord {
+                time: UNIX_EPOCH + std::time::Duration::from_millis(millis),
+                request_id: text(0).unwrap_or(""),
+                source: SocketAddr::new(ip, port),
+                principal: text(1),
+                web_identity: text(2),
+                access_key_id: text(3),
+                service: text(4),
+                operation: text(5),
+                resource: text(6),
+                decided_by: text(7),
+                outcome: text(8).unwrap_or("allowed"),
+                status,
+                error_code: text(9),
+                user_agent: text(10),
+            };
+            let mut line = Vec::new();
+            write_line(&mut line, &r);
+            let time = format!(
+                "{}.{:03}Z",
+                crate::pipeline::iso8601_seconds((millis / 1000) as i64).trim_end_matches('Z'),
+                millis % 1000
+            );
+            proptest::prop_assert_eq!(String::from_utf8(line).unwrap(), serde_line(&r, &time));
+        }
+    }
+
+    #[test]
+    fn control_characters_quotes_and_backslashes_are_escaped() {
+        let mut line = Vec::new();
+        let mut r = record("a\"b\\c\u{1}\u{1f}\n\u{7f}é");
+        r.user_agent = Some("\t\r\u{8}\u{c}");
+        write_line(&mut line, &r);
+        let line = String::from_utf8(line).unwrap();
+        assert!(line.starts_with("{\"time\":\"2026-01-01T00:00:00.000Z\",\"request_id\":\"a\\\"b\\\\c\\u0001\\u001f\\n\u{7f}é\",\"source\":\"127.0.0.1:1\","), "{line}");
+        assert!(
+            line.ends_with(",\"user_agent\":\"\\t\\r\\b\\f\"}\n"),
+            "{line}"
+        );
+        let parsed: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(parsed["request_id"], "a\"b\\c\u{1}\u{1f}\n\u{7f}é");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn requests_wait_for_room_and_every_line_is_written_in_order() {
+        let dir = std::env::temp_dir().join(format!("moat-audit-room-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        let log = AuditLog::open(AuditConfig {
+            dir: dir.clone(),
+            max_file_bytes: u64::MAX,
+            keep_files: 1,
+        })
+        .unwrap();
+        // Four writers of 5,000 lines each: several times what may wait
+        // for the writer, so requests must wait for room.
+        let long = "x".repeat(200);
+        let tasks: Vec<_> = (0..4)
+            .map(|t| {
+                let (log, long) = (log.clone(), long.clone());
+                tokio::spawn(async move {
+                    for i in 0..5000 {
+                        let op = format!("{t}-{i}");
+                        let mut r = record(&long);
+                        r.operation = Some(&op);
+                        log.record(&r).await;
+                    }
+                })
+            })
+            .collect();
+        for task in tasks {
+            task.await.unwrap();
+        }
+        log.close().await;
+        // Closed: a later record is refused, not written.
+        log.record(&record("late")).await;
+        let text = fs::read_to_string(dir.join("audit.log")).unwrap();
+        let mut next = [0usize; 4];
+        for line in text.lines() {
+            let v: serde_json::Value = serde_json::from_str(line).unwrap();
+            let op = v["operation"].as_str().unwrap();
+            let (t, i) = op.split_once('-').unwrap();
+            let t: usize = t.parse().unwrap();
+            assert_eq!(
+                i.parse::<usize>().unwrap(),
+                next[t],
+                "lines of one writer in order"
+            );
+            next[t] += 1;
+        }
+        assert_eq!(next, [5000; 4]);
+        assert!(!text.contains("late"));
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn the_writer_writes_what_is_pending_when_the_last_handle_goes() {
+        let dir = std::env::temp_dir().join(format!("moat-audit-drop-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        let log = AuditLog::open(AuditConfig {
+            dir: dir.clone(),
+            max_file_bytes: u64::MAX,
+            keep_files: 1,
+        })
+        .unwrap();
+        let shared = log.handle.shared.clone();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        runtime.block_on(log.record(&record("before-drop")));
+        drop(log);
+        // The writer stops (dropping its share) once it has written everything.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while Arc::strong_count(&shared) > 1 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the writer did not stop"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        let text = fs::read_to_string(dir.join("audit.log")).unwrap();
+        assert!(text.contains("\"request_id\":\"before-drop\""), "{text}");
+        let _ = fs::remove_dir_all(&dir);
     }
 
     #[tokio::test]
@@ -248,7 +683,7 @@ mod tests {
         })
         .unwrap();
         for i in 0..40 {
-            log.record(record(i)).await;
+            log.record(&record(&format!("req-{i}"))).await;
         }
         log.close().await;
         let current = fs::read_to_string(dir.join("audit.log")).unwrap();

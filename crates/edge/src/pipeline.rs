@@ -155,28 +155,31 @@ impl Edge {
             outcome.as_str(),
             started.elapsed(),
         );
+        let principal = trail.caller.as_ref().map(|c| c.principal.arn());
+        let web_identity = trail
+            .caller
+            .as_ref()
+            .and_then(|c| self.iam.web_identity_of(c));
+        let user_agent = head
+            .headers
+            .get(header::USER_AGENT)
+            .map(|v| String::from_utf8_lossy(v.as_bytes()));
         self.audit
-            .record(AuditRecord {
-                time: now_rfc3339(),
-                request_id,
-                source: remote.to_string(),
-                principal: trail.caller.as_ref().map(|c| c.principal.arn()),
-                web_identity: trail
-                    .caller
-                    .as_ref()
-                    .and_then(|c| self.iam.web_identity_of(c)),
-                access_key_id: trail.access_key_id,
-                service: trail.service.map(|s| s.signing_name().to_owned()),
-                operation: trail.operation_name,
-                resource: trail.resource,
-                decided_by: trail.decided_by,
-                outcome: outcome.as_str().to_owned(),
+            .record(&AuditRecord {
+                time: SystemTime::now(),
+                request_id: &request_id,
+                source: remote,
+                principal: principal.as_deref(),
+                web_identity: web_identity.as_deref(),
+                access_key_id: trail.access_key_id.as_deref(),
+                service: trail.service.map(Service::signing_name),
+                operation: trail.operation_name.as_deref(),
+                resource: trail.resource.as_deref(),
+                decided_by: trail.decided_by.as_deref(),
+                outcome: outcome.as_str(),
                 status: status.as_u16(),
-                error_code,
-                user_agent: head
-                    .headers
-                    .get(header::USER_AGENT)
-                    .map(|v| truncate(&String::from_utf8_lossy(v.as_bytes()), 256)),
+                error_code: error_code.as_deref(),
+                user_agent: user_agent.as_deref().map(|ua| truncated(ua, 256)),
             })
             .await;
         response
@@ -211,10 +214,10 @@ impl Edge {
             Duration::ZERO,
         );
         self.audit
-            .record(AuditRecord {
-                time: now_rfc3339(),
-                request_id: request_id.clone(),
-                source: remote.to_string(),
+            .record(&AuditRecord {
+                time: SystemTime::now(),
+                request_id: &request_id,
+                source: remote,
                 principal: None,
                 web_identity: None,
                 access_key_id: None,
@@ -222,9 +225,9 @@ impl Edge {
                 operation: None,
                 resource: None,
                 decided_by: None,
-                outcome: Outcome::Malformed.as_str().to_owned(),
+                outcome: Outcome::Malformed.as_str(),
                 status,
-                error_code: Some(error_code.to_owned()),
+                error_code: Some(error_code),
                 user_agent: None,
             })
             .await;
@@ -631,6 +634,11 @@ pub fn now_rfc3339() -> String {
 /// the current second's text twice (`aws:CurrentTime`, the audit line): each
 /// thread keeps the last one it made.
 pub(crate) fn iso8601_seconds(unix: i64) -> String {
+    with_iso8601_seconds(unix, str::to_owned)
+}
+
+/// Calls `f` with `unix` as ISO 8601 UTC, kept per thread as above.
+pub(crate) fn with_iso8601_seconds<R>(unix: i64, f: impl FnOnce(&str) -> R) -> R {
     use std::cell::RefCell;
     thread_local! {
         static LAST: RefCell<(i64, String)> = const { RefCell::new((i64::MIN, String::new())) };
@@ -640,15 +648,20 @@ pub(crate) fn iso8601_seconds(unix: i64) -> String {
         if last.0 != unix {
             *last = (unix, AmzDate::from_unix_seconds(unix).to_iso8601_extended());
         }
-        last.1.clone()
+        f(&last.1)
     })
 }
 
 fn truncate(s: &str, max: usize) -> String {
-    // Sliced and copied at once: collected a character at a time, a user
-    // agent's 100-odd characters showed in a GetItem's profile.
+    truncated(s, max).to_owned()
+}
+
+/// The first `max` characters of `s`, sliced at once: collected a
+/// character at a time, a user agent's 100-odd characters showed in a
+/// GetItem's profile.
+fn truncated(s: &str, max: usize) -> &str {
     let end = s.char_indices().nth(max).map_or(s.len(), |(i, _)| i);
-    s[..end].to_owned()
+    &s[..end]
 }
 
 #[cfg(test)]

@@ -17,9 +17,11 @@ fn big() -> Vec<u8> {
 }
 
 fn copy(name: &str, dir: &Path) -> PathBuf {
-    let from = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/data")
-        .join(name);
+    // The crate's directory as the test runs, not as it was built: a test
+    // binary built in another clone (a shared target directory) is reused.
+    let crate_dir = std::env::var("CARGO_MANIFEST_DIR")
+        .unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_owned());
+    let from = Path::new(&crate_dir).join("tests/data").join(name);
     let to = dir.join(name);
     std::fs::copy(from, &to).unwrap();
     to
