@@ -65,7 +65,7 @@ const GATHER_PAUSE: std::time::Duration = std::time::Duration::from_millis(2);
 
 /// The most bytes of lines waiting for the writer; past it, requests wait
 /// (a line is never dropped).
-const MOST_PENDING: usize = 1 << 20;
+const MOST_PENDING: usize = 4 << 20;
 
 /// Lines written and not yet taken by the writer.
 #[derive(Default)]
@@ -83,6 +83,8 @@ struct Shared {
     parked: AtomicBool,
     /// The writer took the pending lines: there is room again.
     room: Notify,
+    /// [`MOST_PENDING`], but in tests.
+    most_pending: usize,
 }
 
 impl Shared {
@@ -122,12 +124,19 @@ pub struct AuditLog {
 impl AuditLog {
     /// Opens (creating, 0700/0600) the log directory and starts the writer thread.
     pub fn open(config: AuditConfig) -> io::Result<AuditLog> {
+        AuditLog::open_with_room(config, MOST_PENDING)
+    }
+
+    /// As [`AuditLog::open`], with room for `most_pending` bytes of lines
+    /// (tests make it small).
+    fn open_with_room(config: AuditConfig, most_pending: usize) -> io::Result<AuditLog> {
         create_private_dir(&config.dir)?;
         let mut writer = Writer::open(config)?;
         let shared = Arc::new(Shared {
             pending: Mutex::new(Pending::default()),
             parked: AtomicBool::new(false),
             room: Notify::new(),
+            most_pending,
         });
         let thread_shared = shared.clone();
         let thread = std::thread::Builder::new()
@@ -179,7 +188,9 @@ impl AuditLog {
             tracing::error!("the audit log is closed; a record was not written");
             return true;
         }
-        if !pending.lines.is_empty() && pending.lines.len() + line.len() > MOST_PENDING {
+        if !pending.lines.is_empty()
+            && pending.lines.len() + line.len() > self.handle.shared.most_pending
+        {
             return false;
         }
         pending.lines.extend_from_slice(line);
@@ -341,6 +352,8 @@ struct Writer {
     config: AuditConfig,
     file: io::BufWriter<File>,
     size: u64,
+    /// The sync of the file last rotated out.
+    syncing: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Writer {
@@ -352,6 +365,7 @@ impl Writer {
             config,
             file: io::BufWriter::with_capacity(64 << 10, file),
             size,
+            syncing: None,
         })
     }
 
@@ -428,12 +442,16 @@ impl Writer {
     }
 
     fn sync(&mut self) {
+        self.wait_for_sync();
         self.flush();
         let _ = self.file.get_ref().sync_all();
     }
 
+    /// Renames the files one up and starts a new one. The file rotated out
+    /// is synced on a thread of its own: synced here, 64 MiB at a time,
+    /// it held the writer for over 100 ms, and requests waited for room.
     fn rotate(&mut self) -> io::Result<()> {
-        self.sync();
+        self.flush();
         let dir = &self.config.dir;
         let name = |n: usize| dir.join(format!("audit.log.{n}"));
         let keep = self.config.keep_files.max(1);
@@ -444,10 +462,30 @@ impl Writer {
             }
         }
         fs::rename(dir.join("audit.log"), name(1))?;
-        self.file =
+        let file =
             io::BufWriter::with_capacity(64 << 10, open_private_append(&dir.join("audit.log"))?);
+        let rotated = std::mem::replace(&mut self.file, file);
         self.size = 0;
+        // One sync at a time: the previous one has long finished unless
+        // the files are tiny.
+        self.wait_for_sync();
+        let sync = move || {
+            if let Ok(file) = rotated.into_inner() {
+                let _ = file.sync_all();
+            }
+        };
+        self.syncing = Some(
+            std::thread::Builder::new()
+                .name("moat-audit-sync".into())
+                .spawn(sync)?,
+        );
         Ok(())
+    }
+
+    fn wait_for_sync(&mut self) {
+        if let Some(syncing) = self.syncing.take() {
+            let _ = syncing.join();
+        }
     }
 }
 
@@ -595,15 +633,15 @@ mod tests {
     async fn requests_wait_for_room_and_every_line_is_written_in_order() {
         let dir = std::env::temp_dir().join(format!("moat-audit-room-{}", std::process::id()));
         let _ = fs::remove_dir_all(&dir);
-        let log = AuditLog::open(AuditConfig {
+        // Room for about a hundred lines: requests must wait for it.
+        let config = AuditConfig {
             dir: dir.clone(),
             max_file_bytes: u64::MAX,
             keep_files: 1,
-        })
-        .unwrap();
-        // Four writers of 5,000 lines each: several times what may wait
-        // for the writer, so requests must wait for room.
-        let long = "x".repeat(200);
+        };
+        let log = AuditLog::open_with_room(config, 64 << 10).unwrap();
+        // Four writers of 5,000 lines each.
+        let long = "x".repeat(400);
         let tasks: Vec<_> = (0..4)
             .map(|t| {
                 let (log, long) = (log.clone(), long.clone());
