@@ -28,10 +28,25 @@ struct Inner {
     latency: BTreeMap<Key, Histogram>,
 }
 
+/// How many parts the metrics are kept in. A thread updates its own part,
+/// so that two workers never wait for each other nor pass the lock's cache
+/// line between cores; rendering adds the parts up.
+const SHARDS: usize = 8;
+
 /// The edge's metrics. Cheap to update from every request.
 #[derive(Default)]
 pub struct Metrics {
-    inner: Mutex<Inner>,
+    shards: [Mutex<Inner>; SHARDS],
+}
+
+/// The part of the metrics this thread updates.
+fn shard() -> usize {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    thread_local! {
+        static SHARD: usize = NEXT.fetch_add(1, Ordering::Relaxed) % SHARDS;
+    }
+    SHARD.with(|s| *s)
 }
 
 impl Metrics {
@@ -43,7 +58,9 @@ impl Metrics {
         elapsed: Duration,
     ) {
         let secs = elapsed.as_secs_f64();
-        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let mut inner = self.shards[shard()]
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
         *inner
             .requests
             .entry((service, operation, outcome))
@@ -60,7 +77,21 @@ impl Metrics {
 
     /// The Prometheus text exposition of every metric.
     pub fn render(&self) -> String {
-        let inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let mut inner = Inner::default();
+        for shard in &self.shards {
+            let shard = shard.lock().unwrap_or_else(|p| p.into_inner());
+            for (key, n) in &shard.requests {
+                *inner.requests.entry(*key).or_default() += n;
+            }
+            for (key, h) in &shard.latency {
+                let total = inner.latency.entry(*key).or_default();
+                for (sum, n) in total.counts.iter_mut().zip(h.counts) {
+                    *sum += n;
+                }
+                total.count += h.count;
+                total.sum += h.sum;
+            }
+        }
         let mut out = String::new();
         out.push_str(
             "# HELP moat_requests_total API requests by service, operation and outcome.\n",
@@ -122,6 +153,14 @@ mod tests {
             Duration::from_millis(30),
         );
         m.observe("sts", "unknown", "malformed", Duration::from_millis(1));
+        // Another thread's observations land in another part, and count too.
+        std::thread::scope(|scope| {
+            for _ in 0..SHARDS {
+                scope.spawn(|| {
+                    m.observe("sts", "unknown", "malformed", Duration::from_millis(1));
+                });
+            }
+        });
         let text = m.render();
         assert!(text.contains(
             "moat_requests_total{service=\"sts\",operation=\"GetCallerIdentity\",outcome=\"allowed\"} 2"
@@ -133,7 +172,10 @@ mod tests {
             "moat_request_duration_seconds_bucket{service=\"sts\",operation=\"GetCallerIdentity\",le=\"0.05\"} 2"
         ));
         assert!(text.contains(
-            "moat_request_duration_seconds_count{service=\"sts\",operation=\"unknown\"} 1"
+            "moat_request_duration_seconds_count{service=\"sts\",operation=\"unknown\"} 9"
+        ));
+        assert!(text.contains(
+            "moat_requests_total{service=\"sts\",operation=\"unknown\",outcome=\"malformed\"} 9"
         ));
     }
 }
