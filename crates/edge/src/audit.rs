@@ -71,9 +71,12 @@ const MOST_PENDING: usize = 4 << 20;
 #[derive(Default)]
 struct Pending {
     lines: Vec<u8>,
-    /// Asked to write everything, sync and stop; told when done.
-    close: Option<oneshot::Sender<()>>,
-    /// Stopped: every later record is refused.
+    /// Asked to write everything, sync and stop (by `close` or the last
+    /// handle going): every later record is refused. Never reset.
+    closing: bool,
+    /// Told once everything is written and synced.
+    closers: Vec<oneshot::Sender<()>>,
+    /// The writer has stopped.
     closed: bool,
 }
 
@@ -100,18 +103,44 @@ struct Handle {
 }
 
 impl Handle {
+    /// Unparks the writer if it is parked. Read before it is written, so
+    /// that requests do not write the flag's line while the writer is awake.
     fn wake(&self) {
-        if self.shared.parked.swap(false, Ordering::SeqCst) {
+        let parked = &self.shared.parked;
+        if parked.load(Ordering::SeqCst) && parked.swap(false, Ordering::SeqCst) {
             self.writer.unpark();
         }
+    }
+
+    fn stop(&self) {
+        self.shared.parked.store(false, Ordering::SeqCst);
+        self.writer.unpark();
     }
 }
 
 impl Drop for Handle {
     fn drop(&mut self) {
-        self.shared.pending().closed = true;
-        self.shared.parked.store(false, Ordering::SeqCst);
-        self.writer.unpark();
+        self.shared.pending().closing = true;
+        self.stop();
+    }
+}
+
+/// Stops the log for good if its writer ends in any way (a panic
+/// included): requests and `close` must not wait for a writer that is gone.
+struct WriterGone<'a>(&'a Shared);
+
+impl Drop for WriterGone<'_> {
+    fn drop(&mut self) {
+        let closers = {
+            let mut pending = self.0.pending();
+            pending.closing = true;
+            pending.closed = true;
+            std::mem::take(&mut pending.closers)
+        };
+        self.0.room.notify_waiters();
+        for done in closers {
+            let _ = done.send(());
+        }
     }
 }
 
@@ -141,7 +170,10 @@ impl AuditLog {
         let thread_shared = shared.clone();
         let thread = std::thread::Builder::new()
             .name("moat-audit".into())
-            .spawn(move || writer.run(&thread_shared))?;
+            .spawn(move || {
+                let _gone = WriterGone(&thread_shared);
+                writer.run(&thread_shared);
+            })?;
         Ok(AuditLog {
             handle: Arc::new(Handle {
                 shared,
@@ -183,7 +215,7 @@ impl AuditLog {
     /// done (or refused for good: the log is closed).
     fn append(&self, line: &[u8]) -> bool {
         let mut pending = self.handle.shared.pending();
-        if pending.closed || pending.close.is_some() {
+        if pending.closing {
             drop(pending);
             tracing::error!("the audit log is closed; a record was not written");
             return true;
@@ -200,17 +232,18 @@ impl AuditLog {
     }
 
     /// Writes every pending record, syncs the file and stops the writer.
+    /// Every caller waits for that, however many there are.
     pub async fn close(&self) {
         let (done, wait) = oneshot::channel();
         {
             let mut pending = self.handle.shared.pending();
-            if pending.closed || pending.close.is_some() {
+            if pending.closed {
                 return;
             }
-            pending.close = Some(done);
+            pending.closing = true;
+            pending.closers.push(done);
         }
-        self.handle.shared.parked.store(false, Ordering::SeqCst);
-        self.handle.writer.unpark();
+        self.handle.stop();
         let _ = wait.await;
     }
 }
@@ -374,10 +407,12 @@ impl Writer {
         // The buffer given back for the next lines, keeping its capacity.
         let mut taken = Vec::new();
         loop {
-            let (close, closed) = {
+            // Closing, no line is added after this: every accepted line
+            // is in what is taken here.
+            let closing = {
                 let mut pending = shared.pending();
                 std::mem::swap(&mut pending.lines, &mut taken);
-                (pending.close.take(), pending.closed)
+                pending.closing
             };
             shared.room.notify_waiters();
             let busy = !taken.is_empty();
@@ -386,18 +421,9 @@ impl Writer {
                 taken.clear();
                 self.flush();
             }
-            if close.is_some() || closed {
-                let mut pending = shared.pending();
-                pending.closed = true;
-                // Lines a request added meanwhile are written too.
-                let last = std::mem::take(&mut pending.lines);
-                drop(pending);
-                shared.room.notify_waiters();
-                self.write(&last);
+            if closing {
+                // `WriterGone` tells every closer.
                 self.sync();
-                if let Some(done) = close {
-                    let _ = done.send(());
-                }
                 return;
             }
             if busy {
@@ -410,7 +436,7 @@ impl Writer {
             shared.parked.store(true, Ordering::SeqCst);
             let idle = {
                 let pending = shared.pending();
-                pending.lines.is_empty() && pending.close.is_none() && !pending.closed
+                pending.lines.is_empty() && !pending.closing
             };
             if idle {
                 std::thread::park();
@@ -466,19 +492,24 @@ impl Writer {
             io::BufWriter::with_capacity(64 << 10, open_private_append(&dir.join("audit.log"))?);
         let rotated = std::mem::replace(&mut self.file, file);
         self.size = 0;
+        let rotated = rotated.into_inner().map_err(|e| e.into_error())?;
         // One sync at a time: the previous one has long finished unless
         // the files are tiny.
         self.wait_for_sync();
-        let sync = move || {
-            if let Ok(file) = rotated.into_inner() {
-                let _ = file.sync_all();
-            }
-        };
-        self.syncing = Some(
+        let spawned = rotated.try_clone().and_then(|file| {
             std::thread::Builder::new()
                 .name("moat-audit-sync".into())
-                .spawn(sync)?,
-        );
+                .spawn(move || {
+                    let _ = file.sync_all();
+                })
+        });
+        match spawned {
+            Ok(syncing) => self.syncing = Some(syncing),
+            // No thread: synced here, as before.
+            Err(_) => {
+                let _ = rotated.sync_all();
+            }
+        }
         Ok(())
     }
 
@@ -677,6 +708,48 @@ mod tests {
         }
         assert_eq!(next, [5000; 4]);
         assert!(!text.contains("late"));
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn every_close_waits_for_the_lines_and_a_late_one_returns() {
+        let dir = std::env::temp_dir().join(format!("moat-audit-close-{}", std::process::id()));
+        let lines = |dir: &Path| {
+            fs::read_to_string(dir.join("audit.log"))
+                .unwrap()
+                .lines()
+                .count()
+        };
+        let wait = std::time::Duration::from_secs(10);
+        for round in 0..20 {
+            let _ = fs::remove_dir_all(&dir);
+            let log = AuditLog::open(AuditConfig {
+                dir: dir.clone(),
+                max_file_bytes: u64::MAX,
+                keep_files: 1,
+            })
+            .unwrap();
+            for i in 0..200 {
+                log.record(&record(&format!("{round}-{i}"))).await;
+            }
+            let closes: Vec<_> = (0..3)
+                .map(|_| {
+                    let log = log.clone();
+                    tokio::spawn(async move { log.close().await })
+                })
+                .collect();
+            for close in closes {
+                let closed = tokio::time::timeout(wait, close).await;
+                assert!(closed.is_ok(), "a close never returned");
+                // Whichever close returned, every line was written.
+                assert_eq!(lines(&dir), 200);
+            }
+            let late = tokio::time::timeout(wait, log.close()).await;
+            assert!(
+                late.is_ok(),
+                "a close after the writer stopped never returned"
+            );
+        }
         let _ = fs::remove_dir_all(&dir);
     }
 
