@@ -246,7 +246,7 @@ impl Edge {
         let target = head
             .headers
             .get("x-amz-target")
-            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+            .map(|v| String::from_utf8_lossy(v.as_bytes()));
         // The service an unsigned or badly signed request was meant for, so that
         // even its error comes in the right format.
         trail.service = service_hint(target.as_deref(), &QueryParams::default());
@@ -294,7 +294,9 @@ impl Edge {
         trail.operation = operation;
 
         let now = unix_now();
-        let caller = match &signed {
+        // The caller lives in the trail (the audit line names it); what
+        // follows borrows it from there.
+        trail.caller = match &signed {
             None if operation.is_some_and(Operation::allows_anonymous) => None,
             None => return Err(ApiError::missing_authentication()),
             Some(signed) => {
@@ -325,10 +327,10 @@ impl Edge {
                     now,
                     PathRules::AWS_SERVICES,
                 )?;
-                trail.caller = Some(caller.clone());
                 Some(caller)
             }
         };
+        let caller = &trail.caller;
 
         let Some(operation) = operation else {
             let message = match service.api_version() {
@@ -354,10 +356,11 @@ impl Edge {
                 .and_then(|v| v.to_str().ok()),
         );
 
-        let region = signed
-            .as_ref()
-            .map(|s| s.scope.region.clone())
-            .unwrap_or_else(|| self.config.regions.first().cloned().unwrap_or_default());
+        let region = match (&signed, self.config.regions.first()) {
+            (Some(signed), _) => signed.scope.region.as_str(),
+            (None, Some(first)) => first.as_str(),
+            (None, None) => "",
+        };
         let json_input = if service.protocol().is_json() {
             codec::decode_json_object(&body)?
         } else {
@@ -366,7 +369,7 @@ impl Edge {
         let ctx = api::Ctx {
             iam: &self.iam,
             kms: &self.kms,
-            region: &region,
+            region,
             caller: caller.as_ref(),
             params: &params,
             now,

@@ -118,26 +118,25 @@ impl fmt::Debug for SignedRequest {
 /// Proof that a request carried a valid signature for `scope.access_key_id`.
 ///
 /// Only [`verify`] makes one, so a handler holding one knows the caller proved
-/// possession of the secret key.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct VerifiedRequest {
-    scope: CredentialScope,
-    security_token: Option<String>,
-    location: AuthLocation,
+/// possession of the secret key. It borrows the request it proves: made
+/// on every request, it copied nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VerifiedRequest<'a> {
+    signed: &'a SignedRequest,
 }
 
-impl VerifiedRequest {
-    pub fn scope(&self) -> &CredentialScope {
-        &self.scope
+impl<'a> VerifiedRequest<'a> {
+    pub fn scope(&self) -> &'a CredentialScope {
+        &self.signed.scope
     }
-    pub fn access_key_id(&self) -> &str {
-        &self.scope.access_key_id
+    pub fn access_key_id(&self) -> &'a str {
+        &self.signed.scope.access_key_id
     }
-    pub fn security_token(&self) -> Option<&str> {
-        self.security_token.as_deref()
+    pub fn security_token(&self) -> Option<&'a str> {
+        self.signed.security_token.as_deref()
     }
     pub fn location(&self) -> AuthLocation {
-        self.location
+        self.signed.location
     }
 }
 
@@ -208,13 +207,13 @@ pub fn parse(req: &RequestParts<'_>) -> Result<Option<SignedRequest>, Error> {
 /// Verifies `signed` against the request with the secret access key.
 ///
 /// `now` is seconds since the Unix epoch. The signature is compared in constant time.
-pub fn verify(
+pub fn verify<'a>(
     req: &RequestParts<'_>,
-    signed: &SignedRequest,
+    signed: &'a SignedRequest,
     secret_access_key: &[u8],
     now: i64,
     rules: PathRules,
-) -> Result<VerifiedRequest, Error> {
+) -> Result<VerifiedRequest<'a>, Error> {
     check_time(signed, now)?;
     let same_day = match signed.date.basic() {
         Some(basic) => basic[..8] == *signed.scope.date.as_bytes(),
@@ -263,12 +262,8 @@ pub fn canonical_request(
     ))
 }
 
-fn verified(signed: &SignedRequest) -> VerifiedRequest {
-    VerifiedRequest {
-        scope: signed.scope.clone(),
-        security_token: signed.security_token.clone(),
-        location: signed.location,
-    }
+fn verified(signed: &SignedRequest) -> VerifiedRequest<'_> {
+    VerifiedRequest { signed }
 }
 
 fn check_time(signed: &SignedRequest, now: i64) -> Result<(), Error> {
