@@ -199,6 +199,10 @@ impl AuditLog {
                 Some(line.clone())
             }
         });
+        // A request that waited is not served before one that did not: under
+        // overload without end a wait has no bound (the queue before this was
+        // first come, first served). The writer takes everything each turn,
+        // so in practice a wait lasts a turn or two.
         while let Some(waiting) = line.take() {
             let room = self.handle.shared.room.notified();
             tokio::pin!(room);
