@@ -94,12 +94,22 @@ impl CredentialScope {
 pub struct SignedRequest {
     pub location: AuthLocation,
     pub scope: CredentialScope,
-    pub signed_headers: Vec<String>,
+    /// `SignedHeaders` as received, checked: lower-case names joined by
+    /// `;` (see [`SignedRequest::signed_headers`]). Kept whole, it is the
+    /// canonical request's list as it is.
+    signed_headers: String,
     pub date: AmzDate,
     /// `X-Amz-Expires` of a presigned request, in seconds.
     pub expires: Option<i64>,
     pub security_token: Option<String>,
     signature: Vec<u8>,
+}
+
+impl SignedRequest {
+    /// The names of the signed headers, in their order.
+    pub fn signed_headers(&self) -> impl Iterator<Item = &str> {
+        self.signed_headers.split(';')
+    }
 }
 
 impl fmt::Debug for SignedRequest {
@@ -355,19 +365,14 @@ fn build_canonical_request(
     out.push('\n');
     out.push_str(&query);
     out.push('\n');
-    for name in &signed.signed_headers {
+    for name in signed.signed_headers() {
         out.push_str(name);
         out.push(':');
         canonical::push_header_value(&mut out, req.headers, name);
         out.push('\n');
     }
     out.push('\n');
-    for (i, name) in signed.signed_headers.iter().enumerate() {
-        if i > 0 {
-            out.push(';');
-        }
-        out.push_str(name);
-    }
+    out.push_str(&signed.signed_headers);
     out.push('\n');
     out.push_str(payload_hash);
     out
@@ -569,20 +574,20 @@ fn build(
     let scope = parse_scope(credential)?;
     let signed_headers = std::str::from_utf8(signed_headers)
         .ok()
-        .map(|s| s.split(';').map(str::to_owned).collect::<Vec<_>>())
         .filter(|names| {
-            names.iter().all(|n| {
+            names.split(';').all(|n| {
                 !n.is_empty()
                     && n.bytes()
                         .all(|b| b.is_ascii_graphic() && !b.is_ascii_uppercase())
             })
         })
+        .map(str::to_owned)
         .ok_or_else(|| {
             Error::Incomplete(
                 "SignedHeaders must be lower-case header names separated by ';'.".into(),
             )
         })?;
-    if !signed_headers.iter().any(|h| h == "host") {
+    if !signed_headers.split(';').any(|h| h == "host") {
         return Err(Error::Incomplete(
             "'Host' must be a 'SignedHeader' in the AWS Authorization.".into(),
         ));

@@ -168,14 +168,14 @@ fn mutations(req: &RawRequest, token_unsigned: bool) -> Vec<(String, RawRequest)
         }
     }
 
-    for name in &signed.signed_headers {
+    for name in signed.signed_headers() {
         let mut m = req.clone();
         let value = if name == "x-amz-date" {
             AmzDate::from_unix_seconds(signed.date.unix_seconds() + 1).to_string()
         } else {
             let old = req
                 .headers
-                .get(name.as_str())
+                .get(name)
                 .map(|v| v.to_str().unwrap())
                 .unwrap_or("");
             format!("{old}0")
