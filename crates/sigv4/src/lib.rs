@@ -129,8 +129,9 @@ impl fmt::Debug for SignedRequest {
 ///
 /// Only [`verify`] makes one, so a handler holding one knows the caller proved
 /// possession of the secret key. It borrows the request it proves: made
-/// on every request, it copied nothing.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// on every request, it copied nothing. Not comparable: it holds the
+/// signature, which is only ever compared in constant time.
+#[derive(Debug, Clone, Copy)]
 pub struct VerifiedRequest<'a> {
     signed: &'a SignedRequest,
 }

@@ -324,8 +324,9 @@ fn signing_time_outside_the_window_is_refused() {
             case.secret.as_bytes(),
             case.now + 3601,
             case.rules
-        ),
-        Err(Error::PresignExpired)
+        )
+        .err(),
+        Some(Error::PresignExpired)
     );
 }
 
