@@ -568,6 +568,23 @@ mod tests {
         }
     }
 
+    /// An empty directory of the test's own, under the system's temporary one.
+    fn fresh_dir(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("moat-audit-{name}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        dir
+    }
+
+    /// A log in `dir` that never rotates, with `room` bytes of lines pending.
+    fn unrotated_log(dir: &Path, room: usize) -> AuditLog {
+        let config = AuditConfig {
+            dir: dir.to_owned(),
+            max_file_bytes: u64::MAX,
+            keep_files: 1,
+        };
+        AuditLog::open_with_room(config, room).unwrap()
+    }
+
     /// The line as serde_json writes the record's fields, the format the
     /// log had before it wrote its lines itself.
     #[derive(serde::Serialize)]
@@ -666,15 +683,9 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn requests_wait_for_room_and_every_line_is_written_in_order() {
-        let dir = std::env::temp_dir().join(format!("moat-audit-room-{}", std::process::id()));
-        let _ = fs::remove_dir_all(&dir);
+        let dir = fresh_dir("room");
         // Room for about a hundred lines: requests must wait for it.
-        let config = AuditConfig {
-            dir: dir.clone(),
-            max_file_bytes: u64::MAX,
-            keep_files: 1,
-        };
-        let log = AuditLog::open_with_room(config, 64 << 10).unwrap();
+        let log = unrotated_log(&dir, 64 << 10);
         // Four writers of 5,000 lines each.
         let long = "x".repeat(400);
         let tasks: Vec<_> = (0..4)
@@ -717,7 +728,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn every_close_waits_for_the_lines_and_a_late_one_returns() {
-        let dir = std::env::temp_dir().join(format!("moat-audit-close-{}", std::process::id()));
+        let dir = fresh_dir("close");
         let lines = |dir: &Path| {
             fs::read_to_string(dir.join("audit.log"))
                 .unwrap()
@@ -727,12 +738,7 @@ mod tests {
         let wait = std::time::Duration::from_secs(10);
         for round in 0..20 {
             let _ = fs::remove_dir_all(&dir);
-            let log = AuditLog::open(AuditConfig {
-                dir: dir.clone(),
-                max_file_bytes: u64::MAX,
-                keep_files: 1,
-            })
-            .unwrap();
+            let log = unrotated_log(&dir, MOST_PENDING);
             for i in 0..200 {
                 log.record(&record(&format!("{round}-{i}"))).await;
             }
@@ -759,14 +765,8 @@ mod tests {
 
     #[test]
     fn the_writer_writes_what_is_pending_when_the_last_handle_goes() {
-        let dir = std::env::temp_dir().join(format!("moat-audit-drop-{}", std::process::id()));
-        let _ = fs::remove_dir_all(&dir);
-        let log = AuditLog::open(AuditConfig {
-            dir: dir.clone(),
-            max_file_bytes: u64::MAX,
-            keep_files: 1,
-        })
-        .unwrap();
+        let dir = fresh_dir("drop");
+        let log = unrotated_log(&dir, MOST_PENDING);
         let shared = log.handle.shared.clone();
         let runtime = tokio::runtime::Builder::new_current_thread()
             .build()
@@ -789,8 +789,7 @@ mod tests {
 
     #[tokio::test]
     async fn rotates_by_size_and_keeps_files_private() {
-        let dir = std::env::temp_dir().join(format!("moat-audit-{}", std::process::id()));
-        let _ = fs::remove_dir_all(&dir);
+        let dir = fresh_dir("rotate");
         let log = AuditLog::open(AuditConfig {
             dir: dir.clone(),
             max_file_bytes: 1000,

@@ -20,4 +20,4 @@ pub mod server;
 pub mod services;
 pub mod tls;
 
-pub use pipeline::{now_rfc3339, Edge, EdgeConfig, Services, HEALTH_PATH};
+pub use pipeline::{Edge, EdgeConfig, Services, HEALTH_PATH};

@@ -617,24 +617,8 @@ fn unix_now() -> i64 {
         .unwrap_or(0)
 }
 
-/// Now as RFC 3339 UTC with milliseconds, the audit log's time format.
-pub fn now_rfc3339() -> String {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default();
-    let mut text = iso8601_seconds(now.as_secs() as i64);
-    text.pop(); // the 'Z', put back after the milliseconds
-    let millis = now.subsec_millis();
-    text.push('.');
-    for digit in [millis / 100, millis / 10 % 10, millis % 10] {
-        text.push(char::from(b'0' + digit as u8));
-    }
-    text.push('Z');
-    text
-}
-
 /// `unix` as ISO 8601 UTC (`2015-08-30T12:36:00Z`). Every request needs
-/// the current second's text twice (`aws:CurrentTime`, the audit line): each
+/// the current second's text twice (`aws:CurrentTime`, the audit line's time): each
 /// thread keeps the last one it made.
 pub(crate) fn iso8601_seconds(unix: i64) -> String {
     with_iso8601_seconds(unix, str::to_owned)
