@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use moat_objects::ObjectStore;
-use moat_store::{Db, Locked, StoreError, Tx};
+use moat_store::{Db, Locked, StoreError, Tally, Tx};
 use serde::{Deserialize, Serialize};
 
 use crate::expr::SortCondition;
@@ -327,20 +327,75 @@ pub struct IndexStats {
     pub bytes: i64,
 }
 
-fn read_stats(tx: &Tx<'_>) -> Result<Stats, DdbError> {
+/// The stored count and size. Items change them only through
+/// [`StatsChange`], so read them in a transaction of its own
+/// ([`Db::lock`]): a group member would not see its group's changes.
+fn read_stats(tx: &Tx<'_>) -> Result<Stats, StoreError> {
     Ok(match tx.get(STATS, b"stats")? {
         Some(b) => serde_json::from_slice(&b).unwrap_or_default(),
         None => Stats::default(),
     })
 }
 
-fn write_stats(tx: &Tx<'_>, stats: &Stats) -> Result<(), DdbError> {
+fn write_stats(tx: &Tx<'_>, stats: &Stats) -> Result<(), StoreError> {
     tx.put(
         STATS,
         b"stats",
         &serde_json::to_vec(stats).unwrap_or_default(),
-    )?;
-    Ok(())
+    )
+}
+
+/// Writes' change to their table's count and size, and to each index's:
+/// tallied by a group commit's members and written once per group.
+#[derive(Default)]
+struct StatsChange(Stats);
+
+/// [`StatsChange`]'s name among a store's tallies.
+const STATS_CHANGE: &str = "stats";
+
+impl Tally for StatsChange {
+    fn absorb(&mut self, other: &dyn std::any::Any) {
+        if let Some(StatsChange(other)) = other.downcast_ref::<StatsChange>() {
+            self.0.items += other.items;
+            self.0.bytes += other.bytes;
+            for (name, change) in &other.indexes {
+                let sum = self.0.indexes.entry(name.clone()).or_default();
+                sum.items += change.items;
+                sum.bytes += change.bytes;
+            }
+        }
+    }
+
+    fn write(&self, tx: &Tx<'_>) -> Result<(), StoreError> {
+        let mut stats = read_stats(tx)?;
+        stats.items += self.0.items;
+        stats.bytes += self.0.bytes;
+        for (name, change) in &self.0.indexes {
+            // Counted only where counting started (see `Stats::indexes`).
+            if let Some(counted) = stats.indexes.get_mut(name) {
+                counted.items += change.items;
+                counted.bytes += change.bytes;
+            }
+        }
+        write_stats(tx, &stats)
+    }
+
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+}
+
+/// Runs `f` in a transaction of its own on `db` (any open group, its
+/// count and size included, commits first), and commits it.
+fn own_transaction<T>(
+    db: &Db,
+    f: impl FnOnce(&Tx<'_>) -> Result<T, DdbError>,
+) -> Result<T, DdbError> {
+    let mut locked = db.lock();
+    let tx = locked.begin()?;
+    let out = f(&tx)?;
+    tx.commit()?;
+    Ok(out)
 }
 
 /// Counts an index's entries (inside a transaction, so that no write
@@ -789,7 +844,7 @@ impl Table {
         if let Some(kept) = self.stats()?.indexes.get(&index.name) {
             return Ok(*kept);
         }
-        self.db.transaction(|tx: &Tx<'_>| {
+        own_transaction(&self.db, |tx: &Tx<'_>| {
             let mut stats = read_stats(tx)?;
             if let Some(kept) = stats.indexes.get(&index.name) {
                 return Ok(*kept);
@@ -890,14 +945,15 @@ impl Table {
         tx: &Tx<'_>,
         writes: &[(ItemKey, Option<Item>)],
     ) -> Result<(), DdbError> {
-        // The count and size are read and written once for the batch, not
-        // once per item.
-        let mut stats = read_stats(tx)?;
+        // The count and size are tallied once for the batch, not once per
+        // item.
+        let mut change = StatsChange::default();
         for (key, new) in writes {
             let old = self.read_in(tx, key)?;
-            self.apply_counted(tx, key, old.as_ref(), new.as_ref(), &mut stats)?;
+            self.apply_counted(tx, key, old.as_ref(), new.as_ref(), &mut change.0)?;
         }
-        write_stats(tx, &stats)
+        tx.tally(STATS_CHANGE, Box::new(change))?;
+        Ok(())
     }
 
     /// The item under `key`, inside a transaction.
@@ -917,13 +973,14 @@ impl Table {
         old: Option<&Item>,
         new: Option<&Item>,
     ) -> Result<(), DdbError> {
-        let mut stats = read_stats(tx)?;
-        self.apply_counted(tx, key, old, new, &mut stats)?;
-        write_stats(tx, &stats)
+        let mut change = StatsChange::default();
+        self.apply_counted(tx, key, old, new, &mut change.0)?;
+        tx.tally(STATS_CHANGE, Box::new(change))?;
+        Ok(())
     }
 
-    /// [`Table::apply_in`], keeping the count and size in `stats`, which
-    /// the caller reads before and writes after.
+    /// [`Table::apply_in`], adding the change to the count and size to
+    /// `stats`, which the caller tallies.
     fn apply_counted(
         &self,
         tx: &Tx<'_>,
@@ -959,26 +1016,26 @@ impl Table {
         // Indexes change in the same transaction as the item.
         for index in &self.meta.indexes {
             let tree = index.tree();
-            // Counted only where counting started (see `Stats::indexes`).
-            let mut counted = stats.indexes.get_mut(&index.name);
+            let mut change = IndexStats::default();
             if let Some(old) = old {
                 if let Some(k) = index.entry_key(old, &key.storage)? {
                     tx.delete(&tree, &k)?;
-                    if let Some(c) = counted.as_deref_mut() {
-                        c.items -= 1;
-                        c.bytes -= item_size(&index.project(&self.meta, old)) as i64;
-                    }
+                    change.items -= 1;
+                    change.bytes -= item_size(&index.project(&self.meta, old)) as i64;
                 }
             }
             if let Some(new) = new {
                 if let Some(k) = index.entry_key(new, &key.storage)? {
                     let entry = index.project(&self.meta, new);
                     tx.put(&tree, &k, &Self::encode(&entry))?;
-                    if let Some(c) = counted {
-                        c.items += 1;
-                        c.bytes += item_size(&entry) as i64;
-                    }
+                    change.items += 1;
+                    change.bytes += item_size(&entry) as i64;
                 }
+            }
+            if change != IndexStats::default() {
+                let sum = stats.indexes.entry(index.name.clone()).or_default();
+                sum.items += change.items;
+                sum.bytes += change.bytes;
             }
         }
         if self.meta.pitr.is_some() && (old.is_some() || new.is_some()) {
@@ -1998,12 +2055,12 @@ impl Tables {
             cursor = Bound::Excluded(last);
         }
         // Counted once it is whole; every write keeps the count from here.
-        table.db.transaction(|tx: &Tx<'_>| {
+        own_transaction(&table.db, |tx: &Tx<'_>| {
             let mut stats = read_stats(tx)?;
             stats
                 .indexes
                 .insert(index.name.clone(), count_index(tx, &index)?);
-            write_stats(tx, &stats)
+            Ok(write_stats(tx, &stats)?)
         })?;
         self.update_meta(region, name, |m| {
             if let Some(i) = m.indexes.iter_mut().find(|i| i.name == index_name) {
@@ -2053,13 +2110,13 @@ impl Tables {
         }
         let table = self.table(region, name)?;
         let tree = index.tree();
-        table.db.transaction(|tx: &Tx<'_>| {
+        own_transaction(&table.db, |tx: &Tx<'_>| {
             for (k, _) in tx.scan(&tree, Bound::Unbounded, Bound::Unbounded, usize::MAX)? {
                 tx.delete(&tree, &k)?;
             }
             let mut stats = read_stats(tx)?;
             stats.indexes.remove(index_name);
-            write_stats(tx, &stats)
+            Ok(write_stats(tx, &stats)?)
         })?;
         Ok(meta)
     }
