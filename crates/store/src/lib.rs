@@ -26,7 +26,7 @@ use std::task::{Context, Poll, Waker};
 
 use rusqlite::{params, Connection, ErrorCode, OpenFlags, OptionalExtension};
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 pub enum StoreError {
     /// The file is damaged, or was not written with this key.
     #[error("the store {path} is corrupt or was encrypted with another key")]
@@ -181,12 +181,12 @@ struct Group {
 
 #[derive(Default)]
 struct GroupOutcome {
-    decided: Option<Result<(), String>>,
+    decided: Option<Result<(), StoreError>>,
     waiting_tasks: Vec<Waker>,
 }
 
 impl Group {
-    fn finish(&self, outcome: Result<(), String>) {
+    fn finish(&self, outcome: Result<(), StoreError>) {
         let wakers = {
             let mut state = self.outcome.lock().unwrap_or_else(|p| p.into_inner());
             state.decided = Some(outcome);
@@ -198,7 +198,7 @@ impl Group {
         }
     }
 
-    fn wait(&self) -> Result<(), String> {
+    fn wait(&self) -> Result<(), StoreError> {
         let mut state = self.outcome.lock().unwrap_or_else(|p| p.into_inner());
         loop {
             if let Some(o) = state.decided.as_ref() {
@@ -208,7 +208,7 @@ impl Group {
         }
     }
 
-    fn poll_decided(&self, cx: &Context<'_>) -> Poll<Result<(), String>> {
+    fn poll_decided(&self, cx: &Context<'_>) -> Poll<Result<(), StoreError>> {
         let mut state = self.outcome.lock().unwrap_or_else(|p| p.into_inner());
         match state.decided.as_ref() {
             Some(o) => Poll::Ready(o.clone()),
@@ -688,10 +688,7 @@ impl Db {
         drop(writer);
         // A refused transaction left nothing in the group: no need to wait.
         let value = joined.out?;
-        joined
-            .group
-            .wait()
-            .map_err(|message| self.group_failed(message))?;
+        joined.group.wait()?;
         Ok(value)
     }
 
@@ -727,18 +724,8 @@ impl Db {
             drop(writer);
             (joined.group, joined.out?)
         };
-        std::future::poll_fn(|cx| group.poll_decided(cx))
-            .await
-            .map_err(|message| self.group_failed(message))?;
+        std::future::poll_fn(|cx| group.poll_decided(cx)).await?;
         Ok(value)
-    }
-
-    /// A member's error for its group's failed commit.
-    fn group_failed(&self, message: String) -> StoreError {
-        StoreError::Engine {
-            path: self.path.display().to_string(),
-            message,
-        }
     }
 
     /// Runs `f` as a member of the open group (opening one if there is
@@ -836,11 +823,8 @@ impl Db {
             ));
             result
         });
-        group.finish(result.as_ref().map(|_| ()).map_err(|e| match e {
-            // Members wrap the message in an error of their own.
-            StoreError::Engine { message, .. } => message.clone(),
-            corrupt => corrupt.to_string(),
-        }));
+        // Every member gets the committer's error, a corrupt file's included.
+        group.finish(result.clone());
         result
     }
 
@@ -857,7 +841,17 @@ impl Db {
             touched: RefCell::default(),
             tallies: RefCell::default(),
         };
-        let written = tallies.iter().try_for_each(|(_, tally)| tally.write(&tx));
+        // A tally that panics fails the group (it is rolled back) instead
+        // of leaving its members waiting.
+        let written = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            tallies.iter().try_for_each(|(_, tally)| tally.write(&tx))
+        }))
+        .unwrap_or_else(|_| {
+            Err(StoreError::Engine {
+                path: self.path.display().to_string(),
+                message: "a count kept with the commit could not be written".into(),
+            })
+        });
         let touched = tx.touched.take();
         writer.touched.extend(touched);
         written
@@ -869,7 +863,7 @@ impl Db {
             let _ = writer.conn.execute_batch("ROLLBACK");
             writer.touched.clear();
             writer.tallies.clear();
-            group.finish(Err(why.to_string()));
+            group.finish(Err(why.clone()));
         }
     }
 
@@ -1436,7 +1430,29 @@ mod tests {
         tx.commit().unwrap();
         drop(held);
         assert_eq!(stored(&db, b"tally"), 3 * kept + 5);
+        // A tally that panics as the group commits fails the group, which
+        // is rolled back, and the store goes on.
+        let failed = db.transaction(|tx| {
+            tx.put("t", b"with-a-bad-tally", b"v")?;
+            tx.tally("panics", Box::new(Panics))
+        });
+        assert!(failed.is_err());
+        assert!(db.get("t", b"with-a-bad-tally").unwrap().is_none());
+        db.put("t", b"after-a-bad-tally", b"v").unwrap();
+        assert!(db.get("t", b"after-a-bad-tally").unwrap().is_some());
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    struct Panics;
+
+    impl Tally for Panics {
+        fn absorb(&mut self, _: &dyn Any) {}
+        fn write(&self, _: &Tx<'_>) -> Result<(), StoreError> {
+            panic!("a bug in a tally");
+        }
+        fn as_any(&self) -> &dyn Any {
+            self
+        }
     }
 
     /// One async transaction of [`counted_write`].
