@@ -835,6 +835,47 @@ async fn concurrent_writes_serialise_and_outlive_hung_up_clients() {
         .count();
     // Less the counter's own first put.
     assert_eq!(audited - 1, stored);
+
+    // Concurrent puts commit in groups, a refused one among them: the
+    // table's count takes in each stored item once, and no refused one.
+    let burst = 40;
+    let puts: Vec<_> = (0..burst)
+        .map(|i| {
+            let db = db.clone();
+            tokio::spawn(async move {
+                // Every fourth puts over the counter, which exists.
+                let pk = if i % 4 == 0 {
+                    "c".to_owned()
+                } else {
+                    format!("burst{i}")
+                };
+                db.put_item()
+                    .table_name("counters")
+                    .item("pk", s(&pk))
+                    .condition_expression("attribute_not_exists(pk)")
+                    .send()
+                    .await
+                    .map_err(|e| e.code().unwrap_or_default().to_owned())
+            })
+        })
+        .collect();
+    let mut refused = 0;
+    for put in puts {
+        match put.await.unwrap() {
+            Ok(_) => {}
+            Err(code) if code == "ConditionalCheckFailedException" => refused += 1,
+            Err(code) => panic!("{code}"),
+        }
+    }
+    assert_eq!(refused, burst / 4);
+    let described = db
+        .describe_table()
+        .table_name("counters")
+        .send()
+        .await
+        .unwrap();
+    let count = described.table().unwrap().item_count().unwrap();
+    assert_eq!(count as usize, 1 + stored + (burst - refused));
 }
 
 #[tokio::test(flavor = "multi_thread")]
