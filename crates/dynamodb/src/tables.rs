@@ -327,6 +327,13 @@ pub struct IndexStats {
     pub bytes: i64,
 }
 
+impl std::ops::AddAssign for IndexStats {
+    fn add_assign(&mut self, change: IndexStats) {
+        self.items += change.items;
+        self.bytes += change.bytes;
+    }
+}
+
 /// The stored count and size. Items change them only through
 /// [`StatsChange`], so read them in a transaction of its own
 /// ([`Db::lock`]): a group member would not see its group's changes.
@@ -359,9 +366,7 @@ impl Tally for StatsChange {
             self.0.items += other.items;
             self.0.bytes += other.bytes;
             for (name, change) in &other.indexes {
-                let sum = self.0.indexes.entry(name.clone()).or_default();
-                sum.items += change.items;
-                sum.bytes += change.bytes;
+                *self.0.indexes.entry(name.clone()).or_default() += *change;
             }
         }
     }
@@ -373,8 +378,7 @@ impl Tally for StatsChange {
         for (name, change) in &self.0.indexes {
             // Counted only where counting started (see `Stats::indexes`).
             if let Some(counted) = stats.indexes.get_mut(name) {
-                counted.items += change.items;
-                counted.bytes += change.bytes;
+                *counted += *change;
             }
         }
         write_stats(tx, &stats)
@@ -1033,9 +1037,7 @@ impl Table {
                 }
             }
             if change != IndexStats::default() {
-                let sum = stats.indexes.entry(index.name.clone()).or_default();
-                sum.items += change.items;
-                sum.bytes += change.bytes;
+                *stats.indexes.entry(index.name.clone()).or_default() += change;
             }
         }
         if self.meta.pitr.is_some() && (old.is_some() || new.is_some()) {

@@ -749,13 +749,7 @@ impl Db {
             return Err(e.into());
         }
         let (ran, touched, tallies) = {
-            let tx = Tx {
-                tx: TxConn::Member(&writer.conn),
-                path: &self.path,
-                cache: &self.cache,
-                touched: RefCell::default(),
-                tallies: RefCell::default(),
-            };
+            let tx = Tx::new(TxConn::Member(&writer.conn), &self.path, &self.cache);
             let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(&tx)));
             (ran, tx.touched.take(), tx.tallies.take())
         };
@@ -834,13 +828,7 @@ impl Db {
         if tallies.is_empty() {
             return Ok(());
         }
-        let tx = Tx {
-            tx: TxConn::Member(&writer.conn),
-            path: &self.path,
-            cache: &self.cache,
-            touched: RefCell::default(),
-            tallies: RefCell::default(),
-        };
+        let tx = Tx::new(TxConn::Member(&writer.conn), &self.path, &self.cache);
         // A tally that panics fails the group (it is rolled back) instead
         // of leaving its members waiting.
         let written = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
@@ -950,17 +938,21 @@ impl Locked<'_> {
             .conn
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
             .map_err(|e| engine_error(self.path, e))?;
-        Ok(Tx {
-            tx: TxConn::Own(tx),
-            path: self.path,
-            cache: self.cache,
-            touched: RefCell::default(),
-            tallies: RefCell::default(),
-        })
+        Ok(Tx::new(TxConn::Own(tx), self.path, self.cache))
     }
 }
 
-impl Tx<'_> {
+impl<'a> Tx<'a> {
+    fn new(tx: TxConn<'a>, path: &'a Path, cache: &'a cache::Cache) -> Tx<'a> {
+        Tx {
+            tx,
+            path,
+            cache,
+            touched: RefCell::default(),
+            tallies: RefCell::default(),
+        }
+    }
+
     /// Commits durably (a transaction of its own; a group member commits
     /// with its group).
     pub fn commit(self) -> Result<(), StoreError> {
@@ -1257,14 +1249,30 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
     }
 
+    /// The counter under `key` of the tree "count", inside a transaction.
+    fn count_in(tx: &Tx<'_>, key: &[u8]) -> Result<u32, StoreError> {
+        Ok(tx
+            .get("count", key)?
+            .map_or(0, |b| u32::from_be_bytes(b.try_into().unwrap())))
+    }
+
+    /// Adds `by` to the counter under `key`.
+    fn bump(tx: &Tx<'_>, key: &[u8], by: u32) -> Result<(), StoreError> {
+        let n = count_in(tx, key)?;
+        tx.put("count", key, &(n + by).to_be_bytes())
+    }
+
+    /// The counter under `key`, as last committed.
+    fn stored(db: &Db, key: &[u8]) -> u32 {
+        db.get("count", key)
+            .unwrap()
+            .map_or(0, |b| u32::from_be_bytes(b.try_into().unwrap()))
+    }
+
     /// Writes `key` and bumps the counter; refuses (after writing) if asked.
     fn counted_write(tx: &Tx<'_>, key: &[u8], refuse: bool) -> Result<(), StoreError> {
         tx.put("t", key, b"v")?;
-        let n = tx
-            .get("count", b"n")?
-            .map(|b| u32::from_be_bytes(b.try_into().unwrap()))
-            .unwrap_or(0);
-        tx.put("count", b"n", &(n + 1).to_be_bytes())?;
+        bump(tx, b"n", 1)?;
         if refuse {
             return Err(StoreError::Engine {
                 path: String::new(),
@@ -1274,36 +1282,49 @@ mod tests {
         Ok(())
     }
 
-    #[test]
-    fn concurrent_transactions_commit_in_groups_and_refusals_stay_alone() {
-        let dir = temp("group");
-        let db = std::sync::Arc::new(Db::open(&dir.join("g.db"), &[3u8; 32]).unwrap());
+    /// Runs `per_thread` transactions on each of 8 threads at once, so that
+    /// they commit in groups: `write` with the key `THREAD-I`, refusing
+    /// every `refuse_every`-th (`I % refuse_every == 0`). After each kept one
+    /// returns, `check(db, key, kept so far on its thread)`. Returns how
+    /// many were kept.
+    fn write_from_threads(
+        db: &std::sync::Arc<Db>,
+        per_thread: u32,
+        refuse_every: u32,
+        write: fn(&Tx<'_>, &[u8], bool) -> Result<(), StoreError>,
+        check: fn(&Db, &[u8], u32),
+    ) -> u32 {
         let threads: Vec<_> = (0..8u32)
             .map(|t| {
                 let db = db.clone();
                 std::thread::spawn(move || {
                     let mut kept = 0;
-                    for i in 0..150u32 {
-                        // Every third transaction writes, then refuses.
-                        let refuse = i % 3 == 0;
-                        let result = db.transaction(|tx| {
-                            counted_write(tx, format!("{t}-{i}").as_bytes(), refuse)
-                        });
+                    for i in 0..per_thread {
+                        let key = format!("{t}-{i}");
+                        let refuse = i % refuse_every == 0;
+                        let result = db.transaction(|tx| write(tx, key.as_bytes(), refuse));
                         assert_eq!(result.is_err(), refuse);
                         if !refuse {
                             kept += 1;
-                            // What returned is committed: a reader sees it.
-                            assert!(db
-                                .get("t", format!("{t}-{i}").as_bytes())
-                                .unwrap()
-                                .is_some());
+                            check(&db, key.as_bytes(), kept);
                         }
                     }
                     kept
                 })
             })
             .collect();
-        let kept: u32 = threads.into_iter().map(|t| t.join().unwrap()).sum();
+        threads.into_iter().map(|t| t.join().unwrap()).sum()
+    }
+
+    #[test]
+    fn concurrent_transactions_commit_in_groups_and_refusals_stay_alone() {
+        let dir = temp("group");
+        let db = std::sync::Arc::new(Db::open(&dir.join("g.db"), &[3u8; 32]).unwrap());
+        // Every third transaction writes, then refuses.
+        let kept = write_from_threads(&db, 150, 3, counted_write, |db, key, _| {
+            // What returned is committed: a reader sees it.
+            assert!(db.get("t", key).unwrap().is_some());
+        });
         let rows = db
             .scan("t", Bound::Unbounded, Bound::Unbounded, 10_000)
             .unwrap();
@@ -1319,8 +1340,7 @@ mod tests {
             i % 3 != 0
         }));
         // The counter saw each kept transaction once, and no refused one.
-        let n = db.get("count", b"n").unwrap().unwrap();
-        assert_eq!(u32::from_be_bytes(n.try_into().unwrap()), kept);
+        assert_eq!(stored(&db, b"n"), kept);
         // A transaction that panics half-way leaves nothing behind.
         let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             let _: Result<(), StoreError> = db.transaction(|tx| {
@@ -1350,27 +1370,13 @@ mod tests {
             self.0 += other.downcast_ref::<Added>().map_or(0, |o| o.0);
         }
         fn write(&self, tx: &Tx<'_>) -> Result<(), StoreError> {
-            let n = tx
-                .get("count", b"tally")?
-                .map(|b| u32::from_be_bytes(b.try_into().unwrap()))
-                .unwrap_or(0);
-            tx.put("count", b"tally", &(n + self.0).to_be_bytes())?;
+            bump(tx, b"tally", self.0)?;
             // The writes of the group's tallies are counted too.
-            let writes = tx
-                .get("count", b"writes")?
-                .map(|b| u32::from_be_bytes(b.try_into().unwrap()))
-                .unwrap_or(0);
-            tx.put("count", b"writes", &(writes + 1).to_be_bytes())
+            bump(tx, b"writes", 1)
         }
         fn as_any(&self) -> &dyn Any {
             self
         }
-    }
-
-    fn stored(db: &Db, key: &[u8]) -> u32 {
-        db.get("count", key)
-            .unwrap()
-            .map_or(0, |b| u32::from_be_bytes(b.try_into().unwrap()))
     }
 
     /// A group writes its kept members' tallies once, added up; a refused
@@ -1380,30 +1386,15 @@ mod tests {
     fn a_group_writes_the_sum_of_its_kept_members_tallies_once() {
         let dir = temp("tally");
         let db = std::sync::Arc::new(Db::open(&dir.join("t.db"), &[4u8; 32]).unwrap());
-        let threads: Vec<_> = (0..8u32)
-            .map(|t| {
-                let db = db.clone();
-                std::thread::spawn(move || {
-                    let mut kept = 0;
-                    for i in 0..100u32 {
-                        let refuse = i % 4 == 0;
-                        let result = db.transaction(|tx| {
-                            tx.tally("added", Box::new(Added(2)))?;
-                            tx.tally("added", Box::new(Added(1)))?;
-                            counted_write(tx, format!("{t}-{i}").as_bytes(), refuse)
-                        });
-                        assert_eq!(result.is_err(), refuse);
-                        if !refuse {
-                            kept += 1;
-                            // What returned is committed, its tally too.
-                            assert!(stored(&db, b"tally") >= 3 * kept);
-                        }
-                    }
-                    kept
-                })
-            })
-            .collect();
-        let kept: u32 = threads.into_iter().map(|t| t.join().unwrap()).sum();
+        let tallied_write = |tx: &Tx<'_>, key: &[u8], refuse: bool| {
+            tx.tally("added", Box::new(Added(2)))?;
+            tx.tally("added", Box::new(Added(1)))?;
+            counted_write(tx, key, refuse)
+        };
+        let kept = write_from_threads(&db, 100, 4, tallied_write, |db, _, kept| {
+            // What returned is committed, its tally too.
+            assert!(stored(db, b"tally") >= 3 * kept);
+        });
         assert_eq!(stored(&db, b"tally"), 3 * kept);
         assert_eq!(stored(&db, b"n"), kept);
         // Once per group, not per member: groups formed.
