@@ -430,6 +430,24 @@ fn open_connection(
     tried
 }
 
+/// Refuses a connection whose pages would be sealed in another mode than
+/// `format`'s: read so, a CTR store would look damaged; written so, it
+/// would be. (SQLCipher's own provider, in place if Moat's could not be
+/// installed, knows only CBC.)
+fn check_page_cipher(conn: &Connection, path: &Path, format: Format) -> Result<(), StoreError> {
+    let mode: String = conn
+        .query_row("PRAGMA cipher", [], |r| r.get(0))
+        .map_err(|e| engine_error(path, e))?;
+    let wanted = format.cipher.name().to_str().unwrap_or_default();
+    if mode == wanted {
+        return Ok(());
+    }
+    Err(StoreError::Engine {
+        path: path.display().to_string(),
+        message: format!("the store's pages are in {wanted}, and the page cipher here is {mode}"),
+    })
+}
+
 /// Another connection to an open store, with its current key.
 fn open_again(
     path: &Path,
@@ -475,6 +493,7 @@ fn open_in_format(
         ))
     })
     .map_err(err)?;
+    check_page_cipher(&conn, path, format)?;
     // cipher_memory_security would mlock and wipe every allocation: two
     // system calls per malloc, most of a read's CPU time (see
     // BENCHMARKS.md). Decrypted pages stay in this process's memory either
@@ -1689,6 +1708,28 @@ mod tests {
         let writer = provider(&db.conn.lock().unwrap().conn).unwrap();
         assert_eq!(writer, expected);
         assert_eq!(db.read(provider).unwrap(), expected);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_connection_keyed_in_another_mode_is_refused() {
+        let dir = temp("mode");
+        let path = dir.join("m.db");
+        cipher::install();
+        let conn = Connection::open(&path).unwrap();
+        // Keyed outside `keyed_as`: CBC, as SQLCipher's own provider would.
+        conn.execute_batch(&format!("PRAGMA key = \"x'{}'\"", hex(&[2u8; 32])))
+            .unwrap();
+        let cbc = Format {
+            cipher: PageCipher::Cbc,
+            ..FORMAT
+        };
+        assert!(check_page_cipher(&conn, &path, cbc).is_ok());
+        let refused = check_page_cipher(&conn, &path, FORMAT);
+        assert!(
+            matches!(&refused, Err(StoreError::Engine { message, .. }) if message.contains("AES-256-CTR")),
+            "{refused:?}"
+        );
         let _ = std::fs::remove_dir_all(&dir);
     }
 
