@@ -180,6 +180,33 @@ for r in rows:
     out.append(f"| {server} | {r['workload']} | {r['throughput']:.0f} | {ratio} | "
                f"{r['p50_us']/1000:.2f} | {r['p99_us']/1000:.2f} | {r['p999_us']/1000:.2f} | {r['errors']} | "
                f"{'' if cpu is None else f'{cpu:.1f}'} | {'' if rss is None else f'{rss:.0f}'} |")
+
+# The throughput targets, each a ratio of two rows of this run.
+def throughput(server, workload):
+    for r in rows:
+        if r["server"] == server and r["workload"] == workload and not r.get("failed"):
+            return r["throughput"] or None
+    return None
+targets = [
+    # (what, server, workload, against, its workload, at least, as a percentage)
+    ("get, 20 times moto_server's", "moat", "get", "moto", "get", 20, False),
+    ("get, 5 times dynalite's", "moat", "get", "dynalite", "get", 5, False),
+    ("get, ahead of fakecloud's", "moat", "get", "fakecloud", "get", 1, False),
+    ("get, 50% of the bare baseline's (TLS)", "moat", "get", "bare-tls", "get", 0.5, True),
+    ("get, 50% of the bare baseline's (plain HTTP)", "moat-plain", "get", "bare-plain", "get", 0.5, True),
+    ("put, 40% of the bare baseline's (TLS, durable)", "moat", "put", "bare-tls", "get", 0.4, True),
+    ("put, 40% of the bare baseline's (plain HTTP, durable)", "moat-plain", "put", "bare-plain", "get", 0.4, True),
+]
+out += ["", "| target | measured | met |", "| --- | ---: | --- |"]
+for what, server, workload, against, their_workload, goal, percent in targets:
+    ours, theirs = throughput(server, workload), throughput(against, their_workload)
+    if ours is None or theirs is None:
+        out.append(f"| {what} | not measured | |")
+        continue
+    ratio = ours / theirs
+    shown = f"{100 * ratio:.1f}%" if percent else f"{ratio:.2f}x"
+    met = ratio > goal if goal == 1 else ratio >= goal
+    out.append(f"| {what} | {shown} | {'yes' if met else 'no'} |")
 print("\n".join(out))
 EOF
 )
