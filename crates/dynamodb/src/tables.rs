@@ -434,7 +434,9 @@ pub struct Tables {
     pub(crate) objects: Arc<dyn ObjectStore>,
     /// Serialises backups with the deletions that collect their chunks.
     pub(crate) backup_lock: Mutex<()>,
-    open: Mutex<HashMap<(String, String), Arc<Table>>>,
+    /// Open tables by region, then name: looked up by borrowed names, as
+    /// every request does, without building a key.
+    open: Mutex<HashMap<String, HashMap<String, Arc<Table>>>>,
     /// Serialises catalog changes.
     catalog_lock: Mutex<()>,
     in_flight: InFlight,
@@ -505,25 +507,14 @@ impl Tables {
     /// The open table, opening its store on first use. A damaged store is
     /// reported for this table only.
     pub fn table(&self, region: &str, name: &str) -> Result<Arc<Table>, DdbError> {
-        let key = (region.to_owned(), name.to_owned());
-        if let Some(t) = self
-            .open
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&key)
-        {
-            return Ok(t.clone());
+        if let Some(t) = self.open_table(region, name) {
+            return Ok(t);
         }
         // Opening under the catalog lock means a handle is never built from
         // a description that `update_meta` is replacing at the same moment.
         let _guard = self.catalog_lock.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(t) = self
-            .open
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&key)
-        {
-            return Ok(t.clone());
+        if let Some(t) = self.open_table(region, name) {
+            return Ok(t);
         }
         let meta = self.meta(region, name)?;
         let (db_path, key_path) = self.paths(&meta);
@@ -552,8 +543,22 @@ impl Tables {
         self.open
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(key, table.clone());
+            .entry(region.to_owned())
+            .or_default()
+            .insert(name.to_owned(), table.clone());
         Ok(table)
+    }
+
+    /// The table's open handle, if it has one.
+    fn open_table(&self, region: &str, name: &str) -> Option<Arc<Table>> {
+        let open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        open.get(region)?.get(name).cloned()
+    }
+
+    /// Forgets the table's open handle, returning it.
+    fn close_table(&self, region: &str, name: &str) -> Option<Arc<Table>> {
+        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        open.get_mut(region)?.remove(name)
     }
 
     pub fn create(&self, meta: TableMeta) -> Result<TableMeta, DdbError> {
@@ -614,11 +619,7 @@ impl Tables {
         let mut meta = self.meta(region, name)?;
         change(&mut meta)?;
         self.save_meta(&meta)?;
-        let retired = self
-            .open
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&(region.to_owned(), name.to_owned()));
+        let retired = self.close_table(region, name);
         Ok((meta, retired))
     }
 
@@ -632,10 +633,7 @@ impl Tables {
             )));
         }
         self.catalog.delete(CATALOG, &catalog_key(region, name))?;
-        self.open
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&(region.to_owned(), name.to_owned()));
+        self.close_table(region, name);
         let (db_path, key_path) = self.paths(&meta);
         for p in [
             db_path.clone(),
@@ -733,16 +731,14 @@ impl Table {
     pub fn key_of(&self, item: &Item, whole_item: bool) -> Result<ItemKey, DdbError> {
         let mut attributes = Item::new();
         let mut storage = Vec::new();
-        let schema: Vec<(&KeyAttr, usize)> =
-            std::iter::once((&self.meta.hash, MAX_PARTITION_KEY_BYTES))
-                .chain(self.meta.range.iter().map(|r| (r, MAX_SORT_KEY_BYTES)))
-                .collect();
-        if !whole_item && item.len() != schema.len() {
+        let schema = std::iter::once((&self.meta.hash, MAX_PARTITION_KEY_BYTES))
+            .chain(self.meta.range.iter().map(|r| (r, MAX_SORT_KEY_BYTES)));
+        if !whole_item && item.len() != 1 + usize::from(self.meta.range.is_some()) {
             return Err(DdbError::validation(
                 "The provided key element does not match the schema",
             ));
         }
-        for (i, (attr, max)) in schema.iter().enumerate() {
+        for (i, (attr, max)) in schema.enumerate() {
             let value = item.get(&attr.name).ok_or_else(|| {
                 if whole_item {
                     DdbError::validation(format!(
@@ -776,7 +772,7 @@ impl Table {
                     attr.name
                 )));
             }
-            if raw_len > *max {
+            if raw_len > max {
                 return Err(DdbError::validation(format!(
                     "One or more parameter values were invalid: Size of hashkey has exceeded the maximum size limit of {max} bytes"
                 )));
