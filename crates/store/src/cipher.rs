@@ -555,12 +555,9 @@ fn cbc(
         // Decryption of CBC runs all blocks at once (AES-NI pipelines
         // them); each then takes in the ciphertext block before it.
         aes.decrypt_blocks_b2b(input, out).map_err(|_| ())?;
-        // A block at a time as one 128-bit word (byte by byte, this was
-        // half of a page's decryption).
         let mut previous = u128::from_ne_bytes(*iv);
         for (sealed, plain) in input.iter().zip(out.iter_mut()) {
-            let xored = u128::from_ne_bytes(plain.0) ^ previous;
-            plain.0 = xored.to_ne_bytes();
+            xor_into(plain, previous);
             previous = u128::from_ne_bytes(sealed.0);
         }
     }
@@ -585,10 +582,15 @@ fn ctr(key: &[u8], iv: &[u8; BLOCK_BYTES], input: &[u8], out: &mut [u8]) -> Resu
     // Every block at once: the backend pipelines them through AES-NI.
     aes.encrypt_blocks(out);
     for (plain, sealed) in input.iter().zip(out.iter_mut()) {
-        let xored = u128::from_ne_bytes(sealed.0) ^ u128::from_ne_bytes(plain.0);
-        sealed.0 = xored.to_ne_bytes();
+        xor_into(sealed, u128::from_ne_bytes(plain.0));
     }
     Ok(())
+}
+
+/// XORs `word` into `block`, as one 128-bit word (byte by byte, this was
+/// half of a page's CBC decryption).
+fn xor_into(block: &mut Block, word: u128) {
+    block.0 = (u128::from_ne_bytes(block.0) ^ word).to_ne_bytes();
 }
 
 /// CBC encryption with the processor's AES instructions called directly.
@@ -879,14 +881,23 @@ mod tests {
         assert_eq!(out, vector(SEALED));
     }
 
+    /// Any key, IV and page of up to 300 blocks.
+    fn page_inputs(
+    ) -> impl proptest::strategy::Strategy<Value = ([u8; 32], [u8; 16], Vec<[u8; 16]>)> {
+        use proptest::{array, collection, num::u8::ANY};
+        (
+            array::uniform32(ANY),
+            array::uniform16(ANY),
+            collection::vec(array::uniform16(ANY), 0..300),
+        )
+    }
+
     proptest::proptest! {
         /// Sealing with the AES instructions called directly gives what the
         /// `aes` crate gives, for any key, IV and page, and opens again.
         #[test]
         fn aes_ni_cbc_matches_the_portable_one(
-            key in proptest::array::uniform32(proptest::num::u8::ANY),
-            iv in proptest::array::uniform16(proptest::num::u8::ANY),
-            blocks in proptest::collection::vec(proptest::array::uniform16(proptest::num::u8::ANY), 0..300),
+            (key, iv, blocks) in page_inputs(),
         ) {
             let plain: Vec<u8> = blocks.concat();
             let mut portable = vec![0; plain.len()];
@@ -902,17 +913,13 @@ mod tests {
             cbc(false, &key, &iv, &sealed, &mut opened).unwrap();
             proptest::prop_assert_eq!(opened, plain);
         }
-    }
 
-    proptest::proptest! {
         /// CTR gives, block by block, the plaintext XORed with the
         /// encryption of the IV plus the block's index, for any key, IV
         /// and page, and the same call opens it again.
         #[test]
         fn ctr_is_the_counter_by_counter_definition(
-            key in proptest::array::uniform32(proptest::num::u8::ANY),
-            iv in proptest::array::uniform16(proptest::num::u8::ANY),
-            blocks in proptest::collection::vec(proptest::array::uniform16(proptest::num::u8::ANY), 0..300),
+            (key, iv, blocks) in page_inputs(),
         ) {
             let plain: Vec<u8> = blocks.concat();
             let mut sealed = vec![0; plain.len()];

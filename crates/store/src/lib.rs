@@ -344,8 +344,7 @@ struct Format {
 /// under a key of its own.
 ///
 /// AES-256-CTR instead of SQLCipher's CBC: a page seals four times faster
-/// ([`PageCipher::Ctr`]), and PutItem on 64 connections gained 6%
-/// (BENCHMARKS.md).
+/// ([`PageCipher::Ctr`]), and PutItem gained 5-8% (BENCHMARKS.md).
 const FORMAT: Format = Format {
     page_size: 4096,
     hmac: "HMAC_SHA256",
@@ -396,8 +395,6 @@ fn open_connection(
     flags: OpenFlags,
     format: Option<Format>,
 ) -> Result<(Connection, Format), StoreError> {
-    // Before the log level is set below (see `set_cipher_log_level`).
-    cipher::install();
     if let Some(format) = format {
         return Ok((open_in_format(path, key_hex, flags, format)?, format));
     }
@@ -411,6 +408,8 @@ fn open_connection(
     // errors at every start. The last guess speaks (a wrong key, a damaged
     // file). Its log level is process-wide, hence one prober at a time.
     static PROBING: Mutex<()> = Mutex::new(());
+    // SQLCipher started before the level is set (see `set_cipher_log_level`).
+    cipher::install();
     let _probing = PROBING.lock().unwrap_or_else(|p| p.into_inner());
     let formats: Vec<Format> = std::iter::once(FORMAT).chain(OLDER_FORMATS).collect();
     let mut tried = Err(StoreError::Corrupt {
