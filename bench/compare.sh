@@ -14,6 +14,9 @@
 #   bare-tls, bare-plain  moat-bench's baseline: a fixed answer, no work
 #
 # Knobs (environment): SECONDS_PER_RUN (10), WARMUP (2), CONNECTIONS (16),
+# PEAK_CONNECTIONS (64: get is run again on that many, and the get targets
+# are judged a second time on each server's better figure, its peak; empty
+# for none),
 # ITEMS (100000), FAKECLOUD_ITEMS (2000: fakecloud's persistent mode
 # rewrites its whole state on every write, 17 puts/s at 2,000 items, so
 # 100,000 take hours to load; its rows are then marked), WORKLOADS ("get put query mixed batch"),
@@ -30,6 +33,8 @@ tools="${MOAT_TOOLS_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/moat-tools}"
 seconds="${SECONDS_PER_RUN:-10}"
 warmup="${WARMUP:-2}"
 connections="${CONNECTIONS:-16}"
+peak="${PEAK_CONNECTIONS-64}"
+[ "$peak" != "$connections" ] || peak=""
 items="${ITEMS:-100000}"
 fakecloud_items="${FAKECLOUD_ITEMS:-2000}"
 workloads="${WORKLOADS:-get put query mixed batch}"
@@ -74,10 +79,22 @@ bench() {
         --items "$preload" --server-pid "$pid" --json "${setup[@]}" "$@"); then
       echo "{\"server\":\"$name\",\"items\":$preload,${line#\{}" >> "$results"
     else
-      echo "{\"server\":\"$name\",\"workload\":\"$w\",\"failed\":true}" >> "$results"
+      echo "{\"server\":\"$name\",\"workload\":\"$w\",\"connections\":$connections,\"failed\":true}" >> "$results"
     fi
     setup=()
   done
+  # A server's peak may need more requests in flight than the table's runs
+  # keep: get again, on PEAK_CONNECTIONS.
+  if [ -n "$peak" ] && [[ " $workloads " == *" get "* ]]; then
+    echo "bench: $name get x$peak" >&2
+    if line=$("$bin/moat-bench" run --endpoint "$endpoint" --workload get \
+        --connections "$peak" --seconds "$seconds" --warmup "$warmup" \
+        --items "$preload" --server-pid "$pid" --json "$@"); then
+      echo "{\"server\":\"$name\",\"items\":$preload,${line#\{}" >> "$results"
+    else
+      echo "{\"server\":\"$name\",\"workload\":\"get\",\"connections\":$peak,\"failed\":true}" >> "$results"
+    fi
+  fi
 }
 
 # run_moat LABEL PLAIN: a fresh Moat, TLS (as users run it) or plain HTTP,
@@ -151,6 +168,10 @@ table=$(python3 - "$results" "$connections" "$seconds" "$items" "$rounds" <<'EOF
 import json, sys
 runs = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
 conns, secs, items, rounds = sys.argv[2:6]
+# A run on other than the table's connections is its own workload: "get x64".
+for r in runs:
+    if str(r.get("connections", conns)) != conns:
+        r["workload"] = f"{r['workload']} x{r['connections']}"
 # One row per server and workload, in the order first run: the run with the
 # median throughput (the lower middle of an even count); failed if any failed.
 groups = {}
@@ -162,8 +183,10 @@ for group in groups.values():
     ranked = sorted(group, key=lambda r: r["throughput"]) if not failed else failed
     rows.append(ranked[(len(ranked) - 1) // 2])
 moat = {r["workload"]: r for r in rows if r["server"] == "moat" and not r.get("failed")}
+peak = [w for w in sorted({r["workload"] for r in rows}) if w.startswith("get x")]
 median = f" Each figure is from the median of {rounds} rounds." if rounds != "1" else ""
-out = [f"{conns} connections, {secs} s per run after warm-up, {items} items preloaded.{median}", "",
+also = f" (get also on {peak[0][5:]}: rows \"{peak[0]}\")" if peak else ""
+out = [f"{conns} connections{also}, {secs} s per run after warm-up, {items} items preloaded.{median}", "",
        "| server | workload | req/s | x Moat | p50 ms | p99 ms | p99.9 ms | errors | server CPU s | peak RSS MiB |",
        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
 for r in rows:
@@ -197,9 +220,22 @@ targets = [
     ("put, 40% of the bare baseline's (TLS, durable)", "moat", "put", "bare-tls", "get", 0.4, True),
     ("put, 40% of the bare baseline's (plain HTTP, durable)", "moat-plain", "put", "bare-plain", "get", 0.4, True),
 ]
+# The same get targets on each server's peak: the better of its runs on
+# the table's connections and on the peak's.
+def best(server, workload):
+    figures = [throughput(server, w) for w in [workload] + (peak if workload == "get" else [])]
+    figures = [f for f in figures if f]
+    return max(figures) if figures else None
+judged = [(what, server, workload, against, their, goal, percent, throughput)
+          for what, server, workload, against, their, goal, percent in targets]
+if peak:
+    judged += [(f"{what}, at each server's peak ({conns} or {peak[0][5:]} connections)",
+                server, workload, against, their, goal, percent, best)
+               for what, server, workload, against, their, goal, percent in targets
+               if workload == "get"]
 out += ["", "| target | measured | met |", "| --- | ---: | --- |"]
-for what, server, workload, against, their_workload, goal, percent in targets:
-    ours, theirs = throughput(server, workload), throughput(against, their_workload)
+for what, server, workload, against, their_workload, goal, percent, figure in judged:
+    ours, theirs = figure(server, workload), figure(against, their_workload)
     if ours is None or theirs is None:
         out.append(f"| {what} | not measured | |")
         continue
