@@ -73,27 +73,28 @@ bench() {
   local setup=(--setup)
   [ "${SETUP:-yes}" = yes ] || setup=()
   for w in $workloads; do
-    echo "bench: $name $w" >&2
-    if line=$("$bin/moat-bench" run --endpoint "$endpoint" --workload "$w" \
-        --connections "$connections" --seconds "$seconds" --warmup "$warmup" \
-        --items "$preload" --server-pid "$pid" --json "${setup[@]}" "$@"); then
-      echo "{\"server\":\"$name\",\"items\":$preload,${line#\{}" >> "$results"
-    else
-      echo "{\"server\":\"$name\",\"workload\":\"$w\",\"connections\":$connections,\"failed\":true}" >> "$results"
-    fi
+    one "$w" "$connections" "${setup[@]}" "$@"
     setup=()
   done
   # A server's peak may need more requests in flight than the table's runs
   # keep: get again, on PEAK_CONNECTIONS.
   if [ -n "$peak" ] && [[ " $workloads " == *" get "* ]]; then
-    echo "bench: $name get x$peak" >&2
-    if line=$("$bin/moat-bench" run --endpoint "$endpoint" --workload get \
-        --connections "$peak" --seconds "$seconds" --warmup "$warmup" \
-        --items "$preload" --server-pid "$pid" --json "$@"); then
-      echo "{\"server\":\"$name\",\"items\":$preload,${line#\{}" >> "$results"
-    else
-      echo "{\"server\":\"$name\",\"workload\":\"get\",\"connections\":$peak,\"failed\":true}" >> "$results"
-    fi
+    one get "$peak" "$@"
+  fi
+}
+
+# one WORKLOAD CONNECTIONS [moat-bench options...]: one run for bench (its
+# locals name the server), its JSON line (or its failure) into $results.
+one() {
+  local w=$1 n=$2 line
+  shift 2
+  echo "bench: $name $w x$n" >&2
+  if line=$("$bin/moat-bench" run --endpoint "$endpoint" --workload "$w" \
+      --connections "$n" --seconds "$seconds" --warmup "$warmup" \
+      --items "$preload" --server-pid "$pid" --json "$@"); then
+    echo "{\"server\":\"$name\",\"items\":$preload,${line#\{}" >> "$results"
+  else
+    echo "{\"server\":\"$name\",\"workload\":\"$w\",\"connections\":$n,\"failed\":true}" >> "$results"
   fi
 }
 
