@@ -90,11 +90,14 @@ pub struct RunConfig {
 pub struct Report {
     pub workload: &'static str,
     pub connections: usize,
+    /// Requests sent in the measured period, errors included.
     pub requests: u64,
+    /// Requests answered with anything but HTTP 200, or not at all.
     pub errors: u64,
     /// The first error seen, for diagnosis.
     pub first_error: Option<String>,
     pub seconds: f64,
+    /// Successful answers a second; the latencies are theirs too.
     pub throughput: f64,
     pub p50_us: u64,
     pub p99_us: u64,
@@ -302,9 +305,12 @@ pub async fn run(target: &Target, data: Arc<Data>, config: &RunConfig) -> Result
                     continue;
                 }
                 requests += 1;
-                latencies.push(took.as_micros().min(u128::from(u32::MAX)) as u32);
                 match result {
-                    Ok((200, _)) => {}
+                    // Only successful answers count towards throughput and latency:
+                    // a server that refuses fast must not look fast.
+                    Ok((200, _)) => {
+                        latencies.push(took.as_micros().min(u128::from(u32::MAX)) as u32)
+                    }
                     Ok((status, body)) => {
                         errors += 1;
                         first_error.get_or_insert_with(|| {
@@ -358,7 +364,7 @@ pub async fn run(target: &Target, data: Arc<Data>, config: &RunConfig) -> Result
         errors,
         first_error,
         seconds,
-        throughput: requests as f64 / seconds,
+        throughput: (requests - errors) as f64 / seconds,
         p50_us: percentile(&all, 50.0),
         p99_us: percentile(&all, 99.0),
         p999_us: percentile(&all, 99.9),

@@ -53,6 +53,46 @@ async fn every_workload_runs_without_errors() {
         );
         assert!(report.server_cpu_seconds.is_some() && report.server_peak_rss_mb.is_some());
     }
+    // Refused requests are errors, never throughput: a server that
+    // answers every request with an error must not look fast.
+    let impostor = Target::new(
+        &moat.endpoint,
+        Some(&moat.ca_pem()),
+        "us-east-1",
+        &id,
+        "not-the-secret",
+        None,
+    )
+    .unwrap();
+    let refused = moat_bench::run(
+        &impostor,
+        data.clone(),
+        &RunConfig {
+            workload: Workload::Get,
+            connections: 2,
+            warmup: Duration::from_millis(100),
+            duration: Duration::from_millis(300),
+            server_pid: None,
+            rate: None,
+        },
+    )
+    .await
+    .unwrap();
+    assert!(
+        refused.requests > 0
+            && refused.errors == refused.requests
+            && refused.throughput == 0.0
+            && refused.p50_us == 0,
+        "{refused:?}"
+    );
+    assert!(
+        refused
+            .first_error
+            .as_deref()
+            .is_some_and(|e| e.contains("InvalidSignatureException")),
+        "{refused:?}"
+    );
+
     // At a set rate, the harness sends about that many requests.
     let paced = moat_bench::run(
         &target,
