@@ -15,6 +15,7 @@
 mod cache;
 mod checkpoint;
 mod cipher;
+mod wal_writes;
 
 use std::any::Any;
 use std::cell::RefCell;
@@ -482,7 +483,14 @@ fn open_in_format(
     let err = |e| engine_error(path, e);
     // Before the first key: a codec made before takes SQLCipher's provider.
     cipher::install();
-    let conn = Connection::open_with_flags(path, flags).map_err(err)?;
+    // Log writes gathered per commit (`wal_writes`) where the VFS could be
+    // registered; SQLite's own otherwise.
+    let conn = if wal_writes::registered() {
+        Connection::open_with_flags_and_vfs(path, flags, wal_writes::NAME)
+    } else {
+        Connection::open_with_flags(path, flags)
+    }
+    .map_err(err)?;
     // A raw 256-bit key: no passphrase derivation, the key hierarchy made it.
     cipher::keyed_as(format.cipher, || {
         conn.execute_batch(&format!(
@@ -502,10 +510,15 @@ fn open_in_format(
     // The writer keeps 16 MiB of pages (readers set less below): every
     // store has one, so this is per table, and writes touch leaves all over
     // a large table, where twice as much would still miss most of them.
+    //
+    // Every connection commits with a sync: the log's writes are gathered
+    // until the commit's sync (`wal_writes`), and a commit published
+    // without one would point readers at frames not yet written.
     conn.execute_batch(
         "PRAGMA cipher_memory_security = OFF;
          PRAGMA temp_store = MEMORY;
-         PRAGMA cache_size = -16384;",
+         PRAGMA cache_size = -16384;
+         PRAGMA synchronous = FULL;",
     )
     .map_err(err)?;
     // Reading the schema proves the key (and the first page) are right.
