@@ -169,6 +169,13 @@ impl DerefMut for WriterGuard<'_> {
 
 impl Drop for WriterGuard<'_> {
     fn drop(&mut self) {
+        if let Some(writer) = &self.guard {
+            // A group left open keeps what it wrote; with no transaction
+            // open, anything still gathered was rolled back.
+            if writer.conn.is_autocommit() {
+                wal_writes::discard_unpublished(&writer.conn);
+            }
+        }
         drop(self.guard.take());
         self.waiting_tasks.wake_all();
     }
