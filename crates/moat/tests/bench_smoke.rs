@@ -53,19 +53,28 @@ async fn every_workload_runs_without_errors() {
         );
         assert!(report.server_cpu_seconds.is_some() && report.server_peak_rss_mb.is_some());
     }
-    // Refused requests are errors, never throughput: a server that
-    // answers every request with an error must not look fast.
-    let impostor = Target::new(
+    // A wrong secret is refused: the harness really signs.
+    let wrong = Target::new(
         &moat.endpoint,
         Some(&moat.ca_pem()),
         "us-east-1",
         &id,
-        "not-the-secret",
+        "wrong",
         None,
     )
     .unwrap();
+    let (status, _) = wrong
+        .connect()
+        .await
+        .unwrap()
+        .call("ListTables", b"{}")
+        .await
+        .unwrap();
+    assert_eq!(status, 400);
+    // And refused requests are errors, never throughput: a server that
+    // answers every request with an error must not look fast.
     let refused = moat_bench::run(
-        &impostor,
+        &wrong,
         data.clone(),
         &RunConfig {
             workload: Workload::Get,
@@ -125,23 +134,4 @@ async fn every_workload_runs_without_errors() {
     assert_eq!(status, 200);
     let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(v["Count"], 10);
-
-    // A wrong secret is refused: the harness really signs.
-    let wrong = Target::new(
-        &moat.endpoint,
-        Some(&moat.ca_pem()),
-        "us-east-1",
-        &id,
-        "wrong",
-        None,
-    )
-    .unwrap();
-    let (status, _) = wrong
-        .connect()
-        .await
-        .unwrap()
-        .call("ListTables", b"{}")
-        .await
-        .unwrap();
-    assert_eq!(status, 400);
 }

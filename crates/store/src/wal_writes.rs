@@ -349,6 +349,14 @@ unsafe extern "C" fn write(
         let (log, methods) = log(file);
         #[cfg(test)]
         COUNTED.with(|c| c.set((c.get().0 + 1, c.get().1)));
+        let straight = |log: &mut LogFile| {
+            methods.xWrite.map_or(ffi::SQLITE_IOERR_WRITE, |f| {
+                f(log.inner, buf, amount, offset)
+            })
+        };
+        if !log.gathers {
+            return straight(log);
+        }
         let amount_bytes = amount.max(0) as usize;
         let follows = log.at + log.gathered.len() as i64 == offset;
         if !follows || log.gathered.len() + amount_bytes > MOST_GATHERED {
@@ -358,16 +366,14 @@ unsafe extern "C" fn write(
             }
             log.at = offset;
         }
-        // Out of memory, the write goes straight through rather than
-        // aborting the process.
-        if !log.gathers || log.gathered.try_reserve(amount_bytes).is_err() {
+        // Out of memory, the write goes straight through (after what is
+        // gathered before it) rather than aborting the process.
+        if log.gathered.try_reserve(amount_bytes).is_err() {
             let rc = log.write_out();
             if rc != ffi::SQLITE_OK {
                 return rc;
             }
-            return methods.xWrite.map_or(ffi::SQLITE_IOERR_WRITE, |f| {
-                f(log.inner, buf, amount, offset)
-            });
+            return straight(log);
         }
         let bytes = std::slice::from_raw_parts(buf.cast::<u8>(), amount_bytes);
         log.gathered.extend_from_slice(bytes);
