@@ -21,7 +21,7 @@ use std::any::Any;
 use std::cell::RefCell;
 use std::ops::{Bound, Deref, DerefMut};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 
@@ -83,6 +83,11 @@ pub struct Db {
     /// transaction leaves the group open for them, and the last one commits
     /// the whole group with one fsync.
     joiners: AtomicUsize,
+    /// Whether the last group commit took `quick_commit` or longer.
+    slow_commits: AtomicBool,
+    /// [`QUICK_COMMIT`] (tests set it longer, so that their commits count
+    /// as quick on a slow machine too).
+    quick_commit: std::time::Duration,
     /// Tasks waiting for the writer, woken whenever it is released.
     waiting_tasks: Wakers,
     /// Readers for reads outside a transaction. With the write-ahead log
@@ -96,6 +101,9 @@ pub struct Db {
     /// update (tests hold a commit there).
     #[cfg(test)]
     pause_after_commit: std::sync::atomic::AtomicU64,
+    /// Group commits run in `block_in_place`.
+    #[cfg(test)]
+    handed_over: AtomicUsize,
 }
 
 /// What the read caches of all stores of the process hold together unless
@@ -111,6 +119,12 @@ pub fn set_read_cache_budget(bytes: usize) {
 const MAX_READERS: usize = 4;
 /// The most transactions one group commit holds (a bound on latency).
 const MAX_GROUP: usize = 128;
+/// A group of at most this many writes (puts and deletes) commits on its
+/// task's worker thread, if the store's last commit took less than
+/// [`QUICK_COMMIT`]; others in `block_in_place` (see
+/// [`Db::transaction_async`]).
+const IN_PLACE_WRITES: usize = 32;
+const QUICK_COMMIT: std::time::Duration = std::time::Duration::from_millis(1);
 
 /// The writer connection and its open group, if any.
 struct Writer {
@@ -118,6 +132,8 @@ struct Writer {
     /// The group whose transaction is open on `conn`.
     group: Option<Arc<Group>>,
     members: usize,
+    /// The puts and deletes of the open group's kept members.
+    writes: usize,
     /// What the open group wrote in the cached tree, taken in by the cache
     /// once it commits.
     touched: Vec<cache::Written>,
@@ -284,6 +300,8 @@ pub struct Tx<'a> {
     touched: RefCell<Vec<cache::Written>>,
     /// What this group member tallied, for its group to write if it is kept.
     tallies: RefCell<Tallies>,
+    /// Its puts and deletes so far.
+    writes: std::cell::Cell<usize>,
 }
 
 /// A transaction of its own (across tables, see [`Db::lock`]), or a member
@@ -584,16 +602,21 @@ impl Db {
                 conn,
                 group: None,
                 members: 0,
+                writes: 0,
                 touched: Vec::new(),
                 tallies: Vec::new(),
                 checkpointer,
             }),
             joiners: AtomicUsize::new(0),
+            slow_commits: AtomicBool::new(false),
+            quick_commit: QUICK_COMMIT,
             waiting_tasks: Wakers::default(),
             readers: Mutex::new(Vec::new()),
             cache: cache::for_file(path, created),
             #[cfg(test)]
             pause_after_commit: std::sync::atomic::AtomicU64::new(0),
+            #[cfg(test)]
+            handed_over: AtomicUsize::new(0),
         })
     }
 
@@ -758,13 +781,19 @@ impl Db {
 
     /// [`Db::transaction`] for a task: it waits for the writer and for its
     /// group's commit without holding a thread, and runs `f` in place (so
-    /// `f` must be quick: reads and writes of a few keys). Only the member
-    /// that commits a group blocks, on the multi-threaded runtime in
-    /// `block_in_place` so that the worker's other tasks move on. (A thread
-    /// per waiting write, handed over and woken, was a fifth of PutItem's
-    /// time: BENCHMARKS.md.) Dropping the future leaves the store as
-    /// consistent as a thread that never came: a member already in a group
-    /// commits with it.
+    /// `f` must be quick: reads and writes of a few keys). (A thread per
+    /// waiting write, handed over and woken, was a fifth of PutItem's time:
+    /// BENCHMARKS.md.) Only the member that commits a group blocks. A small
+    /// group (at most [`IN_PLACE_WRITES`] writes) on a store whose last
+    /// commit was quick commits right there, holding up its worker's other
+    /// tasks for about as long as an fsync (with other workers to go on);
+    /// any other commit, on the
+    /// multi-threaded runtime, runs in `block_in_place`, which hands the
+    /// worker's tasks to another thread first. That hand-over cost more
+    /// than the commit it made room for: about 30 us of server CPU per
+    /// PutItem, 25% of its throughput (BENCHMARKS.md). Dropping the future
+    /// leaves the store as consistent as a thread that never came: a member
+    /// already in a group commits with it.
     pub async fn transaction_async<T, E: From<StoreError>>(
         &self,
         f: impl FnOnce(&Tx<'_>) -> Result<T, E>,
@@ -775,10 +804,17 @@ impl Db {
             joining.joined();
             let joined = self.join_group(&mut writer, f)?;
             if joined.last {
-                let multi_thread = tokio::runtime::Handle::try_current().is_ok_and(|h| {
+                let runtime = tokio::runtime::Handle::try_current().ok();
+                let multi_thread = runtime.as_ref().is_some_and(|h| {
                     h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread
                 });
-                if multi_thread {
+                // In place only where another worker goes on meanwhile.
+                let in_place = writer.writes <= IN_PLACE_WRITES
+                    && !self.slow_commits.load(Ordering::Relaxed)
+                    && runtime.is_some_and(|h| h.metrics().num_workers() > 1);
+                if multi_thread && !in_place {
+                    #[cfg(test)]
+                    self.handed_over.fetch_add(1, Ordering::SeqCst);
                     tokio::task::block_in_place(|| self.commit_group(&mut writer))?;
                 } else {
                     self.commit_group(&mut writer)?;
@@ -805,6 +841,7 @@ impl Db {
             run_cached(&writer.conn, "BEGIN IMMEDIATE").map_err(err)?;
             writer.group = Some(Arc::new(Group::default()));
             writer.members = 0;
+            writer.writes = 0;
         }
         let group = writer.group.clone().unwrap_or_default();
         if let Err(e) = run_cached(&writer.conn, "SAVEPOINT member") {
@@ -812,10 +849,10 @@ impl Db {
             self.abort_group(writer, &e);
             return Err(e.into());
         }
-        let (ran, touched, tallies) = {
+        let (ran, touched, tallies, writes) = {
             let tx = Tx::new(TxConn::Member(&writer.conn), &self.path, &self.cache);
             let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(&tx)));
-            (ran, tx.touched.take(), tx.tallies.take())
+            (ran, tx.touched.take(), tx.tallies.take(), tx.writes.get())
         };
         let keep = matches!(ran, Ok(Ok(_)));
         // A rolled-back member's keys are invalidated all the same
@@ -846,6 +883,7 @@ impl Db {
             for (name, tally) in tallies {
                 add_tally(&mut writer.tallies, name, tally);
             }
+            writer.writes += writes;
         }
         writer.members += 1;
         let last = self.joiners.load(Ordering::SeqCst) == 0 || writer.members >= MAX_GROUP;
@@ -866,6 +904,7 @@ impl Db {
         let Some(group) = writer.group.take() else {
             return Ok(());
         };
+        let started = std::time::Instant::now();
         let tallied = self.write_tallies(writer);
         // Before any member returns: a read after its write must see it.
         let conn = &writer.conn;
@@ -881,6 +920,8 @@ impl Db {
             ));
             result
         });
+        self.slow_commits
+            .store(started.elapsed() >= self.quick_commit, Ordering::Relaxed);
         // Every member gets the committer's error, a corrupt file's included.
         group.finish(result.clone());
         result
@@ -1018,6 +1059,7 @@ impl<'a> Tx<'a> {
             cache,
             touched: RefCell::default(),
             tallies: RefCell::default(),
+            writes: std::cell::Cell::default(),
         }
     }
 
@@ -1099,6 +1141,7 @@ impl<'a> Tx<'a> {
         // Noted once written: a value that never reached the store is
         // never cached.
         self.touch(tree, key, Some(value));
+        self.writes.set(self.writes.get() + 1);
         Ok(())
     }
 
@@ -1106,6 +1149,7 @@ impl<'a> Tx<'a> {
         // Noted first: a deletion whose outcome is unknown still
         // invalidates.
         self.touch(tree, key, None);
+        self.writes.set(self.writes.get() + 1);
         self.conn()
             .prepare_cached("DELETE FROM kv WHERE tree = ?1 AND k = ?2")
             .and_then(|mut stmt| stmt.execute(params![tree.as_bytes(), key]))
@@ -1584,6 +1628,43 @@ mod tests {
         assert_eq!(rows.len() as u32, kept);
         let n = db.get("count", b"n").unwrap().unwrap();
         assert_eq!(u32::from_be_bytes(n.try_into().unwrap()), kept);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A group commits on its task's worker unless it is large or the
+    /// store's last commit was slow; either way every write is there.
+    #[test]
+    fn small_groups_commit_in_place_until_a_commit_is_slow() {
+        let dir = temp("in-place");
+        let mut db = Db::open(&dir.join("p.db"), &[6u8; 32]).unwrap();
+        db.quick_commit = std::time::Duration::from_millis(500);
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .build()
+            .unwrap();
+        let put = |db: &Db, keys: std::ops::Range<u32>| {
+            runtime.block_on(db.transaction_async(|tx| {
+                keys.clone()
+                    .try_for_each(|k| tx.put("t", &k.to_be_bytes(), b"v"))
+            }))
+        };
+        let handed_over = |db: &Db| db.handed_over.load(Ordering::SeqCst);
+        put(&db, 0..1).unwrap();
+        assert_eq!(handed_over(&db), 0, "a small group on a quick store");
+        put(&db, 1..2 + IN_PLACE_WRITES as u32).unwrap();
+        assert_eq!(handed_over(&db), 1, "more writes than IN_PLACE_WRITES");
+        db.pause_after_commit.store(600, Ordering::SeqCst);
+        put(&db, 100..101).unwrap();
+        db.pause_after_commit.store(0, Ordering::SeqCst);
+        assert_eq!(handed_over(&db), 1, "the slow commit itself was in place");
+        put(&db, 101..102).unwrap();
+        assert_eq!(handed_over(&db), 2, "after a slow commit");
+        put(&db, 102..103).unwrap();
+        assert_eq!(handed_over(&db), 2, "quick again");
+        let rows = db
+            .scan("t", Bound::Unbounded, Bound::Unbounded, 1_000)
+            .unwrap();
+        assert_eq!(rows.len(), 2 + IN_PLACE_WRITES + 3);
         let _ = std::fs::remove_dir_all(&dir);
     }
 
