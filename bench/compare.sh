@@ -162,7 +162,9 @@ for round in $(seq "$rounds"); do
     # put differ in what the client sends and gets back, so each has its
     # own limit (the put targets are judged against bare's put).
     bare_workloads=""
-    for w in get put; do [[ " $workloads " == *" $w "* ]] && bare_workloads+=" $w"; done
+    for w in get put; do
+      if [[ " $workloads " == *" $w "* ]]; then bare_workloads+=" $w"; fi
+    done
     SETUP=no workloads=$bare_workloads bench "bare-$mode" "$endpoint" "$pid" "${ca[@]}"
     kill "$pid"
   done

@@ -117,7 +117,7 @@ mod tests {
             let mut conn = target.connect().await.unwrap();
             let (status, body) = conn.call("GetItem", br#"{"TableName":"t"}"#).await.unwrap();
             assert_eq!((status, body), (200, fixed_body().to_vec()));
-            for operation in ["PutItem", "Query", "BatchWriteItem"] {
+            for operation in ["PutItem", "Query", "BatchWriteItem", "BatchGetItem"] {
                 let (status, body) = conn.call(operation, br#"{"TableName":"t"}"#).await.unwrap();
                 assert_eq!((status, body.as_slice()), (200, &b"{}"[..]), "{operation}");
             }

@@ -60,6 +60,8 @@ pub(crate) struct Checkpointer {
     asked_at: AtomicI32,
     /// Checkpoints run (tests watch it).
     pub(crate) runs: AtomicUsize,
+    /// The log's length in pages after the writer's last commit.
+    log_pages: AtomicI32,
     /// [`ASK_BYTES`] and [`INLINE_BYTES`] in this store's pages.
     ask_pages: c_int,
     inline_pages: c_int,
@@ -79,6 +81,7 @@ impl Checkpointer {
             queued: AtomicBool::new(false),
             asked_at: AtomicI32::new(0),
             runs: AtomicUsize::new(0),
+            log_pages: AtomicI32::new(0),
             ask_pages: pages(ASK_BYTES, format),
             inline_pages: pages(INLINE_BYTES, format),
         })
@@ -97,6 +100,13 @@ impl Checkpointer {
                 Arc::as_ptr(self).cast_mut().cast::<c_void>(),
             );
         }
+    }
+
+    /// Whether the writer's next commits may take the log past
+    /// [`INLINE_BYTES`], and so run the writer's own checkpoint (within one
+    /// ask of it).
+    pub(crate) fn inline_checkpoint_near(&self) -> bool {
+        self.log_pages.load(Ordering::Relaxed) + self.ask_pages >= self.inline_pages
     }
 
     /// The store was rekeyed: later checkpoints open with the new key.
@@ -187,6 +197,7 @@ unsafe extern "C" fn on_commit(
     // SAFETY: `context` is `Arc::as_ptr` of a checkpointer the writer holds
     // (see `watch`), alive while its connection commits.
     let this = unsafe { &*context };
+    this.log_pages.store(pages, Ordering::Relaxed);
     if pages >= this.inline_pages {
         // SAFETY: the connection and database name SQLite passed.
         unsafe {

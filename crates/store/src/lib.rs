@@ -88,6 +88,9 @@ pub struct Db {
     /// [`QUICK_COMMIT`] (tests set it longer, so that their commits count
     /// as quick on a slow machine too).
     quick_commit: std::time::Duration,
+    /// [`IN_PLACE_NOW`] (a test gives its store a count of its own, apart
+    /// from the tests running beside it).
+    in_place_now: &'static AtomicUsize,
     /// Tasks waiting for the writer, woken whenever it is released.
     waiting_tasks: Wakers,
     /// Readers for reads outside a transaction. With the write-ahead log
@@ -119,12 +122,38 @@ pub fn set_read_cache_budget(bytes: usize) {
 const MAX_READERS: usize = 4;
 /// The most transactions one group commit holds (a bound on latency).
 const MAX_GROUP: usize = 128;
-/// A group of at most this many writes (puts and deletes) commits on its
-/// task's worker thread, if the store's last commit took less than
-/// [`QUICK_COMMIT`]; others in `block_in_place` (see
-/// [`Db::transaction_async`]).
+/// A group of at most this many writes (puts and deletes), of at most
+/// [`IN_PLACE_BYTES`] of keys and values, may commit on its task's worker
+/// thread; see [`Db::transaction_async`] for the other conditions.
 const IN_PLACE_WRITES: usize = 32;
+const IN_PLACE_BYTES: usize = 64 << 10;
+/// A group commit that took this long or longer was slow.
 const QUICK_COMMIT: std::time::Duration = std::time::Duration::from_millis(1);
+/// Commits running on worker threads, in all stores of the process: at
+/// most one fewer than the runtime's workers, so that one always goes on.
+static IN_PLACE_NOW: AtomicUsize = AtomicUsize::new(0);
+
+/// A place among the commits running in place ([`IN_PLACE_NOW`]), given
+/// back when dropped.
+struct InPlace(&'static AtomicUsize);
+
+impl InPlace {
+    fn take(now: &'static AtomicUsize, workers: usize) -> Option<InPlace> {
+        let before = now.fetch_add(1, Ordering::SeqCst);
+        if before + 1 < workers {
+            Some(InPlace(now))
+        } else {
+            now.fetch_sub(1, Ordering::SeqCst);
+            None
+        }
+    }
+}
+
+impl Drop for InPlace {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
 
 /// The writer connection and its open group, if any.
 struct Writer {
@@ -132,8 +161,10 @@ struct Writer {
     /// The group whose transaction is open on `conn`.
     group: Option<Arc<Group>>,
     members: usize,
-    /// The puts and deletes of the open group's kept members.
+    /// The puts and deletes of the open group's kept members, and the
+    /// bytes of the keys and values they put.
     writes: usize,
+    written_bytes: usize,
     /// What the open group wrote in the cached tree, taken in by the cache
     /// once it commits.
     touched: Vec<cache::Written>,
@@ -300,8 +331,9 @@ pub struct Tx<'a> {
     touched: RefCell<Vec<cache::Written>>,
     /// What this group member tallied, for its group to write if it is kept.
     tallies: RefCell<Tallies>,
-    /// Its puts and deletes so far.
+    /// Its puts and deletes so far, and the bytes of what it put.
     writes: std::cell::Cell<usize>,
+    written_bytes: std::cell::Cell<usize>,
 }
 
 /// A transaction of its own (across tables, see [`Db::lock`]), or a member
@@ -603,6 +635,7 @@ impl Db {
                 group: None,
                 members: 0,
                 writes: 0,
+                written_bytes: 0,
                 touched: Vec::new(),
                 tallies: Vec::new(),
                 checkpointer,
@@ -610,6 +643,7 @@ impl Db {
             joiners: AtomicUsize::new(0),
             slow_commits: AtomicBool::new(false),
             quick_commit: QUICK_COMMIT,
+            in_place_now: &IN_PLACE_NOW,
             waiting_tasks: Wakers::default(),
             readers: Mutex::new(Vec::new()),
             cache: cache::for_file(path, created),
@@ -784,16 +818,17 @@ impl Db {
     /// `f` must be quick: reads and writes of a few keys). (A thread per
     /// waiting write, handed over and woken, was a fifth of PutItem's time:
     /// BENCHMARKS.md.) Only the member that commits a group blocks. A small
-    /// group (at most [`IN_PLACE_WRITES`] writes) on a store whose last
-    /// commit was quick commits right there, holding up its worker's other
-    /// tasks for about as long as an fsync (with other workers to go on);
-    /// any other commit, on the
-    /// multi-threaded runtime, runs in `block_in_place`, which hands the
-    /// worker's tasks to another thread first. That hand-over cost more
-    /// than the commit it made room for: about 30 us of server CPU per
-    /// PutItem, 25% of its throughput (BENCHMARKS.md). Dropping the future
-    /// leaves the store as consistent as a thread that never came: a member
-    /// already in a group commits with it.
+    /// group (at most [`IN_PLACE_WRITES`] writes and [`IN_PLACE_BYTES`])
+    /// commits right on its worker thread if the store's last group commit
+    /// was quick, its log is not about to need the writer's own checkpoint,
+    /// and another worker of the runtime is not committing in place too: it
+    /// holds up that worker's other tasks for about an fsync. Any other
+    /// commit, on the multi-threaded runtime, runs in `block_in_place`,
+    /// which hands the worker's tasks to another thread first. That
+    /// hand-over cost more than the commit it made room for: PutItem +16%
+    /// on 21% less server CPU without it (BENCHMARKS.md). Dropping the
+    /// future leaves the store as consistent as a thread that never came: a
+    /// member already in a group commits with it.
     pub async fn transaction_async<T, E: From<StoreError>>(
         &self,
         f: impl FnOnce(&Tx<'_>) -> Result<T, E>,
@@ -808,11 +843,19 @@ impl Db {
                 let multi_thread = runtime.as_ref().is_some_and(|h| {
                     h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread
                 });
-                // In place only where another worker goes on meanwhile.
-                let in_place = writer.writes <= IN_PLACE_WRITES
+                let small = writer.writes <= IN_PLACE_WRITES
+                    && writer.written_bytes <= IN_PLACE_BYTES
                     && !self.slow_commits.load(Ordering::Relaxed)
-                    && runtime.is_some_and(|h| h.metrics().num_workers() > 1);
-                if multi_thread && !in_place {
+                    && !writer.checkpointer.inline_checkpoint_near();
+                // In place only while another worker goes on meanwhile.
+                let in_place = small
+                    .then(|| {
+                        runtime.and_then(|h| {
+                            InPlace::take(self.in_place_now, h.metrics().num_workers())
+                        })
+                    })
+                    .flatten();
+                if multi_thread && in_place.is_none() {
                     #[cfg(test)]
                     self.handed_over.fetch_add(1, Ordering::SeqCst);
                     tokio::task::block_in_place(|| self.commit_group(&mut writer))?;
@@ -842,6 +885,7 @@ impl Db {
             writer.group = Some(Arc::new(Group::default()));
             writer.members = 0;
             writer.writes = 0;
+            writer.written_bytes = 0;
         }
         let group = writer.group.clone().unwrap_or_default();
         if let Err(e) = run_cached(&writer.conn, "SAVEPOINT member") {
@@ -849,10 +893,16 @@ impl Db {
             self.abort_group(writer, &e);
             return Err(e.into());
         }
-        let (ran, touched, tallies, writes) = {
+        let (ran, touched, tallies, writes, written_bytes) = {
             let tx = Tx::new(TxConn::Member(&writer.conn), &self.path, &self.cache);
             let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(&tx)));
-            (ran, tx.touched.take(), tx.tallies.take(), tx.writes.get())
+            (
+                ran,
+                tx.touched.take(),
+                tx.tallies.take(),
+                tx.writes.get(),
+                tx.written_bytes.get(),
+            )
         };
         let keep = matches!(ran, Ok(Ok(_)));
         // A rolled-back member's keys are invalidated all the same
@@ -884,6 +934,7 @@ impl Db {
                 add_tally(&mut writer.tallies, name, tally);
             }
             writer.writes += writes;
+            writer.written_bytes += written_bytes;
         }
         writer.members += 1;
         let last = self.joiners.load(Ordering::SeqCst) == 0 || writer.members >= MAX_GROUP;
@@ -1060,6 +1111,7 @@ impl<'a> Tx<'a> {
             touched: RefCell::default(),
             tallies: RefCell::default(),
             writes: std::cell::Cell::default(),
+            written_bytes: std::cell::Cell::default(),
         }
     }
 
@@ -1142,6 +1194,8 @@ impl<'a> Tx<'a> {
         // never cached.
         self.touch(tree, key, Some(value));
         self.writes.set(self.writes.get() + 1);
+        self.written_bytes
+            .set(self.written_bytes.get() + key.len() + value.len());
         Ok(())
     }
 
@@ -1631,40 +1685,65 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
     }
 
-    /// A group commits on its task's worker unless it is large or the
-    /// store's last commit was slow; either way every write is there.
+    /// A group commits on its task's worker unless it is large, the
+    /// store's last commit was slow, or no other worker would go on; either
+    /// way every write is there.
     #[test]
     fn small_groups_commit_in_place_until_a_commit_is_slow() {
         let dir = temp("in-place");
         let mut db = Db::open(&dir.join("p.db"), &[6u8; 32]).unwrap();
-        db.quick_commit = std::time::Duration::from_millis(500);
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .build()
-            .unwrap();
-        let put = |db: &Db, keys: std::ops::Range<u32>| {
+        // Quick enough on any machine; a commit paused longer is slow.
+        db.quick_commit = std::time::Duration::from_secs(1);
+        db.in_place_now = Box::leak(Box::new(AtomicUsize::new(0)));
+        let runtime = |workers| {
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(workers)
+                .build()
+                .unwrap()
+        };
+        let two = runtime(2);
+        let write = |runtime: &tokio::runtime::Runtime,
+                     keys: std::ops::Range<u32>,
+                     bytes: usize,
+                     keep: bool| {
             runtime.block_on(db.transaction_async(|tx| {
-                keys.clone()
-                    .try_for_each(|k| tx.put("t", &k.to_be_bytes(), b"v"))
+                for k in keys.clone() {
+                    tx.put("t", &k.to_be_bytes(), &vec![7; bytes])?;
+                }
+                if keep {
+                    Ok(())
+                } else {
+                    Err(StoreError::Engine {
+                        path: String::new(),
+                        message: "refused".into(),
+                    })
+                }
             }))
         };
-        let handed_over = |db: &Db| db.handed_over.load(Ordering::SeqCst);
-        put(&db, 0..1).unwrap();
-        assert_eq!(handed_over(&db), 0, "a small group on a quick store");
-        put(&db, 1..2 + IN_PLACE_WRITES as u32).unwrap();
-        assert_eq!(handed_over(&db), 1, "more writes than IN_PLACE_WRITES");
-        db.pause_after_commit.store(600, Ordering::SeqCst);
-        put(&db, 100..101).unwrap();
+        let handed_over = || db.handed_over.load(Ordering::SeqCst);
+        let all = IN_PLACE_WRITES as u32;
+        write(&two, 0..all, 1, true).unwrap();
+        assert_eq!(handed_over(), 0, "IN_PLACE_WRITES writes");
+        write(&two, 100..101 + all, 1, true).unwrap();
+        assert_eq!(handed_over(), 1, "more writes than IN_PLACE_WRITES");
+        write(&two, 200..201 + all, 1, false).unwrap_err();
+        assert_eq!(handed_over(), 1, "a refused member's writes do not count");
+        write(&two, 300..301, IN_PLACE_BYTES + 1, true).unwrap();
+        assert_eq!(handed_over(), 2, "more than IN_PLACE_BYTES");
+        write(&runtime(1), 400..401, 1, true).unwrap();
+        assert_eq!(handed_over(), 3, "no other worker");
+        db.pause_after_commit.store(1_100, Ordering::SeqCst);
+        write(&two, 500..501, 1, true).unwrap();
         db.pause_after_commit.store(0, Ordering::SeqCst);
-        assert_eq!(handed_over(&db), 1, "the slow commit itself was in place");
-        put(&db, 101..102).unwrap();
-        assert_eq!(handed_over(&db), 2, "after a slow commit");
-        put(&db, 102..103).unwrap();
-        assert_eq!(handed_over(&db), 2, "quick again");
+        assert_eq!(handed_over(), 3, "the slow commit itself was in place");
+        write(&two, 501..502, 1, true).unwrap();
+        assert_eq!(handed_over(), 4, "after a slow commit");
+        write(&two, 502..503, 1, true).unwrap();
+        assert_eq!(handed_over(), 4, "quick again");
         let rows = db
             .scan("t", Bound::Unbounded, Bound::Unbounded, 1_000)
             .unwrap();
-        assert_eq!(rows.len(), 2 + IN_PLACE_WRITES + 3);
+        assert_eq!(rows.len(), 2 * IN_PLACE_WRITES + 1 + 1 + 1 + 3);
         let _ = std::fs::remove_dir_all(&dir);
     }
 
