@@ -83,7 +83,8 @@ pub struct Db {
     /// transaction leaves the group open for them, and the last one commits
     /// the whole group with one fsync.
     joiners: AtomicUsize,
-    /// Whether the last group commit took `quick_commit` or longer.
+    /// Whether the last commit (a group's, or a transaction's of its own
+    /// through [`Db::lock`]) took `quick_commit` or longer.
     slow_commits: AtomicBool,
     /// [`QUICK_COMMIT`] (tests set it longer, so that their commits count
     /// as quick on a slow machine too).
@@ -334,6 +335,9 @@ pub struct Tx<'a> {
     /// Its puts and deletes so far, and the bytes of what it put.
     writes: std::cell::Cell<usize>,
     written_bytes: std::cell::Cell<usize>,
+    /// For a transaction of its own: its store's slow-commit flag and
+    /// threshold ([`Locked`]).
+    slow_commits: Option<(&'a AtomicBool, std::time::Duration)>,
 }
 
 /// A transaction of its own (across tables, see [`Db::lock`]), or a member
@@ -754,6 +758,7 @@ impl Db {
             conn: writer,
             path: &self.path,
             cache: &self.cache,
+            slow_commits: (&self.slow_commits, self.quick_commit),
         }
     }
 
@@ -819,8 +824,8 @@ impl Db {
     /// waiting write, handed over and woken, was a fifth of PutItem's time:
     /// BENCHMARKS.md.) Only the member that commits a group blocks. A small
     /// group (at most [`IN_PLACE_WRITES`] writes and [`IN_PLACE_BYTES`])
-    /// commits right on its worker thread if the store's last group commit
-    /// was quick, its log is not about to need the writer's own checkpoint,
+    /// commits right on its worker thread if the store's last commit was
+    /// quick, its log is not about to need the writer's own checkpoint,
     /// and another worker of the runtime is not committing in place too: it
     /// holds up that worker's other tasks for about an fsync. Any other
     /// commit, on the multi-threaded runtime, runs in `block_in_place`,
@@ -1088,6 +1093,9 @@ pub struct Locked<'a> {
     conn: WriterGuard<'a>,
     path: &'a Path,
     cache: &'a cache::Cache,
+    /// The store's slow-commit flag and its threshold, set by this
+    /// transaction's commit as by a group's.
+    slow_commits: (&'a AtomicBool, std::time::Duration),
 }
 
 impl Locked<'_> {
@@ -1098,7 +1106,9 @@ impl Locked<'_> {
             .conn
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
             .map_err(|e| engine_error(self.path, e))?;
-        Ok(Tx::new(TxConn::Own(tx), self.path, self.cache))
+        let mut tx = Tx::new(TxConn::Own(tx), self.path, self.cache);
+        tx.slow_commits = Some(self.slow_commits);
+        Ok(tx)
     }
 }
 
@@ -1112,6 +1122,7 @@ impl<'a> Tx<'a> {
             tallies: RefCell::default(),
             writes: std::cell::Cell::default(),
             written_bytes: std::cell::Cell::default(),
+            slow_commits: None,
         }
     }
 
@@ -1120,10 +1131,17 @@ impl<'a> Tx<'a> {
     pub fn commit(self) -> Result<(), StoreError> {
         let path = self.path;
         match self.tx {
-            TxConn::Own(tx) => self
-                .cache
-                .commit(self.touched.into_inner(), || tx.commit())
-                .map_err(|e| engine_error(path, e)),
+            TxConn::Own(tx) => {
+                let started = std::time::Instant::now();
+                let committed = self
+                    .cache
+                    .commit(self.touched.into_inner(), || tx.commit())
+                    .map_err(|e| engine_error(path, e));
+                if let Some((slow, quick)) = self.slow_commits {
+                    slow.store(started.elapsed() >= quick, Ordering::Relaxed);
+                }
+                committed
+            }
             // The group's commit takes in its members' writes.
             TxConn::Member(_) => Ok(()),
         }
@@ -1744,6 +1762,25 @@ mod tests {
             .scan("t", Bound::Unbounded, Bound::Unbounded, 1_000)
             .unwrap();
         assert_eq!(rows.len(), 2 * IN_PLACE_WRITES + 1 + 1 + 1 + 3);
+        // A transaction across stores sets the flag as a group does.
+        let lock_commit = |db: &Db| {
+            let mut locked = db.lock();
+            let tx = locked.begin().unwrap();
+            tx.put("t", b"locked", b"v").unwrap();
+            tx.commit().unwrap();
+        };
+        db.quick_commit = std::time::Duration::ZERO;
+        lock_commit(&db);
+        assert!(
+            db.slow_commits.load(Ordering::SeqCst),
+            "a slow Locked commit"
+        );
+        db.quick_commit = std::time::Duration::from_secs(1);
+        lock_commit(&db);
+        assert!(
+            !db.slow_commits.load(Ordering::SeqCst),
+            "a quick Locked commit"
+        );
         let _ = std::fs::remove_dir_all(&dir);
     }
 
