@@ -83,12 +83,9 @@ pub struct Db {
     /// transaction leaves the group open for them, and the last one commits
     /// the whole group with one fsync.
     joiners: AtomicUsize,
-    /// Whether the last commit (a group's, or a transaction's of its own
-    /// through [`Db::lock`]) took `quick_commit` or longer.
-    slow_commits: AtomicBool,
-    /// [`QUICK_COMMIT`] (tests set it longer, so that their commits count
-    /// as quick on a slow machine too).
-    quick_commit: std::time::Duration,
+    /// Times every commit (a group's, or a transaction's of its own
+    /// through [`Db::lock`]).
+    commit_clock: CommitClock,
     /// [`IN_PLACE_NOW`] (a test gives its store a count of its own, apart
     /// from the tests running beside it).
     in_place_now: &'static AtomicUsize,
@@ -133,6 +130,29 @@ const QUICK_COMMIT: std::time::Duration = std::time::Duration::from_millis(1);
 /// Commits running on worker threads, in all stores of the process: at
 /// most one fewer than the runtime's workers, so that one always goes on.
 static IN_PLACE_NOW: AtomicUsize = AtomicUsize::new(0);
+
+/// Whether a store's last commit was slow: one that took
+/// [`QUICK_COMMIT`] or longer (tests set a longer threshold, so that their
+/// commits count as quick on a slow machine too).
+struct CommitClock {
+    slow: AtomicBool,
+    quick: std::time::Duration,
+}
+
+impl CommitClock {
+    /// Runs `commit`, noting whether it was slow.
+    fn time<R>(&self, commit: impl FnOnce() -> R) -> R {
+        let started = std::time::Instant::now();
+        let out = commit();
+        self.slow
+            .store(started.elapsed() >= self.quick, Ordering::Relaxed);
+        out
+    }
+
+    fn last_was_slow(&self) -> bool {
+        self.slow.load(Ordering::Relaxed)
+    }
+}
 
 /// A place among the commits running in place ([`IN_PLACE_NOW`]), given
 /// back when dropped.
@@ -335,9 +355,8 @@ pub struct Tx<'a> {
     /// Its puts and deletes so far, and the bytes of what it put.
     writes: std::cell::Cell<usize>,
     written_bytes: std::cell::Cell<usize>,
-    /// For a transaction of its own: its store's slow-commit flag and
-    /// threshold ([`Locked`]).
-    slow_commits: Option<(&'a AtomicBool, std::time::Duration)>,
+    /// For a transaction of its own ([`Locked`]): its store's clock.
+    commit_clock: Option<&'a CommitClock>,
 }
 
 /// A transaction of its own (across tables, see [`Db::lock`]), or a member
@@ -645,8 +664,10 @@ impl Db {
                 checkpointer,
             }),
             joiners: AtomicUsize::new(0),
-            slow_commits: AtomicBool::new(false),
-            quick_commit: QUICK_COMMIT,
+            commit_clock: CommitClock {
+                slow: AtomicBool::new(false),
+                quick: QUICK_COMMIT,
+            },
             in_place_now: &IN_PLACE_NOW,
             waiting_tasks: Wakers::default(),
             readers: Mutex::new(Vec::new()),
@@ -758,7 +779,7 @@ impl Db {
             conn: writer,
             path: &self.path,
             cache: &self.cache,
-            slow_commits: (&self.slow_commits, self.quick_commit),
+            commit_clock: &self.commit_clock,
         }
     }
 
@@ -850,7 +871,7 @@ impl Db {
                 });
                 let small = writer.writes <= IN_PLACE_WRITES
                     && writer.written_bytes <= IN_PLACE_BYTES
-                    && !self.slow_commits.load(Ordering::Relaxed)
+                    && !self.commit_clock.last_was_slow()
                     && !writer.checkpointer.inline_checkpoint_near();
                 // In place only while another worker goes on meanwhile.
                 let in_place = small
@@ -960,11 +981,18 @@ impl Db {
         let Some(group) = writer.group.take() else {
             return Ok(());
         };
-        let started = std::time::Instant::now();
+        let result = self.commit_clock.time(|| self.commit_open(writer));
+        // Every member gets the committer's error, a corrupt file's included.
+        group.finish(result.clone());
+        result
+    }
+
+    /// Writes the open group's tallies and commits its transaction.
+    fn commit_open(&self, writer: &mut Writer) -> Result<(), StoreError> {
         let tallied = self.write_tallies(writer);
         // Before any member returns: a read after its write must see it.
         let conn = &writer.conn;
-        let result = self.cache.commit(writer.touched.drain(..), || {
+        self.cache.commit(writer.touched.drain(..), || {
             let result = tallied
                 .and_then(|()| run_cached(conn, "COMMIT").map_err(|e| engine_error(&self.path, e)));
             if result.is_err() {
@@ -975,12 +1003,7 @@ impl Db {
                 self.pause_after_commit.load(Ordering::SeqCst),
             ));
             result
-        });
-        self.slow_commits
-            .store(started.elapsed() >= self.quick_commit, Ordering::Relaxed);
-        // Every member gets the committer's error, a corrupt file's included.
-        group.finish(result.clone());
-        result
+        })
     }
 
     /// Writes the open group's tallies into its transaction.
@@ -1093,9 +1116,8 @@ pub struct Locked<'a> {
     conn: WriterGuard<'a>,
     path: &'a Path,
     cache: &'a cache::Cache,
-    /// The store's slow-commit flag and its threshold, set by this
-    /// transaction's commit as by a group's.
-    slow_commits: (&'a AtomicBool, std::time::Duration),
+    /// Times this transaction's commit as a group's.
+    commit_clock: &'a CommitClock,
 }
 
 impl Locked<'_> {
@@ -1107,7 +1129,7 @@ impl Locked<'_> {
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
             .map_err(|e| engine_error(self.path, e))?;
         let mut tx = Tx::new(TxConn::Own(tx), self.path, self.cache);
-        tx.slow_commits = Some(self.slow_commits);
+        tx.commit_clock = Some(self.commit_clock);
         Ok(tx)
     }
 }
@@ -1122,7 +1144,7 @@ impl<'a> Tx<'a> {
             tallies: RefCell::default(),
             writes: std::cell::Cell::default(),
             written_bytes: std::cell::Cell::default(),
-            slow_commits: None,
+            commit_clock: None,
         }
     }
 
@@ -1132,15 +1154,16 @@ impl<'a> Tx<'a> {
         let path = self.path;
         match self.tx {
             TxConn::Own(tx) => {
-                let started = std::time::Instant::now();
-                let committed = self
-                    .cache
-                    .commit(self.touched.into_inner(), || tx.commit())
-                    .map_err(|e| engine_error(path, e));
-                if let Some((slow, quick)) = self.slow_commits {
-                    slow.store(started.elapsed() >= quick, Ordering::Relaxed);
+                let touched = self.touched.into_inner();
+                let commit = || {
+                    self.cache
+                        .commit(touched, || tx.commit())
+                        .map_err(|e| engine_error(path, e))
+                };
+                match self.commit_clock {
+                    Some(clock) => clock.time(commit),
+                    None => commit(),
                 }
-                committed
             }
             // The group's commit takes in its members' writes.
             TxConn::Member(_) => Ok(()),
@@ -1711,7 +1734,7 @@ mod tests {
         let dir = temp("in-place");
         let mut db = Db::open(&dir.join("p.db"), &[6u8; 32]).unwrap();
         // Quick enough on any machine; a commit paused longer is slow.
-        db.quick_commit = std::time::Duration::from_secs(1);
+        db.commit_clock.quick = std::time::Duration::from_secs(1);
         db.in_place_now = Box::leak(Box::new(AtomicUsize::new(0)));
         let runtime = |workers| {
             tokio::runtime::Builder::new_multi_thread()
@@ -1769,18 +1792,12 @@ mod tests {
             tx.put("t", b"locked", b"v").unwrap();
             tx.commit().unwrap();
         };
-        db.quick_commit = std::time::Duration::ZERO;
+        db.commit_clock.quick = std::time::Duration::ZERO;
         lock_commit(&db);
-        assert!(
-            db.slow_commits.load(Ordering::SeqCst),
-            "a slow Locked commit"
-        );
-        db.quick_commit = std::time::Duration::from_secs(1);
+        assert!(db.commit_clock.last_was_slow(), "a slow Locked commit");
+        db.commit_clock.quick = std::time::Duration::from_secs(1);
         lock_commit(&db);
-        assert!(
-            !db.slow_commits.load(Ordering::SeqCst),
-            "a quick Locked commit"
-        );
+        assert!(!db.commit_clock.last_was_slow(), "a quick Locked commit");
         let _ = std::fs::remove_dir_all(&dir);
     }
 
