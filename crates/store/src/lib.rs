@@ -355,14 +355,13 @@ pub struct Tx<'a> {
     /// Its puts and deletes so far, and the bytes of what it put.
     writes: std::cell::Cell<usize>,
     written_bytes: std::cell::Cell<usize>,
-    /// For a transaction of its own ([`Locked`]): its store's clock.
-    commit_clock: Option<&'a CommitClock>,
 }
 
 /// A transaction of its own (across tables, see [`Db::lock`]), or a member
 /// of a group commit (a savepoint in the group's transaction).
 enum TxConn<'a> {
-    Own(rusqlite::Transaction<'a>),
+    /// With its store's clock, which times its commit as a group's.
+    Own(rusqlite::Transaction<'a>, &'a CommitClock),
     Member(&'a Connection),
 }
 
@@ -1128,9 +1127,11 @@ impl Locked<'_> {
             .conn
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
             .map_err(|e| engine_error(self.path, e))?;
-        let mut tx = Tx::new(TxConn::Own(tx), self.path, self.cache);
-        tx.commit_clock = Some(self.commit_clock);
-        Ok(tx)
+        Ok(Tx::new(
+            TxConn::Own(tx, self.commit_clock),
+            self.path,
+            self.cache,
+        ))
     }
 }
 
@@ -1144,7 +1145,6 @@ impl<'a> Tx<'a> {
             tallies: RefCell::default(),
             writes: std::cell::Cell::default(),
             written_bytes: std::cell::Cell::default(),
-            commit_clock: None,
         }
     }
 
@@ -1153,17 +1153,13 @@ impl<'a> Tx<'a> {
     pub fn commit(self) -> Result<(), StoreError> {
         let path = self.path;
         match self.tx {
-            TxConn::Own(tx) => {
+            TxConn::Own(tx, clock) => {
                 let touched = self.touched.into_inner();
-                let commit = || {
+                clock.time(|| {
                     self.cache
                         .commit(touched, || tx.commit())
                         .map_err(|e| engine_error(path, e))
-                };
-                match self.commit_clock {
-                    Some(clock) => clock.time(commit),
-                    None => commit(),
-                }
+                })
             }
             // The group's commit takes in its members' writes.
             TxConn::Member(_) => Ok(()),
@@ -1176,7 +1172,7 @@ impl<'a> Tx<'a> {
     /// own, at once.
     pub fn tally(&self, name: &'static str, tally: Box<dyn Tally>) -> Result<(), StoreError> {
         match self.tx {
-            TxConn::Own(_) => tally.write(self),
+            TxConn::Own(..) => tally.write(self),
             TxConn::Member(_) => {
                 add_tally(&mut self.tallies.borrow_mut(), name, tally);
                 Ok(())
@@ -1186,7 +1182,7 @@ impl<'a> Tx<'a> {
 
     fn conn(&self) -> &Connection {
         match &self.tx {
-            TxConn::Own(tx) => tx,
+            TxConn::Own(tx, _) => tx,
             TxConn::Member(conn) => conn,
         }
     }
